@@ -1,0 +1,3 @@
+from approvalctl.cli import main
+
+main()

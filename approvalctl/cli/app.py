@@ -1,0 +1,231 @@
+"""The Typer application, its global options, and the helpers every command shares.
+
+A command gets its backend with `backend(ctx)` — the core service acting as the local
+operator, or `approvalctl.Client` talking to `--server` — calls one method on it, and prints
+with `emit()`/`print_table()`. Errors are the core's exceptions; `run()` maps them to the
+documented exit codes with one line on stderr. Heavy imports stay inside functions so that
+`approvalctl approve ID` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import typer
+
+from ..errors import ApprovalctlError, InvalidInput
+
+app = typer.Typer(
+    name="approvalctl",
+    help="Put a human operator between AI agents and the risky tool calls they make.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class State:
+    db: str | None = None
+    server: str | None = None
+    _settings: Any = None
+    _backend: Any = None
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def settings(self):  # -> Settings
+        if self._settings is None:
+            from ..config import Settings
+
+            self._settings = Settings.load(db=self.db, server=self.server)
+        return self._settings
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.settings.server)
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer()
+        self._closers.clear()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    db: str | None = typer.Option(
+        None, "--db", metavar="URL|PATH",
+        help="Database path or postgresql:// URL \\[env: APPROVALCTL_DB; default: "
+             "$XDG_DATA_HOME/approvalctl/approvals.db]."),
+    server: str | None = typer.Option(
+        None, "--server", metavar="URL",
+        help="Talk to an approvalctl server instead of the database \\[env: APPROVALCTL_SERVER]."
+             " The API key comes from APPROVALCTL_API_KEY or the config file."),
+) -> None:
+    """Put a human operator between AI agents and the risky tool calls they make.
+
+    Exit codes: 0 ok (approved) · 1 error · 2 bad input · 3 not found · 4 not pending ·
+    5 unauthenticated/forbidden · 6 unreachable · 10 rejected · 11 expired · 12 cancelled ·
+    124 still pending when the wait timed out.
+    """
+    state = State(db=db, server=server)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+def state_of(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):  # commands invoked without the callback (tests)
+        root.obj = State()
+    return root.obj
+
+
+def local_service(ctx: typer.Context):  # -> ApprovalService
+    """The core service over the configured database (local mode only)."""
+    state = state_of(ctx)
+    from ..service import ApprovalService
+    from ..store import open_store
+
+    store = open_store(state.settings.db)
+    state._closers.append(store.close)
+    state._closers.append(store.flush_counters)
+    return ApprovalService(store, state.settings)
+
+
+def local_principal(ctx: typer.Context):  # -> Principal
+    """Local use without --server acts as the local operator, guarded by file permissions."""
+    from ..config import local_user
+    from ..models import Principal
+
+    return Principal(name=local_user(), role="admin", local=True)
+
+
+def backend(ctx: typer.Context):
+    """What commands call: a `Client` in remote mode, else the service bound to `$USER`.
+
+    Both offer the same methods (without the actor argument) and raise the same errors.
+    """
+    state = state_of(ctx)
+    if state._backend is None:
+        if state.remote:
+            from ..client import Client
+
+            if not state.settings.api_key:
+                from ..errors import Unauthenticated
+
+                raise Unauthenticated("--server needs an API key: set APPROVALCTL_API_KEY or "
+                                      "api_key in the config file")
+            client = Client(state.settings.server, state.settings.api_key)
+            state._closers.append(client.close)
+            state._backend = client
+        else:
+            state._backend = LocalBackend(local_service(ctx), local_principal(ctx))
+    return state._backend
+
+
+class LocalBackend:
+    """The service with the actor filled in: the same call shape as `Client`."""
+
+    def __init__(self, service, actor) -> None:
+        self.service = service
+        self.actor = actor
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.service, name)
+
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            return method(self.actor, *args, **kwargs)
+
+        return bound
+
+
+# ---------------------------------------------------------------- output
+def _no_color() -> bool:
+    return bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
+
+
+def emit(data: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def message(text: str) -> None:
+    """A human message: always stderr, never mixed into data."""
+    sys.stderr.write(text + "\n")
+
+
+def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    plain = _no_color()
+    # Off a terminal nothing wraps: pipes and logs get whole ids and values.
+    console = Console(no_color=plain, highlight=False, width=400 if not sys.stdout.isatty()
+                      else None)
+    table = Table(title=title, box=None, header_style="" if plain else "bold", pad_edge=False)
+    for i, col in enumerate(columns):
+        table.add_column(col, no_wrap=i == 0, overflow="fold")
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    console.print(table)
+
+
+def fail(exc: ApprovalctlError) -> typer.Exit:
+    message(f"error: {exc.detail}")
+    return typer.Exit(exc.exit_code)
+
+
+@contextmanager
+def errors_to_exit() -> Iterator[None]:
+    """Turn the core's named errors into one stderr line and the documented exit code."""
+    try:
+        yield
+    except ApprovalctlError as exc:
+        raise fail(exc) from None
+
+
+def parse_json_object(text: str | None, what: str = "--args") -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise InvalidInput(f"{what} is not valid JSON: {msg}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object, e.g. '{{\"branch\": \"main\"}}'")
+    return value
+
+
+def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for every command function: core errors become exit codes, not tracebacks."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ApprovalctlError as exc:
+            raise fail(exc) from None
+        except KeyboardInterrupt:
+            message("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def command(typer_app: typer.Typer = app, *args: Any, **kwargs: Any
+            ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`@command()` registers a command on `typer_app` with error handling."""
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        typer_app.command(*args, **kwargs)(handles_errors(func))
+        return func
+
+    return register

@@ -1,0 +1,311 @@
+"""The core verbs: request, list, show, approve, reject, cancel, wait, sweep, stats, migrate,
+and the audit trail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from ..durations import format_duration, parse_duration
+from ..errors import ApprovalctlError, InvalidInput
+from .app import (
+    app,
+    backend,
+    command,
+    emit,
+    fail,
+    local_service,
+    message,
+    parse_json_object,
+    print_table,
+    state_of,
+)
+
+#: Exit codes of `wait` and `request --wait`, by final status (DESIGN.md section 4).
+WAIT_EXIT = {"approved": 0, "rejected": 10, "expired": 11, "cancelled": 12, "pending": 124}
+
+JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
+
+
+def _seconds(text: str | None, what: str, *, allow_zero: bool = False) -> float | None:
+    return None if text is None else parse_duration(text, what=what, allow_zero=allow_zero)
+
+
+def _age(iso: str | None) -> str:
+    from ..models import from_iso, utcnow
+
+    return format_duration((utcnow() - from_iso(iso)).total_seconds()) if iso else "-"
+
+
+def _until(iso: str | None) -> str:
+    from ..models import from_iso, utcnow
+
+    if not iso:
+        return "-"
+    left = (from_iso(iso) - utcnow()).total_seconds()
+    return format_duration(left) if left > 0 else "overdue"
+
+
+def _finish_wait(req: Any, as_json: bool) -> None:
+    if as_json:
+        emit(req.to_dict())
+    if req.status == "pending":
+        message(f"{req.id}: still pending when the wait timed out")
+    else:
+        who = f" by {req.decided_by}" if req.decided_by and req.status != "expired" else ""
+        note = f": {req.decision_note}" if req.decision_note else ""
+        message(f"{req.id}: {req.status}{who}{note}")
+    raise typer.Exit(WAIT_EXIT[req.status])
+
+
+@command(app, "request")
+def request_cmd(
+    ctx: typer.Context,
+    tool: str = typer.Argument(..., help="The tool the agent wants to run, e.g. git_push."),
+    args: str | None = typer.Option(None, "--args", metavar="JSON",
+                                    help="The tool's arguments as a JSON object."),
+    reason: str | None = typer.Option(None, "--reason", help="Why the agent wants to run it."),
+    user: str | None = typer.Option(None, "--user",
+                                    help="Who asks \\[env: APPROVALCTL_USER; default: $USER]."),
+    risk: str = typer.Option("medium", "--risk", help="low, medium or high."),
+    ttl: str | None = typer.Option(None, "--ttl", metavar="DURATION",
+                                   help="Expire if undecided after this long (default 1h)."),
+    wait: bool = typer.Option(False, "--wait", help="Block until decided; exit code tells."),
+    timeout: str | None = typer.Option(None, "--timeout", metavar="DURATION",
+                                       help="With --wait: give up after this long (exit 124)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Ask for approval to run TOOL; prints the new request's id."""
+    arguments = parse_json_object(args)
+    ttl_s = _seconds(ttl, "--ttl")
+    timeout_s = _seconds(timeout, "--timeout")
+    if timeout is not None and not wait:
+        raise InvalidInput("--timeout only makes sense with --wait")
+    state = state_of(ctx)
+    if user and state.remote:
+        raise InvalidInput("--user cannot be used with --server: requests are made as the "
+                           "API key's owner")
+    be = backend(ctx)
+    kwargs: dict[str, Any] = {"reason": reason, "risk": risk, "ttl_seconds": ttl_s}
+    if not state.remote:
+        kwargs["user_id"] = user or state.settings.user or be.actor.name
+    req = be.create(tool, arguments, **kwargs)
+    if not wait:
+        if as_json:
+            emit(req.to_dict())
+        else:
+            print(req.id, flush=True)
+        return
+    if not as_json:
+        print(req.id, flush=True)
+    message(f"waiting for a decision on {req.id} (approvalctl approve {req.id})")
+    _finish_wait(be.wait(req.id, timeout_s), as_json)
+
+
+@command(app, "list")
+def list_cmd(
+    ctx: typer.Context,
+    status: str = typer.Option("pending", "--status",
+                               help="pending, approved, rejected, expired, cancelled or all."),
+    tool: str | None = typer.Option(None, "--tool", help="Only this tool."),
+    user: str | None = typer.Option(None, "--user", help="Only requests by this user."),
+    limit: int = typer.Option(50, "--limit", help="At most this many rows (1-1000)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List requests: pending oldest first; other statuses newest first."""
+    page = backend(ctx).list(status=status, tool_name=tool, user_id=user, limit=limit)
+    if as_json:
+        emit([r.to_dict() for r in page.items])
+        return
+    if not page.items:
+        message(f"no {'' if status == 'all' else status + ' '}requests")
+        return
+    pending = status == "pending"
+    rows = [[r.id, r.tool_name, r.user_id, r.risk, r.status, _age(r.created_at),
+             _until(r.expires_at) if r.status == "pending" else r.decided_by,
+             (r.reason or "")[:60]] for r in page.items]
+    print_table(["ID", "TOOL", "USER", "RISK", "STATUS", "AGE",
+                 "EXPIRES IN" if pending else "DECIDED BY", "REASON"], rows)
+    if page.next_cursor:
+        message(f"showing the first {len(page.items)}; use --limit for more")
+
+
+@command(app, "show")
+def show_cmd(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., metavar="ID", help="Id or unique id prefix."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Show one request in full."""
+    req = backend(ctx).get(request_id)
+    if as_json:
+        emit(req.to_dict())
+        return
+    import json
+
+    rows = [[k, json.dumps(v, indent=2, ensure_ascii=False) if k == "arguments" else v]
+            for k, v in req.to_dict().items()]
+    if req.status == "pending":
+        rows.append(["expires in", _until(req.expires_at)])
+    print_table(["FIELD", "VALUE"], rows)
+
+
+def _decide_many(ctx: typer.Context, ids: list[str], verb: str, past: str,
+                 call: Any, as_json: bool) -> None:
+    """Decide each id; report each; exit with the first failure's code."""
+    done, first_error = [], None
+    for rid in ids:
+        try:
+            req = call(rid)
+        except ApprovalctlError as exc:
+            message(f"error: {exc.detail}")
+            first_error = first_error or exc
+            continue
+        done.append(req)
+        message(f"{past} {req.id} ({req.tool_name} for {req.user_id})")
+    if as_json:
+        emit([r.to_dict() for r in done])
+    if first_error is not None:
+        raise typer.Exit(first_error.exit_code)
+
+
+IDS_ARG = typer.Argument(..., metavar="ID...", help="Ids or unique id prefixes.")
+
+
+@command(app, "approve")
+def approve_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
+                note: str | None = typer.Option(None, "--note", help="Why, for the record."),
+                as_json: bool = JSON_OPT) -> None:
+    """Approve pending requests."""
+    be = backend(ctx)
+    _decide_many(ctx, ids, "approve", "approved",
+                 lambda rid: be.decide(rid, "approve", note), as_json)
+
+
+@command(app, "reject")
+def reject_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
+               reason: str | None = typer.Option(None, "--reason", help="Why, for the record."),
+               as_json: bool = JSON_OPT) -> None:
+    """Reject pending requests."""
+    be = backend(ctx)
+    _decide_many(ctx, ids, "reject", "rejected",
+                 lambda rid: be.decide(rid, "reject", reason), as_json)
+
+
+@command(app, "cancel")
+def cancel_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
+               as_json: bool = JSON_OPT) -> None:
+    """Withdraw pending requests."""
+    be = backend(ctx)
+    _decide_many(ctx, ids, "cancel", "cancelled", lambda rid: be.cancel(rid), as_json)
+
+
+@command(app, "wait")
+def wait_cmd(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., metavar="ID", help="Id or unique id prefix."),
+    timeout: str | None = typer.Option(None, "--timeout", metavar="DURATION",
+                                       help="Give up after this long (exit 124)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Block until a request is decided. Exit 0 approved, 10 rejected, 11 expired,
+    12 cancelled, 124 still pending at the timeout."""
+    timeout_s = _seconds(timeout, "--timeout")
+    _finish_wait(backend(ctx).wait(request_id, timeout_s), as_json)
+
+
+@command(app, "sweep")
+def sweep_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """Expire overdue pending requests. Safe to run from cron at any rate."""
+    ids = backend(ctx).sweep()
+    if as_json:
+        emit({"expired": len(ids), "ids": ids})
+    else:
+        message(f"expired {len(ids)} request{'s' if len(ids) != 1 else ''}")
+
+
+@command(app, "stats")
+def stats_cmd(
+    ctx: typer.Context,
+    since: str = typer.Option("24h", "--since", metavar="DURATION",
+                              help="Window of request creation times."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Counts by status, approval and rejection rate, response times, oldest pending."""
+    data = backend(ctx).stats(_seconds(since, "--since"))
+    if as_json:
+        emit(data)
+        return
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x * 100:.1f}%"
+
+    rt = data["response_time_seconds"]
+    rows = [[f"requests since {data['since']}", data["total"]]]
+    rows += [[f"  {k}", v] for k, v in data["by_status"].items()]
+    rows += [["approval rate", pct(data["approval_rate"])],
+             ["rejection rate", pct(data["rejection_rate"])],
+             ["response time avg / p50 / p95", " / ".join(format_duration(rt[k])
+                                                        for k in ("avg", "p50", "p95"))],
+             ["oldest pending", format_duration(data["oldest_pending_age_seconds"])]]
+    print_table(["STAT", "VALUE"], rows)
+
+
+@command(app, "migrate")
+def migrate_cmd(
+    ctx: typer.Context,
+    show_list: bool = typer.Option(False, "--list", help="Show each migration and its state."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Apply schema migrations (they also apply on every open); --list shows the state."""
+    if state_of(ctx).remote:
+        raise InvalidInput("migrate works on a database; it cannot be used with --server")
+    store = local_service(ctx).store  # opening migrates
+    rows = store.migration_state()
+    if as_json:
+        emit(rows)
+    elif show_list:
+        print_table(["MIGRATION", "APPLIED AT"],
+                    [[r["name"], r["applied_at"] or "pending"] for r in rows])
+    else:
+        message(f"{store.url}: schema up to date ({len(rows)} migrations applied)")
+
+
+audit_app = typer.Typer(help="The audit trail and its integrity check.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@command(audit_app, "list")
+def audit_list_cmd(
+    ctx: typer.Context,
+    request_id: str | None = typer.Option(None, "--request", metavar="ID",
+                                          help="Only this request's history."),
+    limit: int = typer.Option(100, "--limit", help="The most recent N rows."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Show the audit trail, oldest first."""
+    rows = backend(ctx).audit_list(request_id=request_id, limit=limit)
+    if as_json:
+        emit(rows)
+        return
+    print_table(["SEQ", "AT", "ACTOR", "ACTION", "REQUEST", "FROM", "TO", "DETAIL"],
+                [[r["seq"], r["at"], r["actor"], r["action"], r["request_id"],
+                  r["from_status"], r["to_status"],
+                  ", ".join(f"{k}={v}" for k, v in r["detail"].items())] for r in rows])
+
+
+@command(audit_app, "verify")
+def audit_verify_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """Check the hash chain; names the first broken row and exits 1 if tampered with."""
+    result = backend(ctx).audit_verify()
+    if as_json:
+        emit(result.to_dict())
+    if result.ok:
+        message(f"audit trail intact: {result.rows} rows verified")
+        return
+    message(f"audit trail BROKEN at row {result.bad_seq}: {result.problem}")
+    raise typer.Exit(1)
+
+
+_ = fail  # re-exported for command modules that raise directly

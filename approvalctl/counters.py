@@ -1,0 +1,87 @@
+"""The durable metric counters: their names, labels and buckets, and what each change adds.
+
+Counters live in the database and are bumped in the same transaction as the change that
+causes them, so every process agrees on them and a restart loses nothing. The Prometheus
+side (`approvalctl.metrics`) only reads them. Checks that write nothing else (RBAC checks on
+reads) are buffered here in memory and flushed with the next write or at exit.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .models import DECIDED_BY_HUMAN, EXPIRED
+
+REQUESTS_TOTAL = "approval_requests_total"
+RESPONSE_TIME = "approval_response_time_seconds"
+TIMEOUT_TOTAL = "approval_timeout_total"
+RBAC_CHECKS = "rbac_permission_checks_total"
+ROLE_ASSIGNMENTS = "rbac_role_assignments_total"
+NOTIFY_DELIVERIES = "notification_deliveries_total"
+
+RESPONSE_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600)
+
+Counter = tuple[str, str, float]  # (name, labels as 'k=v,k2=v2', delta)
+
+
+def labels(**kv: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(kv.items()))
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    if not text:
+        return {}
+    return dict(part.split("=", 1) for part in text.split(","))
+
+
+def for_status(status: str) -> list[Counter]:
+    """A request entered `status`."""
+    out: list[Counter] = [(REQUESTS_TOTAL, labels(status=status), 1)]
+    if status == EXPIRED:
+        out.append((TIMEOUT_TOTAL, "", 1))
+    return out
+
+
+def for_decision(status: str, response_seconds: float) -> list[Counter]:
+    """A request was decided `response_seconds` after it was created."""
+    out = for_status(status)
+    if status in DECIDED_BY_HUMAN:
+        for bound in RESPONSE_BUCKETS:
+            if response_seconds <= bound:
+                out.append((RESPONSE_TIME + "_bucket", labels(le=str(bound)), 1))
+        out.append((RESPONSE_TIME + "_bucket", labels(le="+Inf"), 1))
+        out.append((RESPONSE_TIME + "_sum", "", response_seconds))
+        out.append((RESPONSE_TIME + "_count", "", 1))
+    return out
+
+
+def merge(counters: list[Counter]) -> list[Counter]:
+    """Add up deltas to the same series, so a batch writes each row once."""
+    totals: dict[tuple[str, str], float] = {}
+    for name, lab, delta in counters:
+        totals[(name, lab)] = totals.get((name, lab), 0) + delta
+    return [(n, lab, d) for (n, lab), d in totals.items()]
+
+
+class PendingCounters:
+    """Deltas not yet written, for events that write nothing else (e.g. RBAC checks)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deltas: list[Counter] = []
+
+    def add(self, name: str, lab: str, delta: float = 1) -> None:
+        with self._lock:
+            self._deltas.append((name, lab, delta))
+
+    def take(self) -> list[Counter]:
+        with self._lock:
+            deltas, self._deltas = self._deltas, []
+        return merge(deltas)
+
+    def put_back(self, deltas: list[Counter]) -> None:
+        with self._lock:
+            self._deltas.extend(deltas)
+
+
+pending = PendingCounters()

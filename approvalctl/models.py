@@ -1,0 +1,165 @@
+"""The approval request, its states and the legal moves between them.
+
+Field names here are the contract: they are the database columns, the JSON keys of
+`--json` output and the HTTP bodies alike (see DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+PENDING = "pending"
+APPROVED = "approved"
+REJECTED = "rejected"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
+
+STATUSES = (PENDING, APPROVED, REJECTED, EXPIRED, CANCELLED)
+FINAL_STATUSES = frozenset({APPROVED, REJECTED, EXPIRED, CANCELLED})
+RISKS = ("low", "medium", "high")
+
+#: Every legal transition. Nothing leaves a final state.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    PENDING: frozenset({APPROVED, REJECTED, EXPIRED, CANCELLED}),
+    APPROVED: frozenset(),
+    REJECTED: frozenset(),
+    EXPIRED: frozenset(),
+    CANCELLED: frozenset(),
+}
+
+#: Outcomes a human decided, which count towards response time.
+DECIDED_BY_HUMAN = frozenset({APPROVED, REJECTED})
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in TRANSITIONS.get(current, frozenset())
+
+
+# ---------------------------------------------------------------- time
+_ISO = "%Y-%m-%dT%H:%M:%S"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_iso(moment: datetime) -> str:
+    """Fixed-width UTC text (`2026-11-26T11:22:02.123Z`), so text order is time order."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime(_ISO) + f".{moment.microsecond // 1000:03d}Z"
+
+
+def from_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# ---------------------------------------------------------------- ids
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_id_lock = threading.Lock()
+_last_id: list[int] = [0, 0]
+
+
+def new_id(now: datetime | None = None) -> str:
+    """A 26-character ULID in lower-case Crockford base32: sorts by creation time.
+
+    Within one process ids are strictly increasing even inside one millisecond.
+    """
+    ms = int((now or utcnow()).timestamp() * 1000)
+    with _id_lock:
+        if ms <= _last_id[0]:
+            ms = _last_id[0]
+            rand = _last_id[1] + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
+        _last_id[0], _last_id[1] = ms, rand
+    value = (ms << 80) | (rand & ((1 << 80) - 1))
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def normalise_id(text: str) -> str:
+    """Ids are typed by people: accept upper case and the Crockford look-alikes."""
+    return text.strip().lower().replace("i", "1").replace("l", "1").replace("o", "0")
+
+
+# ---------------------------------------------------------------- the request
+@dataclass
+class ApprovalRequest:
+    id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    reason: str | None
+    risk: str
+    user_id: str
+    status: str
+    created_at: str
+    expires_at: str
+    decided_at: str | None = None
+    decided_by: str | None = None
+    decision_note: str | None = None
+
+    FIELDS = (
+        "id", "tool_name", "arguments", "reason", "risk", "user_id", "status",
+        "created_at", "expires_at", "decided_at", "decided_by", "decision_note",
+    )
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ApprovalRequest:
+        return cls(**{k: data.get(k) for k in cls.FIELDS})
+
+    def age_seconds(self, now: datetime | None = None) -> float:
+        return ((now or utcnow()) - from_iso(self.created_at)).total_seconds()
+
+
+@dataclass
+class Page:
+    """One page of a listing; `next_cursor` is None on the last page."""
+
+    items: list[ApprovalRequest]
+    next_cursor: str | None = None
+
+
+@dataclass
+class Principal:
+    """Who is acting: an API key's owner, or the local operator at the terminal."""
+
+    name: str
+    role: str
+    local: bool = False
+
+
+@dataclass
+class Change:
+    """Everything one state change writes, applied by a store in a single transaction.
+
+    The service decides what goes in here; a store only makes it durable atomically.
+    """
+
+    request_id: str
+    actor: str
+    action: str  # create | approve | reject | cancel | expire
+    from_status: str | None
+    to_status: str
+    at: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    counters: list[tuple[str, str, float]] = field(default_factory=list)
+    outbox: list[tuple[str, str]] = field(default_factory=list)  # (channel, event) rows
+
+
+def monotonic() -> float:
+    return time.monotonic()

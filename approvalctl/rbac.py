@@ -1,0 +1,58 @@
+"""Who may do what: the role matrix of DESIGN.md section 5, enforced in one place.
+
+    user      create; read and cancel their own requests
+    viewer    read all requests; stats
+    operator  viewer + approve/reject/cancel any request; sweep
+    admin     operator + API keys and the audit trail
+
+Every check is counted in `rbac_permission_checks_total{result}`.
+"""
+
+from __future__ import annotations
+
+from . import counters
+from .errors import Forbidden
+from .models import Principal
+
+ROLES = ("user", "viewer", "operator", "admin")
+
+CREATE = "create"
+READ_OWN = "read_own"
+CANCEL_OWN = "cancel_own"
+READ_ALL = "read_all"
+STATS = "stats"
+DECIDE = "decide"
+CANCEL_ANY = "cancel_any"
+SWEEP = "sweep"
+MANAGE_KEYS = "manage_keys"
+AUDIT = "audit"
+
+_USER = frozenset({CREATE, READ_OWN, CANCEL_OWN})
+_VIEWER = frozenset({READ_OWN, READ_ALL, STATS})
+_OPERATOR = _VIEWER | {DECIDE, CANCEL_ANY, CANCEL_OWN, SWEEP}
+_ADMIN = _OPERATOR | {CREATE, MANAGE_KEYS, AUDIT}
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "user": _USER,
+    "viewer": _VIEWER,
+    "operator": _OPERATOR,
+    "admin": _ADMIN,
+}
+
+
+def allowed(principal: Principal, permission: str) -> bool:
+    ok = permission in PERMISSIONS.get(principal.role, frozenset())
+    counters.pending.add(counters.RBAC_CHECKS, counters.labels(result="allowed" if ok
+                                                                 else "denied"))
+    return ok
+
+
+def require(principal: Principal, permission: str, doing: str) -> None:
+    """Raise Forbidden unless `principal` holds `permission`."""
+    if not allowed(principal, permission):
+        raise Forbidden(f"role '{principal.role}' of '{principal.name}' may not {doing}")
+
+
+def sees_all(principal: Principal) -> bool:
+    """Whether the principal reads every request, or only their own."""
+    return READ_ALL in PERMISSIONS.get(principal.role, frozenset())

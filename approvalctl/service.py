@@ -1,0 +1,409 @@
+"""Every business rule of approvalctl, in one place.
+
+Who may create, read, decide or cancel; which transitions are legal; TTLs and expiry;
+self-approval; idempotency; what each change writes to the audit trail, the counters and
+the notification outbox. The CLI and the HTTP server call this and nothing below it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import audit, counters, keys, rbac
+from .config import Settings
+from .errors import (
+    ApprovalConflict,
+    Forbidden,
+    IdempotencyMismatch,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
+from .models import (
+    APPROVED,
+    CANCELLED,
+    DECIDED_BY_HUMAN,
+    EXPIRED,
+    PENDING,
+    REJECTED,
+    RISKS,
+    STATUSES,
+    ApprovalRequest,
+    Change,
+    Page,
+    Principal,
+    can_transition,
+    from_iso,
+    new_id,
+    normalise_id,
+    to_iso,
+    utcnow,
+)
+from .store import SQLStore
+
+MAX_TOOL_NAME = 200
+MAX_TEXT = 4000
+MAX_ARGUMENTS_BYTES = 64 * 1024
+MAX_TTL_SECONDS = 30 * 86400
+MAX_LIMIT = 1000
+IDEMPOTENCY_HOURS = 24
+SYSTEM = "system"
+
+ACTIONS = {"approve": APPROVED, "reject": REJECTED}
+
+
+class ApprovalService:
+    def __init__(self, store: SQLStore, settings: Settings | None = None, *,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.settings = settings or Settings()
+        self.clock = clock
+
+    # ------------------------------------------------------------ create
+    def create(self, actor: Principal, tool_name: str, arguments: Any = None, *,
+               reason: str | None = None, risk: str | None = None,
+               ttl_seconds: float | None = None, user_id: str | None = None,
+               idempotency_key: str | None = None) -> ApprovalRequest:
+        return self.create_idempotent(actor, tool_name, arguments, reason=reason, risk=risk,
+                                      ttl_seconds=ttl_seconds, user_id=user_id,
+                                      idempotency_key=idempotency_key)[0]
+
+    def create_idempotent(self, actor: Principal, tool_name: str, arguments: Any = None, *,
+                          reason: str | None = None, risk: str | None = None,
+                          ttl_seconds: float | None = None, user_id: str | None = None,
+                          idempotency_key: str | None = None
+                          ) -> tuple[ApprovalRequest, bool]:
+        """Create a request; returns it and whether this was an idempotent replay."""
+        rbac.require(actor, rbac.CREATE, "create approval requests")
+        if user_id and user_id != actor.name and not actor.local:
+            raise Forbidden("a request is always made as the caller; user_id cannot be set")
+        tool_name = _text(tool_name, "tool_name", required=True, limit=MAX_TOOL_NAME)
+        arguments = {} if arguments is None else arguments
+        if not isinstance(arguments, dict):
+            raise InvalidInput(f"arguments must be a JSON object, not {_json_type(arguments)}")
+        try:
+            args_text = json.dumps(arguments, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidInput(f"arguments are not valid JSON: {exc}") from None
+        if len(args_text.encode()) > MAX_ARGUMENTS_BYTES:
+            raise InvalidInput(f"arguments exceed {MAX_ARGUMENTS_BYTES // 1024} KiB")
+        reason = _text(reason, "reason", limit=MAX_TEXT)
+        risk = risk or "medium"
+        if risk not in RISKS:
+            raise InvalidInput(f"unknown risk {risk!r}: expected one of {', '.join(RISKS)}")
+        ttl = self.settings.default_ttl if ttl_seconds is None else ttl_seconds
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not ttl > 0:
+            raise InvalidInput(f"ttl must be greater than zero seconds, got {ttl_seconds!r}")
+        if ttl > MAX_TTL_SECONDS:
+            raise InvalidInput(f"ttl must be at most {MAX_TTL_SECONDS // 86400} days")
+        owner = user_id or actor.name
+        _text(owner, "user", required=True, limit=MAX_TOOL_NAME)
+
+        idem = None
+        if idempotency_key is not None:
+            idempotency_key = _text(idempotency_key, "Idempotency-Key", required=True,
+                                    limit=255)
+            body_hash = hashlib.sha256(json.dumps(
+                [tool_name, args_text, reason, risk, ttl_seconds], sort_keys=True
+            ).encode()).hexdigest()
+            idem = (actor.name, idempotency_key, body_hash)
+            found = self.store.get_idempotent(actor.name, idempotency_key)
+            if found:
+                return self._replay(found, body_hash), True
+
+        now = self.clock()
+        req = ApprovalRequest(
+            id=new_id(now), tool_name=tool_name, arguments=arguments, reason=reason, risk=risk,
+            user_id=owner, status=PENDING, created_at=to_iso(now),
+            expires_at=to_iso(now + timedelta(seconds=ttl)),
+        )
+        change = Change(request_id=req.id, actor=actor.name, action="create", from_status=None,
+                        to_status=PENDING, at=req.created_at,
+                        detail={"tool_name": tool_name, "risk": risk, "user_id": owner},
+                        counters=counters.for_status(PENDING),
+                        outbox=[(c, "created") for c in self.settings.channels_for("created")])
+        result = self.store.create(req, change, idem)
+        if isinstance(result, dict):  # a concurrent replay won the race
+            return self._replay(result, idem[2]), True  # type: ignore[index]
+        return result, False
+
+    @staticmethod
+    def _replay(found: dict[str, Any], body_hash: str) -> ApprovalRequest:
+        if found["body_hash"] != body_hash:
+            raise IdempotencyMismatch("this Idempotency-Key was already used with a different "
+                                      "request body")
+        return ApprovalRequest.from_dict(found["response"])
+
+    # ------------------------------------------------------------ read
+    def resolve(self, actor: Principal, id_or_prefix: str) -> ApprovalRequest:
+        """The request with this id or unique id prefix, if the actor may see it."""
+        if not rbac.allowed(actor, rbac.READ_OWN):
+            raise Forbidden(f"role '{actor.role}' may not read approval requests")
+        prefix = normalise_id(str(id_or_prefix))
+        if not prefix or len(prefix) > 26 or not prefix.isalnum():
+            raise InvalidInput(f"invalid request id {id_or_prefix!r}")
+        req = self.store.get(prefix) if len(prefix) == 26 else None
+        if req is None:
+            ids = self.store.resolve_prefix(prefix)
+            if len(ids) > 1:
+                raise InvalidInput(f"id prefix {id_or_prefix!r} is ambiguous: it matches "
+                                   f"{ids[0]}, {ids[1]} and maybe more")
+            req = self.store.get(ids[0]) if ids else None
+        if req is None or not self._may_see(actor, req):
+            raise NotFound(f"no approval request {id_or_prefix!r}")
+        return req
+
+    def get(self, actor: Principal, id_or_prefix: str) -> ApprovalRequest:
+        return self.resolve(actor, id_or_prefix)
+
+    @staticmethod
+    def _may_see(actor: Principal, req: ApprovalRequest) -> bool:
+        return rbac.sees_all(actor) or req.user_id == actor.name
+
+    def list(self, actor: Principal, *, status: str | None = PENDING,
+             tool_name: str | None = None, user_id: str | None = None, limit: int = 50,
+             cursor: str | None = None) -> Page:
+        """One page, pending oldest first; any other status (or all) newest first."""
+        if not rbac.allowed(actor, rbac.READ_OWN):
+            raise Forbidden(f"role '{actor.role}' may not list approval requests")
+        if status in (None, "", "all"):
+            status = None
+        elif status not in STATUSES:
+            raise InvalidInput(f"unknown status {status!r}: expected one of "
+                               f"{', '.join(STATUSES)} or all")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, got {limit!r}")
+        if not rbac.sees_all(actor):
+            if user_id is not None and user_id != actor.name:
+                return Page(items=[])
+            user_id = actor.name
+        descending = status != PENDING
+        after = _decode_cursor(cursor, descending) if cursor else None
+        items = self.store.list_requests(status=status, tool_name=tool_name, user_id=user_id,
+                                         after=after, descending=descending, limit=limit + 1)
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(items=items, next_cursor=_encode_cursor(items[-1].id, descending)
+                    if more else None)
+
+    # ------------------------------------------------------------ decide
+    def decide(self, actor: Principal, id_or_prefix: str, action: str,
+               note: str | None = None) -> ApprovalRequest:
+        if action not in ACTIONS:
+            raise InvalidInput(f"unknown action {action!r}: expected approve or reject")
+        rbac.require(actor, rbac.DECIDE, f"{action} requests")
+        req = self.resolve(actor, id_or_prefix)
+        note = _text(note, "note", limit=MAX_TEXT)
+        if req.user_id == actor.name and not self.settings.allow_self_approval:
+            raise Forbidden(f"'{actor.name}' cannot {action} their own request {req.id} "
+                            "(set allow_self_approval: true in the config to permit it)")
+        return self._finish(actor, req, ACTIONS[action], action, note)
+
+    def cancel(self, actor: Principal, id_or_prefix: str, note: str | None = None
+               ) -> ApprovalRequest:
+        req = self.resolve(actor, id_or_prefix)
+        if not (rbac.allowed(actor, rbac.CANCEL_ANY) or
+                (req.user_id == actor.name and rbac.allowed(actor, rbac.CANCEL_OWN))):
+            raise Forbidden(f"role '{actor.role}' may not cancel request {req.id}")
+        return self._finish(actor, req, CANCELLED, "cancel", _text(note, "note",
+                                                                   limit=MAX_TEXT))
+
+    def _finish(self, actor: Principal, req: ApprovalRequest, target: str, action: str,
+                note: str | None) -> ApprovalRequest:
+        if not can_transition(req.status, target):
+            raise ApprovalConflict(f"request {req.id} is already {req.status}", req.status)
+        now = self.clock()
+        response = max(0.0, (now - from_iso(req.created_at)).total_seconds())
+        event = "decided"
+        change = Change(request_id=req.id, actor=actor.name, action=action,
+                        from_status=PENDING, to_status=target, at=to_iso(now),
+                        detail={"note": note} if note else {},
+                        counters=counters.for_decision(target, response),
+                        outbox=[(c, event) for c in self.settings.channels_for(event)])
+        done = self.store.transition(change, actor.name, note,
+                                     int(response * 1000) if target in DECIDED_BY_HUMAN
+                                     else None)
+        if done is None:
+            current = self.store.get_status(req.id)
+            raise ApprovalConflict(f"request {req.id} is already {current}", current)
+        return done
+
+    # ------------------------------------------------------------ expiry
+    def _expiry_change(self, req: ApprovalRequest) -> Change:
+        now = to_iso(self.clock())
+        return Change(request_id=req.id, actor=SYSTEM, action="expire", from_status=PENDING,
+                      to_status=EXPIRED, at=now, detail={"expires_at": req.expires_at},
+                      counters=counters.for_decision(EXPIRED, 0),
+                      outbox=[(c, "expired") for c in self.settings.channels_for("expired")])
+
+    def sweep(self, actor: Principal | None = None) -> list[str]:
+        """Expire every overdue pending request; safe to run anywhere, at any rate."""
+        if actor is not None:
+            rbac.require(actor, rbac.SWEEP, "sweep expired requests")
+        return self.store.expire_overdue(to_iso(self.clock()), self._expiry_change)
+
+    # ------------------------------------------------------------ wait
+    def wait(self, actor: Principal, id_or_prefix: str, timeout: float | None,
+             poll_interval: float = 0.2) -> ApprovalRequest:
+        """Block until the request leaves pending or `timeout` seconds pass.
+
+        Polls one indexed row a few times a second, so another process's decision is seen
+        well within a second without spinning. A request past its expiry is expired here,
+        so a waiter never outlives the TTL even when no sweep runs.
+        """
+        req = self.resolve(actor, id_or_prefix)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        expires = from_iso(req.expires_at)
+        while True:
+            status = self.store.get_status(req.id)
+            if status != PENDING:
+                return self.store.get(req.id)  # type: ignore[return-value]
+            if self.clock() >= expires:
+                self.store.expire_overdue(to_iso(self.clock()), self._expiry_change)
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                return self.store.get(req.id)  # type: ignore[return-value]
+            pause = poll_interval
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            time.sleep(pause)
+
+    # ------------------------------------------------------------ stats
+    def stats(self, actor: Principal, since_seconds: float = 86400) -> dict[str, Any]:
+        rbac.require(actor, rbac.STATS, "read stats")
+        now = self.clock()
+        since = now - timedelta(seconds=since_seconds)
+        raw = self.store.stats(to_iso(since))
+        by_status = {s: int(raw["by_status"].get(s, 0)) for s in STATUSES}
+        decided = by_status[APPROVED] + by_status[REJECTED]
+        oldest = raw["oldest_pending_created_at"]
+
+        def secs(ms: float | None) -> float | None:
+            return None if ms is None else round(ms / 1000, 3)
+
+        return {
+            "since": to_iso(since),
+            "window_seconds": since_seconds,
+            "total": sum(by_status.values()),
+            "by_status": by_status,
+            "approval_rate": round(by_status[APPROVED] / decided, 4) if decided else None,
+            "rejection_rate": round(by_status[REJECTED] / decided, 4) if decided else None,
+            "response_time_seconds": {"avg": secs(raw["avg_ms"]), "p50": secs(raw["p50"]),
+                                      "p95": secs(raw["p95"])},
+            "oldest_pending_age_seconds": round((now - from_iso(oldest)).total_seconds(), 3)
+            if oldest else None,
+        }
+
+    # ------------------------------------------------------------ audit
+    def audit_list(self, actor: Principal, *, request_id: str | None = None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        rbac.require(actor, rbac.AUDIT, "read the audit trail")
+        if request_id:
+            request_id = self.resolve(actor, request_id).id
+        rows = self.store.audit_rows(request_id=request_id, limit=limit, newest_first=True)
+        rows.reverse()
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows
+
+    def audit_verify(self, actor: Principal) -> audit.VerifyResult:
+        rbac.require(actor, rbac.AUDIT, "verify the audit trail")
+        return audit.verify_chain(self.store.iter_audit())
+
+    # ------------------------------------------------------------ API keys
+    def create_key(self, actor: Principal, name: str, role: str,
+                   expires_seconds: float | None = None) -> tuple[str, dict[str, Any]]:
+        """A new key: returns the secret (shown once, never stored) and its public record."""
+        rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
+        name = _text(name, "key name", required=True, limit=100)
+        if role not in rbac.ROLES:
+            raise InvalidInput(f"unknown role {role!r}: expected one of {', '.join(rbac.ROLES)}")
+        if self.store.get_key(name=name):
+            raise ApprovalConflict(f"an API key named {name!r} already exists")
+        now = self.clock()
+        key_id, secret = keys.generate()
+        row = {"name": name, "key_id": key_id, "secret_hash": keys.digest(secret), "role": role,
+               "created_at": to_iso(now), "created_by": actor.name,
+               "expires_at": to_iso(now + timedelta(seconds=expires_seconds))
+               if expires_seconds else None}
+        self.store.insert_key(row, (counters.ROLE_ASSIGNMENTS, counters.labels(role=role), 1))
+        return secret, _public_key(row)
+
+    def list_keys(self, actor: Principal) -> list[dict[str, Any]]:
+        rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
+        now = to_iso(self.clock())
+        return [_public_key(k, now) for k in self.store.list_keys()]
+
+    def revoke_key(self, actor: Principal, name: str) -> None:
+        rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
+        if not self.store.get_key(name=name):
+            raise NotFound(f"no API key named {name!r}")
+        if not self.store.revoke_key(name, to_iso(self.clock())):
+            raise ApprovalConflict(f"API key {name!r} is already revoked")
+
+    def authenticate(self, secret: str | None) -> Principal:
+        """The principal of an API key; Unauthenticated for anything else."""
+        if not secret:
+            raise Unauthenticated("missing API key (send X-API-Key or Authorization: Bearer)")
+        key_id = keys.parse(secret.strip())
+        if key_id is None:
+            raise Unauthenticated("malformed API key (check for a typo)")
+        row = self.store.get_key(key_id=key_id)
+        if row is None or not keys.matches(secret.strip(), row["secret_hash"]):
+            raise Unauthenticated("unknown API key")
+        if row["revoked_at"]:
+            raise Unauthenticated(f"API key {row['name']!r} has been revoked")
+        if row["expires_at"] and row["expires_at"] <= to_iso(self.clock()):
+            raise Unauthenticated(f"API key {row['name']!r} has expired")
+        return Principal(name=row["name"], role=row["role"])
+
+
+# ---------------------------------------------------------------- helpers
+def _text(value: Any, what: str, *, required: bool = False, limit: int) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip() and not required):
+        if required:
+            raise InvalidInput(f"{what} is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, not {_json_type(value)}")
+    if required and not value.strip():
+        raise InvalidInput(f"{what} must not be empty")
+    if len(value) > limit:
+        raise InvalidInput(f"{what} is longer than {limit} characters")
+    if "\x00" in value:
+        raise InvalidInput(f"{what} must not contain NUL characters")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _public_key(row: dict[str, Any], now: str | None = None) -> dict[str, Any]:
+    state = "active"
+    if row.get("revoked_at"):
+        state = "revoked"
+    elif row.get("expires_at") and now and row["expires_at"] <= now:
+        state = "expired"
+    return {"name": row["name"], "role": row["role"], "key_prefix": f"{keys.PREFIX}"
+            f"{row['key_id']}_", "created_at": row["created_at"],
+            "created_by": row["created_by"], "expires_at": row.get("expires_at"),
+            "revoked_at": row.get("revoked_at"), "state": state}
+
+
+def _encode_cursor(last_id: str, descending: bool) -> str:
+    return ("d" if descending else "a") + last_id
+
+
+def _decode_cursor(cursor: str, descending: bool) -> str:
+    if len(cursor) != 27 or cursor[0] != ("d" if descending else "a") or \
+            not cursor[1:].isalnum():
+        raise InvalidInput(f"invalid cursor {cursor!r} (use next_cursor from a previous page "
+                           "with the same filters)")
+    return cursor[1:]

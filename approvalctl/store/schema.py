@@ -1,0 +1,162 @@
+"""The ordered schema migrations, written once for both backends.
+
+Each migration is a name and a list of statements. The few places where SQLite and
+PostgreSQL disagree are spelled with placeholders: `{autoinc}` (an integer primary key that
+numbers itself) and `{append_only}` (the triggers that make the audit log append-only).
+Add a migration at the end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+MIGRATION_SET = "approvalctl"
+
+_DIALECT = {
+    "sqlite": {
+        "autoinc": "INTEGER PRIMARY KEY",
+        "real": "REAL",
+        "bigint": "INTEGER",
+    },
+    "postgresql": {
+        "autoinc": "BIGSERIAL PRIMARY KEY",
+        "real": "DOUBLE PRECISION",
+        "bigint": "BIGINT",
+    },
+}
+
+_APPEND_ONLY = {
+    "sqlite": [
+        """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+           BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+        """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+           BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+    ],
+    "postgresql": [
+        """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$
+           BEGIN RAISE EXCEPTION 'audit_log is append-only'; END; $$ LANGUAGE plpgsql""",
+        """CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON audit_log
+           FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+        """CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+           FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
+    ],
+}
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    (
+        "0001_requests",
+        [
+            """CREATE TABLE requests (
+                id TEXT PRIMARY KEY,
+                tool_name TEXT NOT NULL,
+                arguments TEXT NOT NULL,
+                reason TEXT,
+                risk TEXT NOT NULL CHECK (risk IN ('low', 'medium', 'high')),
+                user_id TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN
+                    ('pending', 'approved', 'rejected', 'expired', 'cancelled')),
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                decided_at TEXT,
+                decided_by TEXT,
+                decision_note TEXT,
+                response_ms {bigint}
+            )""",
+            # list: by status (pending oldest first), by user, by tool — all keyset on id
+            "CREATE INDEX requests_status_id ON requests (status, id)",
+            "CREATE INDEX requests_user_id ON requests (user_id, status, id)",
+            "CREATE INDEX requests_tool_id ON requests (tool_name, status, id)",
+            # sweep: only pending rows, by expiry
+            "CREATE INDEX requests_pending_expiry ON requests (expires_at) "
+            "WHERE status = 'pending'",
+            # stats: a covering index over the window
+            "CREATE INDEX requests_created_stats ON requests (created_at, status, response_ms)",
+        ],
+    ),
+    (
+        "0002_audit_log",
+        [
+            """CREATE TABLE audit_log (
+                seq {autoinc},
+                at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                request_id TEXT,
+                from_status TEXT,
+                to_status TEXT,
+                detail TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_log_request ON audit_log (request_id, seq)",
+            "{append_only}",
+        ],
+    ),
+    (
+        "0003_metric_counters",
+        [
+            """CREATE TABLE metric_counters (
+                name TEXT NOT NULL,
+                labels TEXT NOT NULL,
+                value {real} NOT NULL DEFAULT 0,
+                PRIMARY KEY (name, labels)
+            )""",
+        ],
+    ),
+    (
+        "0004_api_keys",
+        [
+            """CREATE TABLE api_keys (
+                name TEXT PRIMARY KEY,
+                key_id TEXT NOT NULL UNIQUE,
+                secret_hash TEXT NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('user', 'viewer', 'operator', 'admin')),
+                created_at TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                expires_at TEXT,
+                revoked_at TEXT,
+                last_used_at TEXT
+            )""",
+            """CREATE TABLE idempotency_keys (
+                owner TEXT NOT NULL,
+                key TEXT NOT NULL,
+                body_hash TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                response TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                PRIMARY KEY (owner, key)
+            )""",
+            "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
+        ],
+    ),
+    (
+        "0005_outbox",
+        [
+            """CREATE TABLE outbox (
+                id {autoinc},
+                event TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'sent', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TEXT NOT NULL,
+                claimed_until TEXT,
+                last_error TEXT,
+                created_at TEXT NOT NULL,
+                sent_at TEXT
+            )""",
+            "CREATE INDEX outbox_due ON outbox (status, next_attempt_at)",
+        ],
+    ),
+]
+
+
+def statements(dialect: str, body: list[str]) -> list[str]:
+    """The statements of one migration, spelled for `dialect`."""
+    out: list[str] = []
+    for stmt in body:
+        if stmt == "{append_only}":
+            out.extend(_APPEND_ONLY[dialect])
+        else:
+            out.append(stmt.format(**_DIALECT[dialect]))
+    return out

@@ -1,0 +1,336 @@
+"""The SQL both backends share: every query and write the service needs.
+
+A backend subclass supplies the connection handling (`_read`, `_write`), its placeholder
+style and how to serialise audit appends; everything else is here once. Queries are written
+with `?` placeholders and translated for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from .. import audit, counters
+from ..models import PENDING, ApprovalRequest, Change
+
+REQUEST_COLUMNS = ApprovalRequest.FIELDS
+_SELECT = "SELECT " + ", ".join(REQUEST_COLUMNS) + " FROM requests"
+AUDIT_COLUMNS = ("seq", "at", "actor", "action", "request_id", "from_status", "to_status",
+                 "detail", "prev_hash", "hash")
+KEY_COLUMNS = ("name", "key_id", "secret_hash", "role", "created_at", "created_by",
+               "expires_at", "revoked_at", "last_used_at")
+OUTBOX_COLUMNS = ("id", "event", "channel", "request_id", "payload", "status", "attempts",
+                  "next_attempt_at", "claimed_until", "last_error", "created_at", "sent_at")
+#: Every table `migrate --to` copies, in an order that respects references, with its key.
+TABLES = {
+    "requests": ("id", REQUEST_COLUMNS + ("response_ms",)),
+    "audit_log": ("seq", AUDIT_COLUMNS),
+    "metric_counters": ("name, labels", ("name", "labels", "value")),
+    "api_keys": ("name", KEY_COLUMNS),
+    "idempotency_keys": ("owner, key", ("owner", "key", "body_hash", "request_id", "response",
+                                        "created_at")),
+    "outbox": ("id", OUTBOX_COLUMNS),
+}
+
+
+def request_from_row(row: tuple) -> ApprovalRequest:
+    data = dict(zip(REQUEST_COLUMNS, row))
+    data["arguments"] = json.loads(data["arguments"])
+    return ApprovalRequest(**data)
+
+
+class SQLStore:
+    """Shared queries; subclasses provide `_read()`/`_write()` cursors and locking."""
+
+    dialect = "sqlite"
+    url = ""
+
+    # ---- provided by the backend
+    def _read(self) -> AbstractContextManager[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _lock_audit(self, cur: Any) -> None:
+        """Serialise audit appends (SQLite's BEGIN IMMEDIATE already does)."""
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    def _exec(self, cur: Any, sql: str, params: tuple | list = ()) -> Any:
+        cur.execute(self._sql(sql), params)
+        return cur
+
+    def _many(self, cur: Any, sql: str, rows: list) -> None:
+        if rows:
+            cur.executemany(self._sql(sql), rows)
+
+    # ---- writes: every state change with its audit row, counters and outbox rows
+    def _append_changes(self, cur: Any, changes: list[Change], payloads: dict[str, str]) -> None:
+        self._lock_audit(cur)
+        last = self._exec(cur, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+                          ).fetchone()
+        seq, prev = (last[0], last[1]) if last else (0, audit.GENESIS)
+        audit_rows, counter_rows, outbox_rows = [], [], []
+        for ch in changes:
+            seq += 1
+            row = {"seq": seq, "at": ch.at, "actor": ch.actor, "action": ch.action,
+                   "request_id": ch.request_id, "from_status": ch.from_status,
+                   "to_status": ch.to_status,
+                   "detail": json.dumps(ch.detail, sort_keys=True, ensure_ascii=False)}
+            row["prev_hash"] = prev
+            row["hash"] = prev = audit.row_hash(prev, row)
+            audit_rows.append(tuple(row[c] for c in AUDIT_COLUMNS))
+            counter_rows.extend(ch.counters)
+            for channel, event in ch.outbox:
+                outbox_rows.append((event, channel, ch.request_id, payloads[ch.request_id],
+                                    ch.at, ch.at))
+        self._many(cur, "INSERT INTO audit_log (" + ", ".join(AUDIT_COLUMNS) + ") VALUES ("
+                   + ", ".join("?" * len(AUDIT_COLUMNS)) + ")", audit_rows)
+        counter_rows.extend(counters.pending.take())
+        self._bump(cur, counters.merge(counter_rows))
+        self._many(cur, "INSERT INTO outbox (event, channel, request_id, payload, "
+                   "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?)", outbox_rows)
+
+    def _bump(self, cur: Any, rows: list[counters.Counter]) -> None:
+        self._many(cur, "INSERT INTO metric_counters (name, labels, value) VALUES (?, ?, ?) "
+                   "ON CONFLICT (name, labels) DO UPDATE SET value = metric_counters.value "
+                   "+ excluded.value", rows)
+
+    def create(self, req: ApprovalRequest, change: Change,
+               idempotency: tuple[str, str, str] | None = None) -> ApprovalRequest:
+        """Insert `req` with its change; with `idempotency` (owner, key, body hash), record it.
+
+        If the idempotency key was stored meanwhile, return the request it created instead.
+        """
+        payload = json.dumps(req.to_dict(), sort_keys=True)
+        with self._write() as cur:
+            if idempotency:
+                found = self._idempotent(cur, idempotency[0], idempotency[1])
+                if found:
+                    return found  # type: ignore[return-value]
+            self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
+                       + ", ".join("?" * len(REQUEST_COLUMNS)) + ")",
+                       tuple(json.dumps(req.arguments, sort_keys=True) if c == "arguments"
+                             else getattr(req, c) for c in REQUEST_COLUMNS))
+            if idempotency:
+                self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
+                           "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                           (*idempotency, req.id, payload, req.created_at))
+            self._append_changes(cur, [change], {req.id: payload})
+        return req
+
+    def transition(self, change: Change, decided_by: str | None, note: str | None,
+                   response_ms: int | None) -> ApprovalRequest | None:
+        """Compare-and-set from pending; None when the request was no longer pending."""
+        with self._write() as cur:
+            row = self._exec(
+                cur, "UPDATE requests SET status = ?, decided_at = ?, decided_by = ?, "
+                "decision_note = ?, response_ms = ? WHERE id = ? AND status = ? RETURNING "
+                + ", ".join(REQUEST_COLUMNS),
+                (change.to_status, change.at, decided_by, note, response_ms, change.request_id,
+                 PENDING)).fetchone()
+            if row is None:
+                return None
+            req = request_from_row(row)
+            self._append_changes(cur, [change], {req.id: json.dumps(req.to_dict(),
+                                                                    sort_keys=True)})
+        return req
+
+    def expire_overdue(self, now: str, change_for: Callable[[ApprovalRequest], Change],
+                       batch: int = 2000) -> list[str]:
+        """Expire every pending request whose `expires_at` is at or before `now`.
+
+        Works in short batches so other writers are never held up long; the compare-and-set
+        on status makes concurrent sweeps expire each request exactly once.
+        """
+        expired: list[str] = []
+        while True:
+            with self._write() as cur:
+                rows = self._exec(cur, _SELECT + " WHERE status = ? AND expires_at <= ? "
+                                  "ORDER BY expires_at LIMIT ?" + self._skip_locked(),
+                                  (PENDING, now, batch)).fetchall()
+                if not rows:
+                    return expired
+                reqs = [request_from_row(r) for r in rows]
+                changes = [change_for(r) for r in reqs]
+                self._many(cur, "UPDATE requests SET status = ?, decided_at = ? "
+                           "WHERE id = ? AND status = ?",
+                           [(c.to_status, c.at, c.request_id, PENDING) for c in changes])
+                payloads = {}
+                for r, c in zip(reqs, changes):
+                    r.status, r.decided_at = c.to_status, c.at
+                    payloads[r.id] = json.dumps(r.to_dict(), sort_keys=True)
+                self._append_changes(cur, changes, payloads)
+                expired.extend(r.id for r in reqs)
+            if len(rows) < batch:
+                return expired
+
+    def _skip_locked(self) -> str:
+        return ""
+
+    def flush_counters(self) -> None:
+        """Write buffered counter deltas (RBAC checks on reads) now."""
+        deltas = counters.pending.take()
+        if not deltas:
+            return
+        try:
+            with self._write() as cur:
+                self._bump(cur, deltas)
+        except BaseException:
+            counters.pending.put_back(deltas)
+            raise
+
+    def add_counters(self, rows: list[counters.Counter]) -> None:
+        with self._write() as cur:
+            self._bump(cur, counters.merge(rows))
+
+    # ---- reads
+    def get(self, request_id: str) -> ApprovalRequest | None:
+        with self._read() as cur:
+            row = self._exec(cur, _SELECT + " WHERE id = ?", (request_id,)).fetchone()
+        return request_from_row(row) if row else None
+
+    def get_status(self, request_id: str) -> str | None:
+        with self._read() as cur:
+            row = self._exec(cur, "SELECT status FROM requests WHERE id = ?",
+                             (request_id,)).fetchone()
+        return row[0] if row else None
+
+    def resolve_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids starting with `prefix` (a range scan on the primary key)."""
+        with self._read() as cur:
+            rows = self._exec(cur, "SELECT id FROM requests WHERE id >= ? AND id < ? "
+                              "ORDER BY id LIMIT ?", (prefix, prefix + "\x7f", limit)
+                              ).fetchall()
+        return [r[0] for r in rows]
+
+    def list_requests(self, *, status: str | None, tool_name: str | None, user_id: str | None,
+                      after: str | None, descending: bool, limit: int
+                      ) -> list[ApprovalRequest]:
+        where, params = [], []
+        for col, value in (("status", status), ("tool_name", tool_name), ("user_id", user_id)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                params.append(value)
+        if after is not None:
+            where.append("id < ?" if descending else "id > ?")
+            params.append(after)
+        sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY id" + (" DESC" if descending else "") + " LIMIT ?"
+        with self._read() as cur:
+            rows = self._exec(cur, sql, (*params, limit)).fetchall()
+        return [request_from_row(r) for r in rows]
+
+    def stats(self, since: str) -> dict[str, Any]:
+        """Raw figures over requests created at or after `since`."""
+        with self._read() as cur:
+            by_status = dict(self._exec(
+                cur, "SELECT status, COUNT(*) FROM requests WHERE created_at >= ? "
+                "GROUP BY status", (since,)).fetchall())
+            n, avg = self._exec(
+                cur, "SELECT COUNT(response_ms), AVG(response_ms) FROM requests "
+                "WHERE created_at >= ? AND response_ms IS NOT NULL", (since,)).fetchone()
+            percentiles = {}
+            for name, q in (("p50", 0.50), ("p95", 0.95)):
+                if not n:
+                    percentiles[name] = None
+                    continue
+                row = self._exec(
+                    cur, "SELECT response_ms FROM requests WHERE created_at >= ? AND "
+                    "response_ms IS NOT NULL ORDER BY response_ms LIMIT 1 OFFSET ?",
+                    (since, min(n - 1, int(q * n)))).fetchone()
+                percentiles[name] = row[0] if row else None
+            oldest = self._exec(cur, "SELECT created_at FROM requests WHERE status = ? "
+                                "ORDER BY id LIMIT 1", (PENDING,)).fetchone()
+        return {"by_status": by_status, "decided": n, "avg_ms": avg, **percentiles,
+                "oldest_pending_created_at": oldest[0] if oldest else None}
+
+    def queue_gauges(self) -> tuple[int, str | None]:
+        """(number of pending requests, created_at of the oldest) for the gauges."""
+        with self._read() as cur:
+            count = self._exec(cur, "SELECT COUNT(*) FROM requests WHERE status = ?",
+                               (PENDING,)).fetchone()[0]
+            oldest = self._exec(cur, "SELECT created_at FROM requests WHERE status = ? "
+                                "ORDER BY id LIMIT 1", (PENDING,)).fetchone()
+        return count, (oldest[0] if oldest else None)
+
+    def counters(self) -> list[tuple[str, str, float]]:
+        with self._read() as cur:
+            return [tuple(r) for r in self._exec(
+                cur, "SELECT name, labels, value FROM metric_counters").fetchall()]
+
+    # ---- audit
+    def audit_rows(self, *, request_id: str | None = None, limit: int | None = None,
+                   newest_first: bool = False) -> list[dict[str, Any]]:
+        sql = "SELECT " + ", ".join(AUDIT_COLUMNS) + " FROM audit_log"
+        params: list[Any] = []
+        if request_id:
+            sql += " WHERE request_id = ?"
+            params.append(request_id)
+        sql += " ORDER BY seq" + (" DESC" if newest_first else "")
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._read() as cur:
+            return [dict(zip(AUDIT_COLUMNS, r)) for r in self._exec(cur, sql, params)]
+
+    def iter_audit(self, chunk: int = 5000) -> Iterator[dict[str, Any]]:
+        """Every audit row in physical `seq` order, read in chunks."""
+        after = -1
+        sql = ("SELECT " + ", ".join(AUDIT_COLUMNS) + " FROM audit_log WHERE seq > ? "
+               "ORDER BY seq LIMIT ?")
+        while True:
+            with self._read() as cur:
+                rows = self._exec(cur, sql, (after, chunk)).fetchall()
+            for r in rows:
+                yield dict(zip(AUDIT_COLUMNS, r))
+            if len(rows) < chunk:
+                return
+            after = rows[-1][0]
+
+    # ---- idempotency
+    def _idempotent(self, cur: Any, owner: str, key: str) -> dict[str, Any] | None:
+        row = self._exec(cur, "SELECT body_hash, request_id, response FROM idempotency_keys "
+                         "WHERE owner = ? AND key = ?", (owner, key)).fetchone()
+        if not row:
+            return None
+        return {"body_hash": row[0], "request_id": row[1], "response": json.loads(row[2])}
+
+    def get_idempotent(self, owner: str, key: str) -> dict[str, Any] | None:
+        with self._read() as cur:
+            return self._idempotent(cur, owner, key)
+
+    def purge_idempotency(self, before: str) -> int:
+        with self._write() as cur:
+            return self._exec(cur, "DELETE FROM idempotency_keys WHERE created_at < ?",
+                              (before,)).rowcount
+
+    # ---- API keys
+    def insert_key(self, row: dict[str, Any], role_counter: counters.Counter) -> None:
+        with self._write() as cur:
+            self._exec(cur, "INSERT INTO api_keys (" + ", ".join(KEY_COLUMNS) + ") VALUES ("
+                       + ", ".join("?" * len(KEY_COLUMNS)) + ")",
+                       tuple(row.get(c) for c in KEY_COLUMNS))
+            self._bump(cur, [role_counter])
+
+    def get_key(self, *, key_id: str | None = None, name: str | None = None
+                ) -> dict[str, Any] | None:
+        col, value = ("key_id", key_id) if key_id is not None else ("name", name)
+        with self._read() as cur:
+            row = self._exec(cur, "SELECT " + ", ".join(KEY_COLUMNS) + f" FROM api_keys "
+                             f"WHERE {col} = ?", (value,)).fetchone()
+        return dict(zip(KEY_COLUMNS, row)) if row else None
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        with self._read() as cur:
+            return [dict(zip(KEY_COLUMNS, r)) for r in self._exec(
+                cur, "SELECT " + ", ".join(KEY_COLUMNS) + " FROM api_keys ORDER BY name")]
+
+    def revoke_key(self, name: str, at: str) -> bool:
+        with self._write() as cur:
+            return self._exec(cur, "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND "
+                              "revoked_at IS NULL", (at, name)).rowcount > 0

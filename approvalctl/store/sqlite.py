@@ -1,0 +1,158 @@
+"""The embedded default: one SQLite file, opened with WAL and migrated on open.
+
+Hot paths use the standard library's sqlite3 directly (importing sqlite-utils costs ~0.1 s
+of start-up); sqlite-utils' `Migrations` applies the schema, imported only when a migration
+is actually pending.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import Unavailable
+from .schema import MIGRATION_SET, MIGRATIONS, statements
+from .sql import SQLStore
+
+MIGRATIONS_TABLE = "_sqlite_migrations"
+
+
+def _fail(path: Path, exc: sqlite3.Error) -> Unavailable:
+    msg = str(exc)
+    if "not a database" in msg:
+        return Unavailable(f"{path} is not an approvalctl database (file is not a database)")
+    if "unable to open" in msg or "readonly" in msg:
+        return Unavailable(f"cannot open database {path}: {msg}")
+    if "locked" in msg or "busy" in msg:
+        return Unavailable(f"database {path} is busy (locked by another process): {msg}")
+    return Unavailable(f"database error on {path}: {msg}")
+
+
+class SQLiteStore(SQLStore):
+    dialect = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 10000,
+                 migrate: bool = True) -> None:
+        self.path = Path(path).expanduser()
+        self.url = str(self.path)
+        self._busy_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        if self.path.is_dir():
+            raise Unavailable(f"cannot open database {self.path}: it is a directory")
+        if not self.path.exists():
+            self._create_file()
+        elif not os.access(self.path, os.R_OK):
+            raise Unavailable(f"cannot open database {self.path}: permission denied")
+        if migrate:
+            self.migrate()
+
+    def _create_file(self) -> None:
+        """Create the file 0600 (and its folder 0700) before SQLite touches it."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise Unavailable(f"cannot create database {self.path}: {exc.strerror}") from None
+
+    # ---- connections: one per thread, autocommit, explicit transactions
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_ms
+                                       / 1000, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise sqlite3.OperationalError(f"could not enable WAL (got {mode})")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error as exc:
+                raise _fail(self.path, exc) from None
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Cursor]:
+        try:
+            cur = self._conn().cursor()
+            yield cur
+        except sqlite3.Error as exc:
+            raise _fail(self.path, exc) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """BEGIN IMMEDIATE: take the write lock up front, so transactions never deadlock."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _fail(self.path, exc) from None
+        try:
+            yield conn.cursor()
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _fail(self.path, exc) from None
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise _fail(self.path, exc) from None
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    # ---- migrations
+    def _applied(self) -> list[tuple[str, str]]:
+        with self._read() as cur:
+            exists = cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (MIGRATIONS_TABLE,)).fetchone()
+            if not exists:
+                return []
+            return cur.execute(f"SELECT name, applied_at FROM {MIGRATIONS_TABLE} "
+                               "WHERE migration_set = ? ORDER BY rowid",
+                               (MIGRATION_SET,)).fetchall()
+
+    def migration_state(self) -> list[dict[str, str | None]]:
+        applied = dict(self._applied())
+        return [{"name": name, "applied_at": applied.get(name)} for name, _ in MIGRATIONS]
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the names applied. Cheap when up to date."""
+        applied = {name for name, _ in self._applied()}
+        if all(name in applied for name, _ in MIGRATIONS):
+            return []
+        from sqlite_utils import Database, Migrations
+
+        migrations = Migrations(MIGRATION_SET)
+        for name, body in MIGRATIONS:
+            def run(db: Database, body: list[str] = body) -> None:
+                for stmt in statements("sqlite", body):
+                    db.execute(stmt)
+            migrations(name=name)(run)
+        db = Database(self._conn())
+        # One writer migrates; a racing process waits on the lock, then finds nothing to do.
+        with self._write():
+            pending = [m.name for m in migrations.pending(db)]
+            migrations.apply(db)
+        return pending
