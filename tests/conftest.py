@@ -32,8 +32,14 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path):
-    s = open_store(str(db_path))
+def db_url(db_path: Path) -> str:
+    """The database every test works on (a path: SQLite; a postgresql:// URL: PostgreSQL)."""
+    return str(db_path)
+
+
+@pytest.fixture
+def store(db_url: str):
+    s = open_store(db_url)
     yield s
     s.close()
 
@@ -63,8 +69,8 @@ def admin() -> Principal:
     return Principal(name="root-admin", role="admin")
 
 
-def env_for(db: Path) -> dict[str, str]:
-    """Environment for a real `approvalctl` subprocess on `db`."""
+def env_for(db: str | Path) -> dict[str, str]:
+    """Environment for a real `approvalctl` subprocess on database `db`."""
     env = dict(os.environ)
     env["APPROVALCTL_DB"] = str(db)
     return env

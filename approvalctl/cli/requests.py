@@ -1,5 +1,5 @@
-"""The core verbs: request, list, show, approve, reject, cancel, wait, sweep, stats, migrate,
-and the audit trail."""
+"""The core verbs: request, list, show, approve, reject, cancel, wait, sweep, stats, and the
+audit trail."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from .app import (
     command,
     emit,
     fail,
-    local_service,
     message,
     parse_json_object,
     print_table,
@@ -250,26 +249,6 @@ def stats_cmd(
                                                         for k in ("avg", "p50", "p95"))],
              ["oldest pending", format_duration(data["oldest_pending_age_seconds"])]]
     print_table(["STAT", "VALUE"], rows)
-
-
-@command(app, "migrate")
-def migrate_cmd(
-    ctx: typer.Context,
-    show_list: bool = typer.Option(False, "--list", help="Show each migration and its state."),
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Apply schema migrations (they also apply on every open); --list shows the state."""
-    if state_of(ctx).remote:
-        raise InvalidInput("migrate works on a database; it cannot be used with --server")
-    store = local_service(ctx).store  # opening migrates
-    rows = store.migration_state()
-    if as_json:
-        emit(rows)
-    elif show_list:
-        print_table(["MIGRATION", "APPLIED AT"],
-                    [[r["name"], r["applied_at"] or "pending"] for r in rows])
-    else:
-        message(f"{store.url}: schema up to date ({len(rows)} migrations applied)")
 
 
 audit_app = typer.Typer(help="The audit trail and its integrity check.", no_args_is_help=True)
