@@ -3,10 +3,15 @@
 Each migration is a name and a list of statements. The few places where SQLite and
 PostgreSQL disagree are spelled with placeholders: `{autoinc}` (an integer primary key that
 numbers itself) and `{append_only}` (the triggers that make the audit log append-only).
+In PostgreSQL every text column is declared `COLLATE "C"`: ids, ISO times and keys then
+compare byte by byte exactly as in SQLite, whatever locale the database was created with, so
+keyset pages, expiry comparisons and `migrate --to` order rows the same on both backends.
 Add a migration at the end; never edit one that has shipped.
 """
 
 from __future__ import annotations
+
+import re
 
 MIGRATION_SET = "approvalctl"
 
@@ -158,5 +163,11 @@ def statements(dialect: str, body: list[str]) -> list[str]:
         if stmt == "{append_only}":
             out.extend(_APPEND_ONLY[dialect])
         else:
-            out.append(stmt.format(**_DIALECT[dialect]))
+            stmt = stmt.format(**_DIALECT[dialect])
+            if dialect == "postgresql":
+                stmt = _TEXT.sub('TEXT COLLATE "C"', stmt)
+            out.append(stmt)
     return out
+
+
+_TEXT = re.compile(r"\bTEXT\b(?! COLLATE)")

@@ -1,0 +1,318 @@
+"""The shared-database backend: PostgreSQL through psycopg 3 and a psycopg_pool pool.
+
+Several `serve` processes, sweeps and notification workers on several machines may share
+one database. What makes that safe lives here:
+
+- every write is one transaction (`_write`), so a change, its audit row, counters and outbox
+  rows exist together or not at all;
+- audit appends take a transaction-scoped advisory lock (`_lock_audit`), so concurrent
+  writers extend the hash chain one after another and it never forks;
+- sweeps and outbox claims select with `FOR UPDATE SKIP LOCKED`, so any number of them run
+  at once without doing the same work twice;
+- migrations run one per transaction under an advisory lock, so two processes opening a
+  fresh database at the same moment both end up with one schema.
+
+Every psycopg error becomes `Unavailable` with one line naming the problem (wrong URL,
+refused connection, unknown role, missing database or schema), so the CLI exits 6 and the
+server answers 503. The pool checks a connection before lending it, so after a PostgreSQL
+restart the next operation simply gets a fresh connection.
+
+psycopg is imported here only; SQLite users never pay for it (or need it installed).
+
+Pool settings ride on the URL as query parameters that this module removes before libpq
+sees them: `pool_min_size` (default 1), `pool_max_size` (10), `pool_timeout` (seconds to wait
+for a connection, 10), `connect_timeout` is passed through to libpq (default 5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import Unavailable
+from ..models import to_iso, utcnow
+from .schema import MIGRATION_SET, MIGRATIONS, statements
+from .sql import SQLStore
+
+MIGRATIONS_TABLE = "approvalctl_migrations"
+POOL_PARAMS = {"pool_min_size": int, "pool_max_size": int, "pool_timeout": float}
+DEFAULTS = {"pool_min_size": 1, "pool_max_size": 10, "pool_timeout": 10.0}
+CONNECT_TIMEOUT = "5"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def split_url(url: str) -> tuple[str, dict[str, float]]:
+    """(the libpq URL, our pool settings) from a `postgresql://` URL with pool parameters."""
+    try:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError as exc:
+        raise Unavailable(f"invalid PostgreSQL URL {redact(url)}: {exc}") from None
+    pool: dict[str, float] = dict(DEFAULTS)
+    rest = []
+    for key, value in query:
+        if key in POOL_PARAMS:
+            try:
+                pool[key] = POOL_PARAMS[key](value)
+            except ValueError:
+                raise Unavailable(f"invalid PostgreSQL URL {redact(url)}: {key} must be a "
+                                  f"number, got {value!r}") from None
+            if pool[key] <= 0 and key != "pool_min_size":
+                raise Unavailable(f"invalid PostgreSQL URL {redact(url)}: {key} must be "
+                                  "greater than zero")
+        else:
+            rest.append((key, value))
+    if not any(k == "connect_timeout" for k, _ in rest):
+        rest.append(("connect_timeout", CONNECT_TIMEOUT))
+    if pool["pool_min_size"] > pool["pool_max_size"]:
+        pool["pool_max_size"] = pool["pool_min_size"]
+    return urlunsplit(parts._replace(query=urlencode(rest))), pool
+
+
+def describe(url: str, exc: BaseException) -> str:
+    """One line saying what went wrong with the database at `url`, and what to check."""
+    where = redact(url)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for prefix in ("connection failed: ", "connection is bad: "):
+        text = text.removeprefix(prefix)
+    if text.startswith("connection to server at ") and " failed: " in text:
+        text = text.split(" failed: ", 1)[1]
+    text = text.removeprefix("FATAL:").strip()
+    sqlstate = getattr(exc, "sqlstate", None)
+    low = text.lower()
+    if "connection refused" in low:
+        return f"cannot connect to PostgreSQL at {where}: connection refused (is the server " \
+               "running and listening on that host and port?)"
+    if "failed to resolve host" in low or "could not translate host name" in low:
+        return f"cannot connect to PostgreSQL at {where}: unknown host ({text})"
+    if "timeout expired" in low or "timed out" in low:
+        return f"cannot connect to PostgreSQL at {where}: {text}"
+    if ("password authentication failed" in low or "role" in low and "does not exist" in low
+            or "no password supplied" in low or "not permitted to log in" in low
+            or "no pg_hba.conf entry" in low or sqlstate in ("28P01", "28000")):
+        return f"cannot log in to PostgreSQL at {where}: {text} (check the user and password)"
+    if "database" in low and "does not exist" in low:
+        return f"cannot open PostgreSQL database at {where}: {text} (create it with " \
+               "createdb, or fix the database name in the URL)"
+    if sqlstate == "3F000" or "no schema has been selected" in low:
+        return f"PostgreSQL database at {where} has no usable schema: {text} (create the " \
+               "schema named in search_path, or fix the URL's options)"
+    if sqlstate == "42P01":
+        return f"PostgreSQL database at {where} has no approvalctl schema ({text}); run " \
+               "`approvalctl migrate` against it first"
+    if "invalid" in low and ("uri" in low or "connection option" in low or "integer" in low
+                             or "query parameter" in low):
+        return f"invalid PostgreSQL URL {where}: {text}"
+    if "server closed the connection" in low or "terminating connection" in low \
+            or "connection is lost" in low or "consuming input failed" in low:
+        return f"lost the connection to PostgreSQL at {where}: {text} (the server may be " \
+               "restarting; try again)"
+    return f"PostgreSQL error at {where}: {text}"
+
+
+def _lock_key(*parts: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a name (per schema, so tests don't mix)."""
+    digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _configure(conn: Any) -> None:
+    """Per-connection setup: numeric results (AVG, SUM of integers) load as float, as in
+    SQLite, so figures serialise as JSON numbers rather than Decimal strings."""
+    from psycopg.types.numeric import FloatLoader
+
+    conn.adapters.register_loader("numeric", FloatLoader)
+
+
+class _UniqueViolation(Unavailable):
+    """A concurrent writer inserted the same key first (only idempotency keys can race)."""
+
+
+class PostgresStore(SQLStore):
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self.url = redact(url)
+        self._conninfo, self._pool_settings = split_url(url)
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
+        # One direct connection first: it fails fast with the real reason (a pool would
+        # retry in the background and only report a timeout), and it runs the migrations.
+        with self._probe() as conn:
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None:
+                path = conn.execute("SHOW search_path").fetchone()[0]
+                raise Unavailable(f"PostgreSQL database at {self.url} has no usable schema: "
+                                  f"none of search_path ({path}) exists (create it with "
+                                  "CREATE SCHEMA, or fix the URL's options)")
+            self.schema = schema
+            self._audit_key = _lock_key("approvalctl-audit", schema)
+            self._migrate_key = _lock_key("approvalctl-migrate", schema)
+            if migrate:
+                self._migrate(conn)
+            elif not self._applied(conn):
+                raise Unavailable(f"PostgreSQL database at {self.url} has no approvalctl "
+                                  "schema; run `approvalctl migrate` against it first")
+
+    # ---- connections
+    @contextmanager
+    def _probe(self) -> Iterator[Any]:
+        try:
+            conn = self._psycopg.connect(self._conninfo, autocommit=True)
+        except self._psycopg.Error as exc:
+            raise Unavailable(describe(self.url, exc)) from None
+        try:
+            _configure(conn)
+            yield conn
+        except self._psycopg.Error as exc:
+            raise Unavailable(describe(self.url, exc)) from None
+        finally:
+            conn.close()
+
+    def _get_pool(self) -> Any:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    from psycopg_pool import ConnectionPool
+
+                    s = self._pool_settings
+                    self._pool = ConnectionPool(
+                        self._conninfo, min_size=int(s["pool_min_size"]),
+                        max_size=int(s["pool_max_size"]), timeout=s["pool_timeout"],
+                        kwargs={"autocommit": True},
+                        # a cheap round trip before lending a connection: after a server
+                        # restart the dead ones are replaced instead of failing a request
+                        check=ConnectionPool.check_connection,
+                        configure=_configure, name="approvalctl", open=True)
+        return self._pool
+
+    def _unavailable(self, exc: BaseException) -> Unavailable:
+        from psycopg_pool import PoolTimeout
+
+        if isinstance(exc, PoolTimeout):
+            # The pool only knows it waited; ask the server directly for the real reason.
+            try:
+                self._psycopg.connect(self._conninfo, autocommit=True,
+                                      connect_timeout=2).close()
+            except self._psycopg.Error as probe:
+                return Unavailable(describe(self.url, probe))
+            return Unavailable(f"PostgreSQL at {self.url} is busy: no free connection within "
+                               f"{self._pool_settings['pool_timeout']:g}s (raise pool_max_size "
+                               "or pool_timeout in the URL)")
+        if getattr(exc, "sqlstate", None) == "23505":
+            return _UniqueViolation(describe(self.url, exc))
+        return Unavailable(describe(self.url, exc))
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        try:
+            with self._get_pool().connection() as conn, conn.cursor() as cur:
+                yield cur
+        except self._psycopg.Error as exc:
+            raise self._unavailable(exc) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        try:
+            with self._get_pool().connection() as conn, conn.transaction(), \
+                    conn.cursor() as cur:
+                yield cur
+        except self._psycopg.Error as exc:
+            raise self._unavailable(exc) from None
+
+    def _sql(self, sql: str) -> str:
+        # Shared SQL is written with `?`; none of it contains a literal `?` or `%`.
+        return sql.replace("?", "%s")
+
+    def _lock_audit(self, cur: Any) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._audit_key,))
+
+    def _skip_locked(self) -> str:
+        return " FOR UPDATE SKIP LOCKED"
+
+    def _bump(self, cur: Any, rows: list) -> None:
+        # Upsert counter rows in one global order, so two transactions bumping the same
+        # series never wait on each other in a cycle (a deadlock).
+        super()._bump(cur, sorted(rows))
+
+    def create(self, req: Any, change: Any, idempotency: tuple[str, str, str] | None = None
+               ) -> Any:
+        try:
+            return super().create(req, change, idempotency)
+        except _UniqueViolation:
+            # Under SQLite's single writer the second creator sees the first one's key; here
+            # it loses the race on the primary key instead, and replays the winner's answer.
+            if idempotency:
+                found = self.get_idempotent(idempotency[0], idempotency[1])
+                if found:
+                    return found
+            raise
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    # ---- migrations
+    def _applied(self, conn: Any) -> list[tuple[str, str]]:
+        exists = conn.execute("SELECT to_regclass(%s)", (MIGRATIONS_TABLE,)).fetchone()[0]
+        if exists is None:
+            return []
+        return conn.execute(f"SELECT name, applied_at FROM {MIGRATIONS_TABLE} "
+                            "WHERE migration_set = %s ORDER BY applied_at, name",
+                            (MIGRATION_SET,)).fetchall()
+
+    def _migrate(self, conn: Any) -> list[str]:
+        done = {name for name, _ in self._applied(conn)}
+        if all(name in done for name, _ in MIGRATIONS):
+            return []
+        applied = []
+        for name, body in MIGRATIONS:
+            if name in done:
+                continue
+            with conn.transaction():
+                # Whoever holds the lock migrates; a racing opener waits, then sees the row.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._migrate_key,))
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+                             "migration_set TEXT NOT NULL, name TEXT NOT NULL, "
+                             "applied_at TEXT NOT NULL, PRIMARY KEY (migration_set, name))")
+                if conn.execute(f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE migration_set = %s "
+                                "AND name = %s", (MIGRATION_SET, name)).fetchone():
+                    continue
+                for stmt in statements("postgresql", body):
+                    conn.execute(stmt)
+                conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (migration_set, name, applied_at)"
+                             " VALUES (%s, %s, %s)", (MIGRATION_SET, name, to_iso(utcnow())))
+                applied.append(name)
+        return applied
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the names applied. Cheap when up to date."""
+        with self._probe() as conn:
+            return self._migrate(conn)
+
+    def migration_state(self) -> list[dict[str, str | None]]:
+        with self._probe() as conn:
+            applied = dict(self._applied(conn))
+        return [{"name": name, "applied_at": applied.get(name)} for name, _ in MIGRATIONS]
