@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..errors import Unavailable
 from ..models import to_iso, utcnow
 from .schema import MIGRATION_SET, MIGRATIONS, statements
-from .sql import SQLStore
+from .sql import TABLES, SQLStore
 
 MIGRATIONS_TABLE = "approvalctl_migrations"
 POOL_PARAMS = {"pool_min_size": int, "pool_max_size": int, "pool_timeout": float}
@@ -147,7 +147,7 @@ class _UniqueViolation(Unavailable):
 class PostgresStore(SQLStore):
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, require_schema: bool = True) -> None:
         import psycopg
 
         self._psycopg = psycopg
@@ -169,7 +169,7 @@ class PostgresStore(SQLStore):
             self._migrate_key = _lock_key("approvalctl-migrate", schema)
             if migrate:
                 self._migrate(conn)
-            elif not self._applied(conn):
+            elif require_schema and not self._applied(conn):
                 raise Unavailable(f"PostgreSQL database at {self.url} has no approvalctl "
                                   "schema; run `approvalctl migrate` against it first")
 
@@ -267,6 +267,24 @@ class PostgresStore(SQLStore):
                 if found:
                     return found
             raise
+
+    # ---- bulk copy
+    def insert_rows(self, table: str, rows: list[tuple]) -> None:
+        """COPY is several times faster than INSERT for the millions of rows of a migration."""
+        if not rows:
+            return
+        columns = TABLES[table][1]
+        with self._write() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+                                            ) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def after_bulk_load(self) -> None:
+        """Rows copied in with their own ids leave the sequences behind: move them past."""
+        with self._write() as cur:
+            for table, column in (("audit_log", "seq"), ("outbox", "id")):
+                cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                            f"COALESCE(MAX({column}), 0) + 1, false) FROM {table}")
 
     def close(self) -> None:
         with self._pool_lock:

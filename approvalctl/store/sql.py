@@ -334,3 +334,47 @@ class SQLStore:
         with self._write() as cur:
             return self._exec(cur, "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND "
                               "revoked_at IS NULL", (at, name)).rowcount > 0
+
+    # ---- bulk copy (`migrate --to`): whole tables, in key order, batch by batch
+    @staticmethod
+    def _key_columns(table: str) -> list[str]:
+        return [k.strip() for k in TABLES[table][0].split(",")]
+
+    def count_rows(self, table: str) -> int:
+        with self._read() as cur:
+            return self._exec(cur, f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def read_rows(self, table: str, after: tuple | None, limit: int) -> list[tuple]:
+        """Up to `limit` rows of `table` (all of TABLES' columns) with a key after `after`."""
+        keys = self._key_columns(table)
+        sql = "SELECT " + ", ".join(TABLES[table][1]) + f" FROM {table}"
+        params: list[Any] = []
+        if after is not None:
+            # a row-value comparison walks a composite primary key in index order
+            sql += " WHERE (" + ", ".join(keys) + ") > (" + ", ".join("?" * len(keys)) + ")"
+            params.extend(after)
+        sql += " ORDER BY " + ", ".join(keys) + " LIMIT ?"
+        with self._read() as cur:
+            return [tuple(r) for r in self._exec(cur, sql, (*params, limit)).fetchall()]
+
+    def last_key(self, table: str) -> tuple | None:
+        """The greatest key in `table`, or None when it is empty."""
+        keys = self._key_columns(table)
+        with self._read() as cur:
+            row = self._exec(cur, "SELECT " + ", ".join(keys) + f" FROM {table} ORDER BY "
+                             + ", ".join(k + " DESC" for k in keys) + " LIMIT 1").fetchone()
+        return tuple(row) if row else None
+
+    def key_of(self, table: str, row: tuple) -> tuple:
+        columns = TABLES[table][1]
+        return tuple(row[columns.index(k)] for k in self._key_columns(table))
+
+    def insert_rows(self, table: str, rows: list[tuple]) -> None:
+        """Insert rows (all of TABLES' columns, keys included) in one transaction."""
+        columns = TABLES[table][1]
+        with self._write() as cur:
+            self._many(cur, f"INSERT INTO {table} (" + ", ".join(columns) + ") VALUES ("
+                       + ", ".join("?" * len(columns)) + ")", rows)
+
+    def after_bulk_load(self) -> None:
+        """Make numbering continue after copied rows (SQLite's rowids already do)."""
