@@ -108,6 +108,53 @@ def db_url(backend_kind: str, db_path: Path, new_db: Callable[[str], str]) -> st
     return str(db_path) if backend_kind == "sqlite" else new_db("postgres")
 
 
+class RawDB:
+    """A plain connection to the test database, behind the tool's back (tampering tests).
+
+    `execute` takes `?` placeholders on both backends; `error` is the driver's base error.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.postgres = url.startswith("postgresql://")
+        if self.postgres:
+            import psycopg
+
+            self.conn = psycopg.connect(url, autocommit=True)
+            self.error: type[Exception] = psycopg.Error
+        else:
+            import sqlite3
+
+            self.conn = sqlite3.connect(url, isolation_level=None)
+            self.error = sqlite3.DatabaseError
+
+    def execute(self, sql: str, params: tuple | list = ()):
+        return self.conn.execute(sql.replace("?", "%s") if self.postgres else sql, params)
+
+    def fetch_dict(self, sql: str, params: tuple | list = ()) -> dict:
+        cur = self.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return dict(zip(names, cur.fetchone()))
+
+    def drop_audit_guards(self) -> None:
+        """Remove the triggers that keep audit_log append-only, as an attacker would."""
+        if self.postgres:
+            self.execute("DROP TRIGGER audit_log_no_update ON audit_log")
+            self.execute("DROP TRIGGER audit_log_no_truncate ON audit_log")
+        else:
+            self.execute("DROP TRIGGER audit_log_no_update")
+            self.execute("DROP TRIGGER audit_log_no_delete")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def raw_db(db_url: str) -> Iterator[RawDB]:
+    conn = RawDB(db_url)
+    yield conn
+    conn.close()
+
+
 @pytest.fixture
 def store(db_url: str):
     s = open_store(db_url)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from approvalctl.errors import Unavailable
@@ -26,19 +24,19 @@ def operator_admin():
     return Principal("root-admin", "admin")
 
 
-def raw(db_path) -> sqlite3.Connection:
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    conn.execute("DROP TRIGGER audit_log_no_update")
-    conn.execute("DROP TRIGGER audit_log_no_delete")
-    return conn
+@pytest.fixture
+def raw(raw_db):
+    """The database with its append-only triggers dropped, as an attacker would."""
+    raw_db.drop_audit_guards()
+    return raw_db
 
 
-def test_updates_and_deletes_are_refused_by_the_database(trail, db_path) -> None:
-    conn = sqlite3.connect(db_path)
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        conn.execute("DELETE FROM audit_log WHERE seq = 2")
+def test_updates_and_deletes_are_refused_by_the_database(trail, raw_db) -> None:
+    with pytest.raises(raw_db.error, match="append-only"):
+        raw_db.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+    with pytest.raises(raw_db.error, match="append-only"):
+        raw_db.execute("DELETE FROM audit_log WHERE seq = 2")
+    assert trail.audit_verify(operator_admin()).ok
 
 
 def test_intact_chain_verifies(trail, admin) -> None:
@@ -46,29 +44,28 @@ def test_intact_chain_verifies(trail, admin) -> None:
     assert (result.ok, result.rows, result.bad_seq) == (True, 6, None)
 
 
-def test_an_edited_row_is_named(trail, admin, db_path) -> None:
-    raw(db_path).execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 4")
+def test_an_edited_row_is_named(trail, admin, raw) -> None:
+    raw.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 4")
     result = trail.audit_verify(admin)
     assert (result.ok, result.bad_seq) == (False, 4)
     assert "modified" in result.problem
 
 
-def test_a_deleted_row_is_named(trail, admin, db_path) -> None:
-    raw(db_path).execute("DELETE FROM audit_log WHERE seq = 3")
+def test_a_deleted_row_is_named(trail, admin, raw) -> None:
+    raw.execute("DELETE FROM audit_log WHERE seq = 3")
     result = trail.audit_verify(admin)
     assert (result.ok, result.bad_seq) == (False, 4)
     assert "missing" in result.problem
 
 
-def test_deleting_the_last_row_cannot_hide_behind_the_chain(trail, admin, db_path) -> None:
-    conn = raw(db_path)
-    conn.execute("DELETE FROM audit_log WHERE seq = 1")
+def test_deleting_the_last_row_cannot_hide_behind_the_chain(trail, admin, raw) -> None:
+    raw.execute("DELETE FROM audit_log WHERE seq = 1")
     result = trail.audit_verify(admin)
     assert (result.ok, result.bad_seq) == (False, 2)
 
 
-def test_reordered_rows_are_named(trail, admin, db_path) -> None:
-    conn = raw(db_path)
+def test_reordered_rows_are_named(trail, admin, raw) -> None:
+    conn = raw
     # swap the contents of rows 2 and 3, keeping their seq numbers
     cols = "at, actor, action, request_id, from_status, to_status, detail, prev_hash, hash"
     r2 = conn.execute(f"SELECT {cols} FROM audit_log WHERE seq = 2").fetchone()
@@ -81,15 +78,13 @@ def test_reordered_rows_are_named(trail, admin, db_path) -> None:
 
 
 def test_a_forged_row_with_a_recomputed_own_hash_still_breaks_the_next(trail, admin,
-                                                                        db_path) -> None:
+                                                                        raw) -> None:
     from approvalctl import audit
 
-    conn = raw(db_path)
-    conn.row_factory = sqlite3.Row
-    row = dict(conn.execute("SELECT * FROM audit_log WHERE seq = 4").fetchone())
+    row = raw.fetch_dict("SELECT * FROM audit_log WHERE seq = 4")
     row["actor"] = "mallory"
     forged = audit.row_hash(row["prev_hash"], row)
-    conn.execute("UPDATE audit_log SET actor = 'mallory', hash = ? WHERE seq = 4", (forged,))
+    raw.execute("UPDATE audit_log SET actor = 'mallory', hash = ? WHERE seq = 4", (forged,))
     result = trail.audit_verify(admin)
     assert (result.ok, result.bad_seq) == (False, 5)
 

@@ -44,6 +44,7 @@ def test_create_fills_every_field(service, agent) -> None:
     ({"tool_name": "t", "reason": 5}, "reason"),
 ])
 def test_invalid_creation_is_refused_and_stores_nothing(service, agent, kwargs, needle) -> None:
+    kwargs = dict(kwargs)  # the parameter dict is shared by the sqlite and postgres runs
     tool = kwargs.pop("tool_name")
     with pytest.raises(InvalidInput) as err:
         service.create(agent, tool, **kwargs) if "arguments" not in kwargs else \

@@ -13,6 +13,13 @@ from approvalctl.store import open_store
 from approvalctl.store.schema import MIGRATIONS
 from approvalctl.store.sqlite import SQLiteStore
 
+
+@pytest.fixture
+def backend_kind() -> str:
+    """SQLite mechanics only; tests/test_store_postgres.py checks PostgreSQL's own."""
+    return "sqlite"
+
+
 EXPECTED_TABLES = {"_sqlite_migrations", "requests", "audit_log", "metric_counters",
                    "api_keys", "idempotency_keys", "outbox"}
 
