@@ -18,9 +18,13 @@ HASHED_FIELDS = ("seq", "at", "actor", "action", "request_id", "from_status", "t
                  "detail")
 
 
+# One encoder, built once: json.dumps with options builds a new encoder on every call, which
+# dominated verifying millions of rows. The output is byte-for-byte the same.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
-    body = json.dumps([prev_hash, *(row[f] for f in HASHED_FIELDS)], separators=(",", ":"),
-                      ensure_ascii=False)
+    body = _encode([prev_hash, *(row[f] for f in HASHED_FIELDS)])
     return hashlib.sha256(body.encode()).hexdigest()
 
 

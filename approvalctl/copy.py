@@ -13,8 +13,11 @@ changed behind the copy shows up as a checksum mismatch, never as silent diverge
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,37 +128,70 @@ def _counts(store: SQLStore | None) -> dict[str, int]:
     return {t: store.count_rows(t) for t in TABLES}
 
 
-def iter_rows(store: SQLStore, table: str, batch: int = DEFAULT_BATCH) -> Iterator[tuple]:
-    """Every row of `table` in key order, read `batch` rows at a time."""
-    after = None
-    while True:
-        rows = store.read_rows(table, after, batch)
-        yield from rows
-        if len(rows) < batch:
-            return
-        after = store.key_of(table, rows[-1])
-
-
 class Checksum:
-    """sha256 over rows in key order: equal data gives equal sums on both kinds of store."""
+    """sha256 over rows in key order: equal data gives equal sums on both kinds of store.
+
+    Each row is hashed as its repr and a newline — the same text whichever driver read it
+    (str, int, float, None) — so the sum does not depend on how rows were batched.
+    """
 
     def __init__(self) -> None:
         self._digest = hashlib.sha256()
         self.rows = 0
 
-    def add(self, row: tuple) -> None:
-        # repr of a tuple of str/int/float/None is the same text whichever driver read it
-        self._digest.update(repr(row).encode() + b"\n")
-        self.rows += 1
+    def add_rows(self, rows: list[tuple]) -> None:
+        if rows:
+            self._digest.update(("\n".join(map(repr, rows)) + "\n").encode())
+            self.rows += len(rows)
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
 
 
+def batches(store: SQLStore, table: str, after: tuple | None = None,
+            batch: int = DEFAULT_BATCH) -> Iterator[list[tuple]]:
+    """The rows of `table` after key `after`, in key order, `batch` at a time.
+
+    A thread reads one batch ahead, so the database reads overlap with writing or hashing
+    the previous batch (both drivers release the GIL while they wait).
+    """
+    ahead: queue.Queue[list[tuple] | BaseException] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def read() -> None:
+        key = after
+        try:
+            while not stop.is_set():
+                rows = store.read_rows(table, key, batch)
+                ahead.put(rows)
+                if len(rows) < batch:
+                    return
+                key = store.key_of(table, rows[-1])
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ahead.put(exc)
+
+    reader = threading.Thread(target=read, name=f"read-{table}", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = ahead.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item:
+                yield item
+            if len(item) < batch:
+                return
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting to put, then let it end
+            with contextlib.suppress(queue.Empty):
+                ahead.get(timeout=0.05)
+
+
 def table_checksum(store: SQLStore, table: str, batch: int = DEFAULT_BATCH) -> Checksum:
     checksum = Checksum()
-    for row in iter_rows(store, table, batch):
-        checksum.add(row)
+    for rows in batches(store, table, None, batch):
+        checksum.add_rows(rows)
     return checksum
 
 
@@ -198,10 +234,11 @@ def copy_database(source: SQLStore, target_url: str, *, resume: bool = False,
             if not resume:
                 raise _not_empty(report, before)
             report.resumed = True
+        seen = {}
         for table in report.tables:
-            _copy_table(source, target, table, batch, progress)
+            seen[table.name] = _copy_table(source, target, table, batch, progress)
         target.after_bulk_load()
-        verify(source, target, report, batch)
+        verify(source, target, report, batch, source_checksums=seen)
     finally:
         target.close()
     return report
@@ -214,29 +251,35 @@ def _not_empty(report: CopyReport, before: dict[str, int]) -> InvalidInput:
 
 
 def _copy_table(source: SQLStore, target: SQLStore, table: TableReport, batch: int,
-                progress: Progress | None) -> None:
+                progress: Progress | None) -> Checksum | None:
+    """Copy what the target lacks; returns the source checksum when it saw every row."""
     after = target.last_key(table.name)  # the target holds a prefix: carry on after it
+    checksum = Checksum() if after is None else None
     total = table.to_copy
     if progress:
         progress(table.name, 0, total)
-    while True:
-        rows = source.read_rows(table.name, after, batch)
-        if not rows:
-            break
+    for rows in batches(source, table.name, after, batch):
         target.insert_rows(table.name, rows)
+        if checksum is not None:
+            checksum.add_rows(rows)
         table.copied += len(rows)
         if progress:
             progress(table.name, table.copied, max(total, table.copied))
-        if len(rows) < batch:
-            break
-        after = source.key_of(table.name, rows[-1])
+    return checksum
 
 
 def verify(source: SQLStore, target: SQLStore, report: CopyReport,
-           batch: int = DEFAULT_BATCH) -> None:
-    """Fill in the report's counts and checksums from both sides and the target's chain."""
+           batch: int = DEFAULT_BATCH, *,
+           source_checksums: dict[str, Checksum | None] | None = None) -> None:
+    """Fill in the report's counts and checksums from both sides and the target's chain.
+
+    A source checksum taken while copying every row is reused; a resumed table is read again.
+    """
     for table in report.tables:
-        table.source_checksum = table_checksum(source, table.name, batch).hexdigest()
+        mine = (source_checksums or {}).get(table.name)
+        if mine is None:
+            mine = table_checksum(source, table.name, batch)
+        table.source_checksum = mine.hexdigest()
         if table.name != "audit_log":
             theirs = table_checksum(target, table.name, batch)
         else:
@@ -246,9 +289,10 @@ def verify(source: SQLStore, target: SQLStore, report: CopyReport,
 
             def rows(theirs: Checksum = theirs, columns: tuple = columns
                      ) -> Iterator[dict[str, Any]]:
-                for row in iter_rows(target, "audit_log", batch):
-                    theirs.add(row)
-                    yield dict(zip(columns, row))
+                for chunk in batches(target, "audit_log", None, batch):
+                    theirs.add_rows(chunk)
+                    for row in chunk:
+                        yield dict(zip(columns, row))
 
             walk = rows()
             report.audit = audit.verify_chain(walk).to_dict()

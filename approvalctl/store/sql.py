@@ -361,7 +361,7 @@ class SQLStore:
             params.extend(after)
         sql += " ORDER BY " + ", ".join(keys) + " LIMIT ?"
         with self._read() as cur:
-            return [tuple(r) for r in self._exec(cur, sql, (*params, limit)).fetchall()]
+            return self._exec(cur, sql, (*params, limit)).fetchall()
 
     def last_key(self, table: str) -> tuple | None:
         """The greatest key in `table`, or None when it is empty."""
