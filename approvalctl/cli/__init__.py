@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import migrate, requests  # noqa: F401  (each module registers its commands)
+from . import migrate, notify, requests  # noqa: F401  (each module registers its commands)
 from .app import app
 
 __all__ = ["app", "main"]

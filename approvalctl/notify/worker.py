@@ -1,0 +1,200 @@
+"""The notification worker: claim due outbox rows, deliver each, record the outcome.
+
+Delivery happens here and only here, never in the decision path: a decision commits its
+outbox rows and returns; a worker (a thread inside `approvalctl serve`, or
+`approvalctl notify run` from cron) delivers them later. No database transaction is open
+while a message is in flight, so a slow Slack never holds the SQLite write lock.
+
+Any number of workers may run at once, in one process or on several machines: a claim
+leases rows (`claimed_until`), and an outcome is recorded only by the holder of the lease.
+A worker killed mid-delivery leaves its lease to run out; the row is then claimed and
+delivered again (at-least-once: webhook receivers dedupe on the payload's `id`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ..models import from_iso, to_iso, utcnow
+from . import channels
+from .config import EmailConfig, NotifyConfig, SlackConfig, WebhookConfig, from_settings
+from .retry import RetryPolicy
+
+log = logging.getLogger("approvalctl.notify")
+
+#: Leave this much of a lease unused before an attempt starts, beyond the send timeout,
+#: so an attempt never outlives the lease that makes it exclusive.
+LEASE_MARGIN = 2.0
+
+
+@dataclass
+class Outcome:
+    """One delivery attempt, as recorded."""
+
+    outbox_id: int
+    channel: str
+    event: str
+    request_id: str
+    result: str  # sent | retry | failed | lost (the lease ran out; another worker owns it)
+    attempts: int
+    error: str | None = None
+    next_attempt_at: str | None = None
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def count(self, result: str) -> int:
+        return sum(1 for o in self.outcomes if o.result == result)
+
+    def summary(self) -> str:
+        return (f"{self.count('sent')} sent, {self.count('retry')} to retry, "
+                f"{self.count('failed')} failed")
+
+
+def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
+            request: dict[str, Any], client: Any) -> None:
+    """One delivery attempt on `channel`; raises channels.DeliveryError on failure."""
+    target = cfg.channel(channel)
+    if target is None:
+        raise channels.DeliveryError(f"channel {channel} is not configured (any more)",
+                                     transient=False)
+    try:
+        if isinstance(target, SlackConfig):
+            channels.send_slack(client, target, event, request, cfg.templates_dir)
+        elif isinstance(target, EmailConfig):
+            channels.send_email(target, event, request, cfg.templates_dir)
+        elif isinstance(target, WebhookConfig):
+            channels.send_webhook(client, target, outbox_id, event, request)
+    except channels.DeliveryError:
+        raise
+    except Exception as exc:  # a broken template override, a bug: dead-letter, say why
+        detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+        raise channels.DeliveryError(detail, transient=False) from None
+
+
+def _timeout(cfg: NotifyConfig, channel: str) -> float:
+    target = cfg.channel(channel)
+    return target.timeout if target is not None else 0.0
+
+
+def process_due(store: Any, cfg: NotifyConfig, *, client: Any = None,
+                policy: RetryPolicy | None = None, due_before: str | None = None,
+                clock: Callable[[], Any] = utcnow) -> Report:
+    """Claim one batch of due rows and attempt each once. Returns what happened."""
+    policy = policy or RetryPolicy(cfg.retry)
+    report = Report()
+    now = clock()
+    rows = store.claim_outbox(now=to_iso(now), due_before=due_before, limit=cfg.worker.batch,
+                              lease_until=to_iso(now + timedelta(seconds=cfg.worker.lease)))
+    if not rows:
+        return report
+    own_client = client is None
+    if own_client:
+        import httpx
+
+        client = httpx.Client()
+    try:
+        for i, row in enumerate(rows):
+            lease = row["claimed_until"]
+            left = (from_iso(lease) - clock()).total_seconds()
+            if left < _timeout(cfg, row["channel"]) + LEASE_MARGIN:
+                # Not enough lease left to finish: hand the rest back rather than risk a
+                # second worker sending the same row while this one still is.
+                store.release_outbox([r["id"] for r in rows[i:]], lease)
+                break
+            report.outcomes.append(_deliver(store, cfg, policy, row, client, clock))
+    finally:
+        if own_client:
+            client.close()
+    return report
+
+
+def _deliver(store: Any, cfg: NotifyConfig, policy: RetryPolicy, row: dict[str, Any],
+             client: Any, clock: Callable[[], Any]) -> Outcome:
+    attempts = row["attempts"] + 1
+    out = Outcome(outbox_id=row["id"], channel=row["channel"], event=row["event"],
+                  request_id=row["request_id"], result="sent", attempts=attempts)
+    try:
+        request = json.loads(row["payload"])
+        attempt(cfg, row["channel"], row["id"], row["event"], request, client)
+    except (channels.DeliveryError, ValueError) as exc:
+        if not isinstance(exc, channels.DeliveryError):
+            exc = channels.DeliveryError(f"unreadable outbox payload: {exc}", transient=False)
+        out.error = exc.detail
+        verdict = policy.after_failure(attempts, exc)
+        if verdict.retry:
+            out.result = "retry"
+            out.next_attempt_at = to_iso(clock() + timedelta(seconds=verdict.delay))
+        else:
+            out.result = "failed"
+    recorded = store.record_delivery(row["id"], lease=row["claimed_until"],
+                                     channel=row["channel"], result=out.result,
+                                     at=to_iso(clock()), error=out.error,
+                                     next_attempt_at=out.next_attempt_at)
+    if not recorded:
+        out.result = "lost"
+    log.info("outbox #%s %s %s -> %s (attempt %s)%s", row["id"], row["event"], row["channel"],
+             out.result, attempts, f": {out.error}" if out.error else "")
+    return out
+
+
+def run_once(store: Any, cfg: NotifyConfig, **kwargs: Any) -> Report:
+    """Deliver everything due now (rows that become due during the run wait for the next)."""
+    due_before = to_iso(utcnow())
+    report = Report()
+    while True:
+        batch = process_due(store, cfg, due_before=due_before, **kwargs)
+        report.outcomes.extend(batch.outcomes)
+        if len(batch.outcomes) < cfg.worker.batch:
+            return report
+
+
+def run_forever(store: Any, cfg: NotifyConfig, stop: threading.Event,
+                on_outcome: Callable[[Outcome], None] | None = None) -> None:
+    """Poll and deliver until `stop` is set. Database hiccups are logged, never fatal."""
+    import httpx
+
+    policy = RetryPolicy(cfg.retry)
+    with httpx.Client() as client:
+        while not stop.is_set():
+            try:
+                report = process_due(store, cfg, client=client, policy=policy)
+            except Exception as exc:  # keep the worker alive; the rows stay in the outbox
+                log.warning("notification worker: %s", getattr(exc, "detail", exc))
+                report = Report()
+            if on_outcome:
+                for outcome in report.outcomes:
+                    on_outcome(outcome)
+            if len(report.outcomes) < cfg.worker.batch:
+                stop.wait(cfg.worker.poll_interval)
+
+
+def start_background(store: Any, settings: Any) -> Callable[[], None]:
+    """Start a worker thread for `serve`; returns a function that stops and joins it.
+
+    Validates the notification config first (InvalidInput naming the bad key), so a broken
+    config stops `serve` at start-up instead of failing every delivery later.
+    """
+    from .messages import check_templates
+
+    cfg = from_settings(settings)
+    check_templates(cfg.templates_dir)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_forever, args=(store, cfg, stop),
+                              name="approvalctl-notify", daemon=True)
+    thread.start()
+
+    def stop_worker(timeout: float | None = None) -> None:
+        stop.set()
+        # An attempt in flight finishes (bounded by the channel timeout) before we return.
+        thread.join(timeout)
+
+    return stop_worker
