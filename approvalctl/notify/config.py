@@ -76,12 +76,15 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {"poll_interval": _SECONDS, "lease": _SECONDS,
-                           "batch": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                           "batch": {"type": "integer", "minimum": 1, "maximum": 100}},
         },
     },
 }
 
 DEFAULT_TIMEOUT = 10.0
+#: Leave this much of a lease unused before an attempt starts, beyond the send timeout,
+#: so an attempt never outlives the lease that makes it exclusive.
+LEASE_MARGIN = 1.0
 
 
 @dataclass
@@ -268,6 +271,13 @@ def load_config(block: Any, *, env: Mapping[str, str] | None = None,
                                    WorkerSettings.poll_interval),
             lease=_seconds(w.get("lease"), "notifications.worker.lease", WorkerSettings.lease),
             batch=w.get("batch", WorkerSettings.batch))
+        slowest = max([t.timeout for t in (cfg.slack, cfg.email, *cfg.webhooks) if t],
+                      default=0.0)
+        if cfg.worker.lease < slowest + LEASE_MARGIN:
+            # A lease too short to cover one send would hand every row back unattempted.
+            raise InvalidInput(f"notifications.worker.lease: {cfg.worker.lease:g}s must be "
+                               f"longer than the slowest channel timeout ({slowest:g}s) "
+                               f"plus {LEASE_MARGIN:g}s")
     except InvalidInput as exc:
         if exc.detail.startswith("config"):
             raise

@@ -23,14 +23,17 @@ from typing import Any
 
 from ..models import from_iso, to_iso, utcnow
 from . import channels
-from .config import EmailConfig, NotifyConfig, SlackConfig, WebhookConfig, from_settings
+from .config import (
+    LEASE_MARGIN,
+    EmailConfig,
+    NotifyConfig,
+    SlackConfig,
+    WebhookConfig,
+    from_settings,
+)
 from .retry import RetryPolicy
 
 log = logging.getLogger("approvalctl.notify")
-
-#: Leave this much of a lease unused before an attempt starts, beyond the send timeout,
-#: so an attempt never outlives the lease that makes it exclusive.
-LEASE_MARGIN = 2.0
 
 
 @dataclass
@@ -85,15 +88,37 @@ def _timeout(cfg: NotifyConfig, channel: str) -> float:
     return target.timeout if target is not None else 0.0
 
 
+def _claim(store: Any, cfg: NotifyConfig, limit: int, due_before: str | None,
+           clock: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Lease up to `limit` due rows; any whose lease is already too short is handed back."""
+    now = clock()
+    rows = store.claim_outbox(now=to_iso(now), due_before=due_before, limit=limit,
+                              lease_until=to_iso(now + timedelta(seconds=cfg.worker.lease)))
+    if not rows:
+        return rows
+    left = (from_iso(rows[0]["claimed_until"]) - clock()).total_seconds()
+    keep = [r for r in rows if left >= _timeout(cfg, r["channel"]) + LEASE_MARGIN]
+    if len(keep) < len(rows):
+        # The claim itself was slow (a busy database): rather than risk a second worker
+        # sending a row while this one still is, give those rows back untouched.
+        store.release_outbox([r["id"] for r in rows if r not in keep],
+                             rows[0]["claimed_until"])
+    return keep
+
+
 def process_due(store: Any, cfg: NotifyConfig, *, client: Any = None,
                 policy: RetryPolicy | None = None, due_before: str | None = None,
                 clock: Callable[[], Any] = utcnow) -> Report:
-    """Claim one batch of due rows and attempt each once. Returns what happened."""
+    """Claim one batch of due rows and attempt each once. Returns what happened.
+
+    The rows of a batch are attempted in parallel threads, so one hung receiver does not
+    hold up every other channel for its timeout; only this thread touches the database.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     policy = policy or RetryPolicy(cfg.retry)
     report = Report()
-    now = clock()
-    rows = store.claim_outbox(now=to_iso(now), due_before=due_before, limit=cfg.worker.batch,
-                              lease_until=to_iso(now + timedelta(seconds=cfg.worker.lease)))
+    rows = _claim(store, cfg, cfg.worker.batch, due_before, clock)
     if not rows:
         return report
     own_client = client is None
@@ -102,34 +127,40 @@ def process_due(store: Any, cfg: NotifyConfig, *, client: Any = None,
 
         client = httpx.Client()
     try:
-        for i, row in enumerate(rows):
-            lease = row["claimed_until"]
-            left = (from_iso(lease) - clock()).total_seconds()
-            if left < _timeout(cfg, row["channel"]) + LEASE_MARGIN:
-                # Not enough lease left to finish: hand the rest back rather than risk a
-                # second worker sending the same row while this one still is.
-                store.release_outbox([r["id"] for r in rows[i:]], lease)
-                break
-            report.outcomes.append(_deliver(store, cfg, policy, row, client, clock))
+        with ThreadPoolExecutor(max_workers=len(rows),
+                                thread_name_prefix="approvalctl-send") as pool:
+            futures = {pool.submit(_attempt_row, cfg, row, client): row for row in rows}
+            for future in as_completed(futures):
+                row = futures[future]
+                report.outcomes.append(_record(store, policy, row, future.result(), clock))
     finally:
         if own_client:
             client.close()
     return report
 
 
-def _deliver(store: Any, cfg: NotifyConfig, policy: RetryPolicy, row: dict[str, Any],
-             client: Any, clock: Callable[[], Any]) -> Outcome:
+def _attempt_row(cfg: NotifyConfig, row: dict[str, Any], client: Any
+                 ) -> channels.DeliveryError | None:
+    """Attempt one row (in a sending thread); returns the error, or None when delivered."""
+    try:
+        request = json.loads(row["payload"])
+    except ValueError as exc:
+        return channels.DeliveryError(f"unreadable outbox payload: {exc}", transient=False)
+    try:
+        attempt(cfg, row["channel"], row["id"], row["event"], request, client)
+    except channels.DeliveryError as exc:
+        return exc
+    return None
+
+
+def _record(store: Any, policy: RetryPolicy, row: dict[str, Any],
+            error: channels.DeliveryError | None, clock: Callable[[], Any]) -> Outcome:
     attempts = row["attempts"] + 1
     out = Outcome(outbox_id=row["id"], channel=row["channel"], event=row["event"],
                   request_id=row["request_id"], result="sent", attempts=attempts)
-    try:
-        request = json.loads(row["payload"])
-        attempt(cfg, row["channel"], row["id"], row["event"], request, client)
-    except (channels.DeliveryError, ValueError) as exc:
-        if not isinstance(exc, channels.DeliveryError):
-            exc = channels.DeliveryError(f"unreadable outbox payload: {exc}", transient=False)
-        out.error = exc.detail
-        verdict = policy.after_failure(attempts, exc)
+    if error is not None:
+        out.error = error.detail
+        verdict = policy.after_failure(attempts, error)
         if verdict.retry:
             out.result = "retry"
             out.next_attempt_at = to_iso(clock() + timedelta(seconds=verdict.delay))
@@ -159,22 +190,50 @@ def run_once(store: Any, cfg: NotifyConfig, **kwargs: Any) -> Report:
 
 def run_forever(store: Any, cfg: NotifyConfig, stop: threading.Event,
                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
-    """Poll and deliver until `stop` is set. Database hiccups are logged, never fatal."""
+    """Deliver until `stop` is set, up to `worker.batch` attempts in flight at once.
+
+    New rows are claimed as soon as a slot frees up, so one hung receiver occupies one
+    slot for its timeout, not the whole worker. Database hiccups are logged, never fatal:
+    the rows stay in the outbox. On stop, attempts in flight finish and are recorded.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
     import httpx
 
     policy = RetryPolicy(cfg.retry)
-    with httpx.Client() as client:
-        while not stop.is_set():
+    inflight: dict[Future[Any], dict[str, Any]] = {}
+
+    def record(done: set[Future[Any]]) -> None:
+        for future in done:
+            row = inflight.pop(future)
             try:
-                report = process_due(store, cfg, client=client, policy=policy)
-            except Exception as exc:  # keep the worker alive; the rows stay in the outbox
-                log.warning("notification worker: %s", getattr(exc, "detail", exc))
-                report = Report()
+                outcome = _record(store, policy, row, future.result(), utcnow)
+            except Exception as exc:  # the lease runs out and the row is tried again
+                log.warning("notification worker: cannot record #%s: %s", row["id"],
+                            getattr(exc, "detail", exc))
+                continue
             if on_outcome:
-                for outcome in report.outcomes:
-                    on_outcome(outcome)
-            if len(report.outcomes) < cfg.worker.batch:
+                on_outcome(outcome)
+
+    with httpx.Client() as client, ThreadPoolExecutor(
+            max_workers=cfg.worker.batch, thread_name_prefix="approvalctl-send") as pool:
+        while not stop.is_set():
+            free = cfg.worker.batch - len(inflight)
+            rows: list[dict[str, Any]] = []
+            if free > 0:
+                try:
+                    rows = _claim(store, cfg, free, None, utcnow)
+                except Exception as exc:
+                    log.warning("notification worker: %s", getattr(exc, "detail", exc))
+            for row in rows:
+                inflight[pool.submit(_attempt_row, cfg, row, client)] = row
+            if inflight:
+                done, _ = wait(list(inflight), timeout=cfg.worker.poll_interval,
+                               return_when=FIRST_COMPLETED)
+                record(done)
+            elif not rows:
                 stop.wait(cfg.worker.poll_interval)
+        record(wait(list(inflight)).done)
 
 
 def start_background(store: Any, settings: Any) -> Callable[[], None]:
