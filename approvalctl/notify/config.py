@@ -20,8 +20,10 @@ from ..errors import InvalidInput
 _EVENTS = {"type": "array", "items": {"enum": list(EVENTS)}, "uniqueItems": True}
 _URL = {"type": "string", "pattern": "^https?://[^\\s/]+"}
 _ENV = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
-_SECONDS = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                      {"type": "string", "pattern": "^[0-9.smhdw]+$"}]}
+#: Seconds, or a short duration ("30s", "5m"); exclusiveMinimum applies only to numbers and
+#: pattern only to strings, so one schema with plain error messages covers both.
+_SECONDS = {"type": ["number", "string"], "exclusiveMinimum": 0, "pattern": "^[0-9.smhdw]+$"}
+_DURATION_KEYS = ("timeout", "initial_delay", "max_delay", "lease", "poll_interval")
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -165,6 +167,9 @@ def _path(parts: Any) -> str:
 def _describe(error: Any) -> str:
     """One line naming the bad key, from a jsonschema ValidationError."""
     where = _path(error.absolute_path)
+    if error.validator in ("pattern", "exclusiveMinimum", "type") and \
+            where.endswith(_DURATION_KEYS):
+        return f"{where}: {error.instance!r} is not a duration (e.g. 30s, 5m, or seconds)"
     if error.validator == "additionalProperties":
         known = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(known))
@@ -181,8 +186,6 @@ def _describe(error: Any) -> str:
         return f"{where}: {error.instance!r} is not {what}"
     if error.validator == "pattern" and ("from" in where or ".to" in where):
         return f"{where}: {error.instance!r} is not an e-mail address"
-    if error.validator == "anyOf":
-        return f"{where}: {error.instance!r} is not a duration (e.g. 30s, 5m, or seconds)"
     return f"{where}: {error.message}"
 
 
