@@ -196,3 +196,15 @@ def test_sigterm_stops_notify_run_cleanly(tmp_path, db_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
+
+
+def test_ctrl_c_stops_notify_run_cleanly(tmp_path, db_path):
+    config = write_config(tmp_path, {"webhooks": [webhook("http://127.0.0.1:9/x")]})
+    proc = subprocess.Popen(cli("notify", "run"), env=worker_env(db_path, config),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert "delivering notifications" in proc.stderr.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    assert (proc.returncode, err) == (0, "stopped\n")

@@ -72,14 +72,20 @@ def run_cmd(
     import threading
 
     stop = threading.Event()
-    # SIGTERM (systemd, docker stop) ends the loop after the attempt in flight.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def finish(signum: int, frame: Any) -> None:
+        # The first Ctrl-C / SIGTERM (systemd, docker stop) lets the attempts in flight
+        # finish and be recorded, so nothing is sent twice; a second Ctrl-C aborts.
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGTERM, finish)
+    signal.signal(signal.SIGINT, finish)
     message(f"delivering notifications to {', '.join(cfg.channel_names())} "
             "(Ctrl-C to stop)")
-    try:
-        worker.run_forever(store, cfg, stop, on_outcome=_say)
-    except KeyboardInterrupt:
-        message("stopped")
+    worker.run_forever(store, cfg, stop, on_outcome=_say)
+    message("stopped")
 
 
 @command(notify_app, "list")
