@@ -177,15 +177,34 @@ def _record(store: Any, policy: RetryPolicy, row: dict[str, Any],
     return out
 
 
-def run_once(store: Any, cfg: NotifyConfig, **kwargs: Any) -> Report:
+def run_once(store: Any, cfg: NotifyConfig, *, client: Any = None, **kwargs: Any) -> Report:
     """Deliver everything due now (rows that become due during the run wait for the next)."""
+    import httpx
+
     due_before = to_iso(utcnow())
     report = Report()
-    while True:
-        batch = process_due(store, cfg, due_before=due_before, **kwargs)
-        report.outcomes.extend(batch.outcomes)
-        if len(batch.outcomes) < cfg.worker.batch:
-            return report
+    policy = kwargs.pop("policy", None) or RetryPolicy(cfg.retry)
+    # One client for the whole run: connections are reused, TLS set up once.
+    with (httpx.Client() if client is None else _borrowed(client)) as http:
+        while True:
+            batch = process_due(store, cfg, due_before=due_before, client=http,
+                                policy=policy, **kwargs)
+            report.outcomes.extend(batch.outcomes)
+            if len(batch.outcomes) < cfg.worker.batch:
+                return report
+
+
+class _borrowed:
+    """A caller's client, used in a `with` block without closing it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __enter__(self) -> Any:
+        return self.client
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
 
 
 def run_forever(store: Any, cfg: NotifyConfig, stop: threading.Event,
