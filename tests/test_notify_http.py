@@ -267,3 +267,22 @@ def test_retry_after_parsing(header, expected):
 
     now = parsedate_to_datetime("Wed, 21 Oct 2015 07:27:50 GMT").timestamp()
     assert channels.parse_retry_after(header, now=now) == expected
+
+
+def test_expired_event_reaches_slack_and_webhook(store, agent, httpx_mock):
+    svc, cfg = make(store, slack={"webhook_url": SLACK_URL, "events": ["expired"]},
+                    webhooks=[webhook(HOOK_URL, ["expired"])])
+    req = svc.create(agent, "deploy", ttl_seconds=0.001)
+    time.sleep(0.01)
+    assert svc.sweep() == [req.id]
+    httpx_mock.add_response(url=SLACK_URL)
+    httpx_mock.add_response(url=HOOK_URL)
+    assert sorted(o.channel for o in process_due(store, cfg).outcomes) == ["slack",
+                                                                         "webhook:0"]
+    by_url = {str(r.url): r for r in httpx_mock.get_requests()}
+    slack = json.loads(by_url[SLACK_URL].content)
+    assert slack["blocks"][0]["text"]["text"] == "Expired unanswered: deploy"
+    assert "approvalctl approve" not in json.dumps(slack)  # nothing left to decide
+    hook = json.loads(by_url[HOOK_URL].content)
+    assert (hook["event"], hook["request"]["status"]) == ("expired", "expired")
+    assert by_url[HOOK_URL].headers["X-Approvalctl-Event"] == "expired"
