@@ -165,3 +165,30 @@ def test_smtp_5xx_is_dead_lettered_at_once(store, agent, where):
     row = store.list_outbox()[0]
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert "550" in row["last_error"] and "mailbox unavailable" in row["last_error"]
+
+
+def test_notify_test_email_sends_a_sample(db_url, isolated_env):
+    import yaml
+    from typer.testing import CliRunner
+
+    from approvalctl.cli import app
+
+    port = free_port()
+    box = Mailbox()
+    config = isolated_env / "config" / "approvalctl" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(yaml.safe_dump({"notifications": email_settings(port).notifications}))
+    controller = smtp_server(box, port)
+    try:
+        result = CliRunner().invoke(app, ["notify", "test", "email"],
+                                    env={"APPROVALCTL_DB": db_url})
+    finally:
+        controller.stop()
+    assert (result.exit_code, result.stderr) == (0, "email: sample notification delivered\n")
+    assert box.messages[0]["Subject"] == "[approvalctl] Approval requested: shell.exec (low " \
+                                         "risk)"
+    result = CliRunner().invoke(app, ["notify", "test", "email"],
+                                env={"APPROVALCTL_DB": db_url})  # the server is gone now
+    assert result.exit_code == 6
+    assert result.stderr.startswith("error: email: not delivered (temporary failure): SMTP "
+                                    f"127.0.0.1:{port}: ConnectionRefusedError")
