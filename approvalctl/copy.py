@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
+import marshal
 import os
 import queue
 import threading
@@ -131,8 +133,10 @@ def _counts(store: SQLStore | None) -> dict[str, int]:
 class Checksum:
     """sha256 over rows in key order: equal data gives equal sums on both kinds of store.
 
-    Each row is hashed as its repr and a newline — the same text whichever driver read it
-    (str, int, float, None) — so the sum does not depend on how rows were batched.
+    Each row is hashed in marshal's version-2 encoding: one exact, self-delimiting byte
+    string per tuple of str/int/float/None, the same whichever driver read it (version 2
+    has no back-references or interning flags), and about twice as fast as repr. Rows are
+    encoded one by one, so the sum does not depend on how they were batched.
     """
 
     def __init__(self) -> None:
@@ -141,7 +145,7 @@ class Checksum:
 
     def add_rows(self, rows: list[tuple]) -> None:
         if rows:
-            self._digest.update(("\n".join(map(repr, rows)) + "\n").encode())
+            self._digest.update(b"".join(map(marshal.dumps, rows, itertools.repeat(2))))
             self.rows += len(rows)
 
     def hexdigest(self) -> str:
