@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -42,6 +43,7 @@ MIGRATIONS_TABLE = "approvalctl_migrations"
 POOL_PARAMS = {"pool_min_size": int, "pool_max_size": int, "pool_timeout": float}
 DEFAULTS = {"pool_min_size": 1, "pool_max_size": 10, "pool_timeout": 10.0}
 CONNECT_TIMEOUT = "5"
+IDLE_CHECK_SECONDS = 2.0
 
 
 def redact(url: str) -> str:
@@ -155,6 +157,8 @@ class PostgresStore(SQLStore):
         self._conninfo, self._pool_settings = split_url(url)
         self._pool: Any = None
         self._pool_lock = threading.Lock()
+        self._returned: dict[int, float] = {}  # id(connection) -> when it was last returned
+        self._chained: set[int] = set()  # connections whose transaction needs a WAL flush
         # One direct connection first: it fails fast with the real reason (a pool would
         # retry in the background and only report a timeout), and it runs the migrations.
         with self._probe() as conn:
@@ -199,11 +203,22 @@ class PostgresStore(SQLStore):
                         self._conninfo, min_size=int(s["pool_min_size"]),
                         max_size=int(s["pool_max_size"]), timeout=s["pool_timeout"],
                         kwargs={"autocommit": True},
-                        # a cheap round trip before lending a connection: after a server
-                        # restart the dead ones are replaced instead of failing a request
-                        check=ConnectionPool.check_connection,
+                        check=self._check_if_idle, reset=self._stamp,
                         configure=_configure, name="approvalctl", open=True)
         return self._pool
+
+    def _stamp(self, conn: Any) -> None:
+        """Called as a connection goes back to the pool: remember when it was last used."""
+        self._returned[id(conn)] = time.monotonic()
+
+    def _check_if_idle(self, conn: Any) -> None:
+        """Before lending a connection that sat idle, make one cheap round trip: after a
+        server restart the dead ones are replaced instead of failing a request. Busy
+        connections skip it (a check per query would cost a round trip each)."""
+        if time.monotonic() - self._returned.get(id(conn), 0.0) > IDLE_CHECK_SECONDS:
+            from psycopg_pool import ConnectionPool
+
+            ConnectionPool.check_connection(conn)
 
     def _unavailable(self, exc: BaseException) -> Unavailable:
         from psycopg_pool import PoolTimeout
@@ -232,11 +247,23 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _write(self) -> Iterator[Any]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        A transaction that appended to the audit chain committed without waiting for its WAL
+        flush (see `_lock_audit`); before returning — before anyone is told it happened — it
+        waits for that flush here, outside the lock, where concurrent writers share fsyncs.
+        """
         try:
-            with self._get_pool().connection() as conn, conn.transaction(), \
-                    conn.cursor() as cur:
-                yield cur
+            with self._get_pool().connection() as conn:
+                self._chained.discard(id(conn))
+                with conn.transaction(), conn.cursor() as cur:
+                    yield cur
+                if id(conn) in self._chained:
+                    self._chained.discard(id(conn))
+                    # Assigning an xid makes this tiny transaction's commit record wait for
+                    # the WAL flush (synchronous_commit is on for it), and WAL is flushed in
+                    # order: once it returns, the chained commit before it is durable too.
+                    conn.execute("SELECT pg_current_xact_id()")
         except self._psycopg.Error as exc:
             raise self._unavailable(exc) from None
 
@@ -245,7 +272,15 @@ class PostgresStore(SQLStore):
         return sql.replace("?", "%s")
 
     def _lock_audit(self, cur: Any) -> None:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._audit_key,))
+        # Appends to the hash chain are serialised by this lock, held until commit. Waiting
+        # for the commit's fsync while holding it would cap every writer at one fsync per
+        # change, so this transaction commits asynchronously and `_write` waits for the
+        # flush after the lock is released. If the server crashes before the flush, WAL
+        # replay stops before this commit and every later one: the chain stays whole, and
+        # nothing lost was acknowledged.
+        cur.execute("SELECT pg_advisory_xact_lock(%s), "
+                    "set_config('synchronous_commit', 'off', true)", (self._audit_key,))
+        self._chained.add(id(cur.connection))
 
     def _skip_locked(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
