@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import migrate, requests  # noqa: F401  (each module registers its commands)
+from . import migrate, monitoring, requests  # noqa: F401  (each module registers its commands)
 from .app import app
 
 __all__ = ["app", "main"]
