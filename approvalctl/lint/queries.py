@@ -1,0 +1,192 @@
+"""The semantic rules every PromQL query gets, in a dashboard panel or a rule file alike.
+
+    promql              the expression parses and type-checks
+    counter-rate        counters appear only inside rate/irate/increase
+    histogram-quantile  histogram_quantile() reads a `_bucket` series and keeps `le`
+    metric-exported     every metric is one approvalctl exports (or a recording rule, `up`,
+                        `ALERTS`), queried only with labels and label values it has
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+from .findings import ERROR, WARNING
+from .promql import Aggregate, Call, Node, PromQLError, Range, Selector, Subquery, parse, walk
+
+#: Labels Prometheus itself attaches to every scraped series.
+TARGET_LABELS = frozenset({"job", "instance"})
+_RATE_FUNCS = frozenset({"rate", "irate", "increase"})
+#: Functions that may see a raw counter without misreading it.
+_RAW_OK = frozenset({"absent", "absent_over_time", "resets", "changes", "timestamp",
+                     "present_over_time"})
+
+
+@dataclass
+class Series:
+    name: str
+    kind: str  # counter | gauge (histogram parts count as counters)
+    labels: frozenset[str]
+    values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class Catalogue:
+    """What may be queried: approvalctl's own series, recording rules, Prometheus's own."""
+
+    series: dict[str, Series] = field(default_factory=dict)
+    recorded: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_registry(cls) -> Catalogue:
+        from .. import metrics
+
+        out = cls()
+        for info in metrics.catalogue():
+            for name, labels in info.series().items():
+                kind = "gauge" if info.type == "gauge" or name.endswith("_created") \
+                    else "counter"
+                values = dict(info.values) if name.endswith("_bucket") else \
+                    {k: v for k, v in info.values.items() if k != "le"}
+                out.series[name] = Series(name, kind, frozenset(labels) | TARGET_LABELS,
+                                          values)
+        out.series["up"] = Series("up", "gauge", TARGET_LABELS)
+        return out
+
+    def names(self) -> list[str]:
+        return sorted(set(self.series) | self.recorded | {"ALERTS", "ALERTS_FOR_STATE"})
+
+
+Problem = tuple[str, str, str]  # (rule, severity, message)
+
+
+def check(expr: str, cat: Catalogue) -> list[Problem]:
+    """Every problem with one (already variable-substituted) expression."""
+    try:
+        tree = parse(expr)
+    except PromQLError as exc:
+        return [("promql", ERROR, f"{exc} (at offset {exc.pos} of {expr!r})")]
+    problems: list[Problem] = []
+    for node, parents in walk(tree):
+        if isinstance(node, Selector):
+            problems += _exported(node, cat)
+            problems += _counter_rate(node, parents, cat)
+        elif isinstance(node, Call) and node.func == "histogram_quantile":
+            problems += _quantile(node)
+        elif isinstance(node, Aggregate):
+            problems += _grouping(node, cat)
+    return problems
+
+
+def _exported(sel: Selector, cat: Catalogue) -> list[Problem]:
+    name = sel.name
+    if name is None:
+        return [("metric-exported", WARNING, "selector without a metric name cannot be "
+                 "checked against the exported metrics")]
+    if name in cat.recorded or name in ("ALERTS", "ALERTS_FOR_STATE"):
+        return []
+    series = cat.series.get(name)
+    if series is None:
+        close = difflib.get_close_matches(name, cat.names(), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return [("metric-exported", ERROR, f"{name} is not exported by approvalctl nor "
+                 f"recorded by a rule{hint}")]
+    out: list[Problem] = []
+    for m in sel.matchers:
+        if m.label == "__name__":
+            continue
+        if m.label not in series.labels:
+            out.append(("metric-exported", ERROR, f"{name} has no label {m.label!r} (it has: "
+                        f"{', '.join(sorted(series.labels))})"))
+            continue
+        known = series.values.get(m.label)
+        if not known or m.op in ("!=", "!~"):
+            continue
+        if m.op == "=" and m.value not in known:
+            out.append(("metric-exported", ERROR, f"{name}{{{m.label}={m.value!r}}} never "
+                        f"exists (values: {', '.join(known)})"))
+        elif m.op == "=~":
+            literals = m.value.split("|")
+            if all(re.fullmatch(r"[\w.+-]+", lit) for lit in literals):
+                missing = [lit for lit in literals if lit not in known]
+                if missing:
+                    out.append(("metric-exported", ERROR, f"{name}{{{m.label}=~{m.value!r}}}"
+                                f": {', '.join(missing)} never exists (values: "
+                                f"{', '.join(known)})"))
+            elif not any(re.fullmatch(m.value, v) for v in known):
+                out.append(("metric-exported", ERROR, f"{name}{{{m.label}=~{m.value!r}}} "
+                            f"matches no value (values: {', '.join(known)})"))
+    return out
+
+
+def _is_counter(name: str | None, cat: Catalogue) -> bool:
+    if name is None:
+        return False
+    series = cat.series.get(name)
+    if series is not None:
+        return series.kind == "counter"
+    return name not in cat.recorded and name.endswith("_total")
+
+
+def _counter_rate(sel: Selector, parents: tuple[Node, ...], cat: Catalogue) -> list[Problem]:
+    if not _is_counter(sel.name, cat):
+        return []
+    chain = list(parents)
+    parent = chain[-1] if chain else None
+    grand = chain[-2] if len(chain) > 1 else None
+    if isinstance(parent, Range) and isinstance(grand, Call) and \
+            grand.func in _RATE_FUNCS | _RAW_OK:
+        return []
+    if isinstance(parent, Call) and parent.func in _RAW_OK:
+        return []
+    # a subquery over the raw counter, itself under rate(): rate(x_total[1h:1m])
+    if isinstance(parent, Subquery) and isinstance(grand, Call) and grand.func in _RATE_FUNCS:
+        return []
+    return [("counter-rate", ERROR, f"counter {sel.name} is used outside rate()/irate()/"
+             "increase(): its raw value only says how much happened since the process "
+             "or database started")]
+
+
+def _quantile(call: Call) -> list[Problem]:
+    if len(call.args) < 2:
+        return []
+    buckets = [(n, p) for n, p in walk(call.args[1])
+               if isinstance(n, Selector) and n.name and n.name.endswith("_bucket")]
+    if not buckets:
+        return [("histogram-quantile", ERROR, "histogram_quantile() must read a _bucket "
+                 "series (e.g. rate(x_bucket[5m]))")]
+    out: list[Problem] = []
+    for sel, path in buckets:
+        for node in path:
+            if not isinstance(node, Aggregate):
+                continue
+            if node.without and "le" in node.grouping:
+                out.append(("histogram-quantile", ERROR, f"{node.op} without (le) drops the "
+                            f"bucket label histogram_quantile() needs ({sel.name})"))
+            elif not node.without and "le" not in node.grouping:
+                how = f"by ({', '.join(node.grouping)})" if node.by else "with no by (le)"
+                out.append(("histogram-quantile", ERROR, f"{node.op} {how} drops the `le` "
+                            f"label histogram_quantile() needs: use {node.op} by (le, ...)"))
+    return out
+
+
+def _grouping(agg: Aggregate, cat: Catalogue) -> list[Problem]:
+    if not agg.by or not agg.grouping:
+        return []
+    available: set[str] = set()
+    for node, _ in walk(agg.expr):
+        if isinstance(node, Call) and node.func in ("label_replace", "label_join"):
+            return []  # labels made up by the query itself
+        if isinstance(node, Selector):
+            series = cat.series.get(node.name or "")
+            if series is None:
+                return []  # recording rule or unknown metric: reported elsewhere
+            available |= series.labels | ({"le"} if (node.name or "").endswith("_bucket")
+                                          else set())
+    missing = [lab for lab in agg.grouping if lab not in available]
+    if not missing:
+        return []
+    return [("metric-exported", ERROR, f"{agg.op} by ({', '.join(agg.grouping)}): no metric "
+             f"here has label {', '.join(repr(m) for m in missing)}")]
