@@ -24,7 +24,6 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
 from . import counters as c
@@ -42,6 +41,9 @@ HTTP_REQUESTS_NAME = "approvalctl_http_requests"
 HTTP_LATENCY_NAME = "approvalctl_http_request_duration_seconds"
 HTTP_LABELS = ("route", "method", "status")
 DATABASE_UP = "approvalctl_database_up"
+#: The classic text format that `generate_latest` writes, named the way every Prometheus
+#: version parses it (prometheus-client >= 0.22 would announce "version=1.0.0").
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _base(name: str) -> str:
@@ -155,7 +157,7 @@ def render(store: Any, *, include_http: bool = True) -> tuple[bytes, str]:
     body = generate_latest(registry)
     if include_http:
         body += generate_latest(_http_registry)
-    return body, CONTENT_TYPE_LATEST
+    return body, CONTENT_TYPE
 
 
 # ---------------------------------------------------------------- catalogue
