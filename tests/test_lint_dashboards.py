@@ -346,7 +346,7 @@ def test_promtool_checks_dashboard_queries_too(tmp_path, monkeypatch) -> None:
 def test_exclusions_need_a_reason_and_silence_matching_findings(tmp_path, monkeypatch) -> None:
     dash = good_dashboard()
     set_expr(dash, 0, "approval_pending_request")
-    path = write_dashboard(tmp_path, dash)
+    write_dashboard(tmp_path, dash)
     monkeypatch.chdir(tmp_path)
     ignore = tmp_path / ".lint-dashboards-ignore"
     ignore.write_text("# legacy\ndash.json:metric-exported:panel 1*\n")

@@ -8,12 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import env_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from approvalctl import counters, metrics
 from approvalctl.store import open_store
-
-from conftest import env_for
 
 
 def scrape(store) -> dict[str, object]:
