@@ -204,6 +204,23 @@ def catalogue() -> list[MetricInfo]:
     for metric in (HTTP_REQUESTS, HTTP_LATENCY):
         for fam in metric.describe():
             name = fam.name + "_total" if fam.type == "counter" else fam.name
-            out.append(MetricInfo(name, fam.type, fam.documentation, HTTP_LABELS,
+            values = {"le": tuple(floatToGoString(b) for b in HTTP_BUCKETS) + ("+Inf",)} \
+                if fam.type == "histogram" else {}
+            out.append(MetricInfo(name, fam.type, fam.documentation, HTTP_LABELS, values,
                                   source="http"))
     return out
+
+
+def reference_markdown() -> str:
+    """The metric reference table of docs/monitoring.md, generated from `catalogue()`."""
+    rows = ["| metric | type | labels | source | meaning |", "| --- | --- | --- | --- | --- |"]
+    for info in catalogue():
+        parts = [f"`{lab}`: {', '.join(info.values[lab])}" if lab in info.values
+                 else f"`{lab}`" for lab in info.labels]
+        if info.type == "histogram" and "le" in info.values:
+            bounds = sorted((v for v in info.values["le"] if v != "+Inf"), key=float)
+            parts.append("buckets " + ", ".join(bounds))
+        labels = "; ".join(parts) or "—"
+        source = "database" if info.source == "store" else "per `serve` process"
+        rows.append(f"| `{info.name}` | {info.type} | {labels} | {source} | {info.help} |")
+    return "\n".join(rows) + "\n"
