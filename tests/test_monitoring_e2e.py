@@ -129,7 +129,7 @@ def test_every_dashboard_and_alert_query_runs_against_real_prometheus(stack) -> 
     assert ran >= 30
     assert empty_core == []
 
-    for name, expr in alert_queries():
+    for _name, expr in alert_queries():
         query(url, expr)  # executes without error; most are (correctly) quiet
 
     # Prometheus itself loaded and evaluated every rule without error
