@@ -367,3 +367,29 @@ def test_exclusion_parser() -> None:
     assert [(e.path, e.rule, e.location, e.reason) for e in entries] == [
         ("a.json", "grid", "", "ok")]
     assert [p.location for p in problems] == ["line 2", "line 5"]
+
+
+def test_malformed_structures_are_findings_never_crashes(tmp_path) -> None:
+    odd_json = [[], {"panels": None}, "text", {"uid": "x", "title": "t", "templating": None,
+                                               "panels": [None, 3, {"type": "row",
+                                                                    "panels": [None]}]},
+                {"uid": "x", "title": "t", "panels": [{"id": 1, "gridPos": {"x": "0"},
+                                                       "targets": "x", "fieldConfig": None}]},
+                {"uid": "x", "title": "t", "panels": [{"id": 1, "targets": [
+                    {"expr": 5}, None, {"expr": "rate(x"}]}]}]
+    odd_yaml = [{"groups": None}, {"groups": {"a": 1}},
+                {"groups": [None, {"name": "a", "rules": "x"}, {"name": "b", "rules": [
+                    None, {"alert": 5, "expr": 3}, {"alert": "A", "record": "b"},
+                    {"alert": "B", "expr": "x", "labels": "s", "annotations": ["a"]}]}]},
+                {"rule_files": 5, "tests": [None, {"alert_rule_test": 3}]}]
+    for i, doc in enumerate(odd_json):
+        (tmp_path / f"d{i}.json").write_text(json.dumps(doc))
+    for i, doc in enumerate(odd_yaml):
+        (tmp_path / f"r{i}.yml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    result = CliRunner().invoke(app, ["lint-dashboards", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    flagged = {Path(f["path"]).name for f in doc["findings"]}
+    assert flagged >= {f"d{i}.json" for i in range(len(odd_json))} | {
+        f"r{i}.yml" for i in range(3)} | {"binary.json"}

@@ -23,6 +23,7 @@ from typing import Any
 from .findings import ERROR, WARNING, Finding
 from .promql import substitute
 from .queries import Catalogue, check
+from .rules import as_dict, as_list
 
 _UID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _DS_REFS = {"${datasource}", "$datasource", "[[datasource]]"}
@@ -44,7 +45,7 @@ def _panels(panels: list[Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any] 
         if not isinstance(p, dict):
             continue
         yield p, None
-        for nested in p.get("panels") or []:
+        for nested in as_list(p.get("panels")):
             if isinstance(nested, dict):
                 yield nested, p
 
@@ -78,7 +79,8 @@ def lint_dashboard(path: Path, cat: Catalogue, queries: Queries) -> list[Finding
         return out
     if isinstance(dash, dict) and isinstance(dash.get("dashboard"), dict):
         dash = dash["dashboard"]  # the export wrapper of Grafana's HTTP API
-    if not isinstance(dash, dict) or not isinstance(dash.get("panels", []), list):
+    if not isinstance(dash, dict) or not isinstance(dash.get("panels", []), list) or \
+            not isinstance(dash.get("templating") or {}, dict):
         add("json", ERROR, "dashboard", "not a Grafana dashboard (an object with panels)")
         return out
 
@@ -113,13 +115,15 @@ def lint_dashboard(path: Path, cat: Catalogue, queries: Queries) -> list[Finding
         if not str(panel.get("description") or "").strip():
             add("panel-description", ERROR, where, "panel has no description (say what it "
                 "shows and what a bad value means)")
-        unit = ((panel.get("fieldConfig") or {}).get("defaults") or {}).get("unit")
+        unit = as_dict(as_dict(panel.get("fieldConfig")).get("defaults")).get("unit")
         if kind not in _NO_UNIT and not unit:
             add("panel-unit", ERROR, where, "panel has no unit (fieldConfig.defaults.unit)")
         if not _ds_ok(panel.get("datasource")):
             add("datasource", ERROR, where, f"datasource must be ${{datasource}}, found "
                 f"{json.dumps(panel.get('datasource'))}")
-        for i, target in enumerate(panel.get("targets") or []):
+        if "targets" in panel and not isinstance(panel["targets"], list):
+            add("json", ERROR, where, "targets must be a list of queries")
+        for i, target in enumerate(as_list(panel.get("targets"))):
             if not isinstance(target, dict):
                 continue
             tloc = f"{where} query {target.get('refId', i)}"
@@ -130,7 +134,8 @@ def lint_dashboard(path: Path, cat: Catalogue, queries: Queries) -> list[Finding
             if expr is None:
                 continue
             if not isinstance(expr, str) or not expr.strip():
-                add("promql", ERROR, tloc, "empty query")
+                add("promql", ERROR, tloc, "empty query" if isinstance(expr, str)
+                    else "query expr must be text")
                 continue
             text = substitute(expr, variables)
             queries.items.append((tloc, text, expr))
@@ -144,8 +149,8 @@ def _variables(dash: dict[str, Any], add, cat: Catalogue, queries: Queries) -> d
     """Values to substitute for the dashboard's variables; checks the datasource variable."""
     values: dict[str, str] = {}
     has_ds = False
-    for var in ((dash.get("templating") or {}).get("list") or []):
-        if not isinstance(var, dict) or not var.get("name"):
+    for var in as_list(as_dict(dash.get("templating")).get("list")):
+        if not isinstance(var, dict) or not isinstance(var.get("name"), str):
             continue
         name = var["name"]
         loc = f"variable {name}"
@@ -156,7 +161,7 @@ def _variables(dash: dict[str, Any], add, cat: Catalogue, queries: Queries) -> d
         if kind in ("interval",):
             values[name] = "5m"
             continue
-        values[name] = var.get("allValue") or ".+"
+        values[name] = str(var.get("allValue") or ".+")
         if kind == "query":
             if "datasource" in var and not _ds_ok(var["datasource"]):
                 add("datasource", ERROR, loc, "variable query datasource must be "
@@ -222,7 +227,7 @@ def _grid(panels: list[Any]) -> list[tuple[str, str, str, str]]:
     boxes(panels)
     for p in panels:
         if isinstance(p, dict) and p.get("type") == "row" and p.get("collapsed"):
-            boxes(p.get("panels") or [])
+            boxes(as_list(p.get("panels")))
         elif isinstance(p, dict) and p.get("type") == "row" and p.get("panels"):
             out.append(("grid", WARNING, _where(p), "an expanded row should not hold "
                         "panels of its own; Grafana lists them after the row"))

@@ -49,10 +49,19 @@ def is_test_file(doc: Any) -> bool:
     return isinstance(doc, dict) and "tests" in doc and "rule_files" in doc
 
 
+def as_list(value: Any) -> list[Any]:
+    """`value` if it is a list, else empty: malformed input is reported, never crashes."""
+    return value if isinstance(value, list) else []
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def recorded_names(doc: Any) -> set[str]:
     names: set[str] = set()
-    for group in (doc.get("groups") or []) if isinstance(doc, dict) else []:
-        for rule in (group or {}).get("rules") or []:
+    for group in as_list(as_dict(doc).get("groups")):
+        for rule in as_list(as_dict(group).get("rules")):
             if isinstance(rule, dict) and isinstance(rule.get("record"), str):
                 names.add(rule["record"])
     return names
@@ -100,11 +109,14 @@ def lint_rules(path: Path, doc: Any, cat: Catalogue,
         if not isinstance(group, dict) or not group.get("name"):
             add("rule-structure", ERROR, f"group {gi + 1}", "group needs a name")
             continue
-        gname = group["name"]
+        gname = str(group["name"])
         if gname in group_names:
             add("rule-structure", ERROR, f"group {gname}", "duplicate group name")
         group_names.add(gname)
-        for ri, rule in enumerate(group.get("rules") or []):
+        if not isinstance(group.get("rules"), list):
+            add("rule-structure", ERROR, f"group {gname}", "rules must be a list")
+            continue
+        for ri, rule in enumerate(group["rules"]):
             if not isinstance(rule, dict):
                 add("rule-structure", ERROR, f"group {gname} rule {ri + 1}", "not a mapping")
                 continue
@@ -114,6 +126,9 @@ def lint_rules(path: Path, doc: Any, cat: Catalogue,
             if bool(rule.get("alert")) == bool(rule.get("record")):
                 add("rule-structure", ERROR, loc, "a rule needs exactly one of alert: or "
                     "record:")
+                continue
+            if not isinstance(name, str):
+                add("rule-structure", ERROR, loc, "alert and record names must be text")
                 continue
             expr = rule.get("expr")
             if not isinstance(expr, str) or not expr.strip():
@@ -139,16 +154,14 @@ def _alert(rule: dict[str, Any], loc: str, add, anchors: set[str], runbook: Path
     if "for" not in rule:
         add("alert-for", ERROR, loc, "no for: one bad evaluation would page; say how long "
             "the condition must hold")
-    labels = rule.get("labels") or {}
-    severity = labels.get("severity") if isinstance(labels, dict) else None
+    labels = as_dict(rule.get("labels"))
+    severity = labels.get("severity")
     if severity is None:
         add("alert-severity", ERROR, loc, "no severity label (critical, warning or info)")
     elif severity not in _SEVERITIES:
         add("alert-severity", ERROR, loc, f"severity {severity!r} is not one of "
             f"{', '.join(_SEVERITIES)}")
-    ann = rule.get("annotations") or {}
-    if not isinstance(ann, dict):
-        ann = {}
+    ann = as_dict(rule.get("annotations"))
     if not str(ann.get("summary") or "").strip():
         add("alert-summary", ERROR, loc, "no summary annotation")
     desc = str(ann.get("description") or "")
@@ -181,10 +194,10 @@ def test_coverage(test_files: list[tuple[Path, Any]]
     """rule file (resolved) -> alert -> {"firing"/"quiet": test files}."""
     out: dict[Path, dict[str, dict[str, set[str]]]] = {}
     for path, doc in test_files:
-        rule_files = [(path.parent / str(f)).resolve() for f in doc.get("rule_files") or []]
-        for test in doc.get("tests") or []:
-            for case in (test or {}).get("alert_rule_test") or []:
-                if not isinstance(case, dict) or not case.get("alertname"):
+        rule_files = [(path.parent / str(f)).resolve() for f in as_list(doc.get("rule_files"))]
+        for test in as_list(doc.get("tests")):
+            for case in as_list(as_dict(test).get("alert_rule_test")):
+                if not isinstance(case, dict) or not isinstance(case.get("alertname"), str):
                     continue
                 kind = "firing" if case.get("exp_alerts") else "quiet"
                 for rf in rule_files:
