@@ -109,11 +109,12 @@ def cli(db: Path, *args: str) -> str:
 
 def test_every_dashboard_and_alert_query_runs_against_real_prometheus(stack) -> None:
     url, db = stack["prometheus"], stack["db"]
-    wait_for(url, 'up{job="approvalctl"} == 1')
-    # traffic: two decisions, one request left pending
+    # traffic: three requests while Prometheus starts scraping (it applies new targets on a
+    # 5 s tick), then two decisions it sees happen, and one request left pending
     first = cli(db, "request", "deploy", "--user", "bot", "--reason", "release 1.2")
     second = cli(db, "request", "drop_table", "--user", "bot")
     cli(db, "request", "rm", "--user", "bot")
+    wait_for(url, 'up{job="approvalctl"} == 1')
     cli(db, "approve", first)
     cli(db, "reject", second, "--reason", "no")
     wait_for(url, 'approval_requests_total{status="rejected"} == 1')
