@@ -393,3 +393,14 @@ def test_malformed_structures_are_findings_never_crashes(tmp_path) -> None:
     flagged = {Path(f["path"]).name for f in doc["findings"]}
     assert flagged >= {f"d{i}.json" for i in range(len(odd_json))} | {
         f"r{i}.yml" for i in range(3)} | {"binary.json"}
+
+
+@needs_promtool
+def test_alert_unit_tests_pass_under_promtool() -> None:
+    import subprocess
+
+    tests = sorted(str(p.relative_to(ALERTS)) for p in (ALERTS / "tests").glob("*.yml"))
+    res = subprocess.run(["promtool", "test", "rules", *tests], cwd=ALERTS,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "SUCCESS" in res.stdout
