@@ -22,6 +22,7 @@ import yaml
 from conftest import env_for
 from test_serve_metrics import free_port, start_exporter, stop, wait_http
 
+from approvalctl.cli import app as cli_app
 from approvalctl.lint.promql import substitute
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,6 +30,10 @@ ALERT_RULES = REPO / "alerts" / "approval_alerts.yml"
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("prometheus"), reason="needs prometheus")]
+
+#: `approvalctl serve` (the HTTP API) is scraped too once it is part of the CLI.
+HAS_SERVE = any(c.name == "serve" for c in cli_app.registered_commands)
+HTTP_PANELS = {"HTTP requests by route and status", "HTTP p95 latency by route"}
 
 #: Panels that must show data once there has been some traffic.
 CORE_PANELS = {
@@ -62,14 +67,28 @@ def alert_queries() -> list[tuple[str, str]]:
 
 @pytest.fixture
 def stack(tmp_path: Path, db_path: Path) -> Iterator[dict[str, Any]]:
-    exporter_port, prom_port = free_port(), free_port()
+    exporter_port, prom_port, api_port = free_port(), free_port(), free_port()
     exporter = start_exporter(db_path, exporter_port)
+    jobs = [{"job_name": "approvalctl", "static_configs": [
+        {"targets": [f"127.0.0.1:{exporter_port}"]}]}]
+    api = None
+    if HAS_SERVE:
+        api = subprocess.Popen([sys.executable, "-m", "approvalctl", "serve", "--port",
+                                str(api_port)], env=env_for(db_path),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_http(f"http://127.0.0.1:{api_port}/healthz", api)
+        except BaseException:
+            stop(api)
+            stop(exporter)
+            raise
+        jobs.append({"job_name": "approvalctl-api", "static_configs": [
+            {"targets": [f"127.0.0.1:{api_port}"]}]})
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ALERT_RULES)],
-        "scrape_configs": [{"job_name": "approvalctl", "static_configs": [
-            {"targets": [f"127.0.0.1:{exporter_port}"]}]}],
+        "scrape_configs": jobs,
     }))
     log = (tmp_path / "prometheus.log").open("w")
     prom = subprocess.Popen(
@@ -79,11 +98,14 @@ def stack(tmp_path: Path, db_path: Path) -> Iterator[dict[str, Any]]:
     url = f"http://127.0.0.1:{prom_port}"
     try:
         wait_http(url + "/-/ready", prom, timeout=20)
-        yield {"prometheus": url, "db": db_path, "log": tmp_path / "prometheus.log"}
+        yield {"prometheus": url, "db": db_path, "log": tmp_path / "prometheus.log",
+               "api": f"http://127.0.0.1:{api_port}" if api else None}
     finally:
         stop(prom)
         log.close()
         stop(exporter)
+        if api:
+            stop(api)
 
 
 def query(url: str, expr: str) -> dict[str, Any]:
@@ -117,6 +139,11 @@ def test_every_dashboard_and_alert_query_runs_against_real_prometheus(stack) -> 
     wait_for(url, 'up{job="approvalctl"} == 1')
     cli(db, "approve", first)
     cli(db, "reject", second, "--reason", "no")
+    if stack["api"]:
+        # some HTTP traffic on the API: a health check and an unauthenticated list (401)
+        for _ in range(3):
+            assert httpx.get(stack["api"] + "/healthz").status_code == 200
+            assert httpx.get(stack["api"] + "/api/v1/approvals").status_code == 401
     wait_for(url, 'approval_requests_total{status="rejected"} == 1')
     time.sleep(2.5)  # a few more scrapes after the decisions, so rate() has two points
 
@@ -125,7 +152,8 @@ def test_every_dashboard_and_alert_query_runs_against_real_prometheus(stack) -> 
     for dashboard, title, expr, text in dashboard_queries():
         data = query(url, text)
         ran += 1
-        if title in CORE_PANELS.get(dashboard, ()) and not data["result"]:
+        core = CORE_PANELS.get(dashboard, set()) | (HTTP_PANELS if stack["api"] else set())
+        if title in core and not data["result"]:
             empty_core.append(f"{dashboard}: {title}: {expr}")
     assert ran >= 30
     assert empty_core == []
@@ -142,3 +170,15 @@ def test_every_dashboard_and_alert_query_runs_against_real_prometheus(stack) -> 
     # a figure the operator reads: exactly one request pending
     pending = query(url, 'max(approval_pending_requests{job=~".+"})')["result"]
     assert float(pending[0]["value"][1]) == 1
+    if stack["api"]:
+        # the server and the exporter read the same database, so they report the same figures
+        by_job = query(url, 'approval_requests_total{status="approved"}')["result"]
+        assert {r["metric"]["job"]: r["value"][1] for r in by_job} == {
+            "approvalctl": "1", "approvalctl-api": "1"}
+        # and the server's exposition, HTTP metrics included, is clean for promtool
+        body = httpx.get(stack["api"] + "/metrics").content
+        assert b"approvalctl_http_requests_total{" in body
+        if shutil.which("promtool"):
+            res = subprocess.run(["promtool", "check", "metrics"], input=body,
+                                 capture_output=True, timeout=30)
+            assert res.returncode == 0 and not res.stdout.strip(), res.stdout + res.stderr
