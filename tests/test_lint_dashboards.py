@@ -404,3 +404,23 @@ def test_alert_unit_tests_pass_under_promtool() -> None:
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SUCCESS" in res.stdout
+
+
+def test_legend_must_name_a_label_the_result_carries(tmp_path) -> None:
+    dash = good_dashboard()
+    title = set_expr(dash, 4, "max by (status) (rate(approval_requests_total[5m]))")
+    dash["panels"][4]["targets"][0]["legendFormat"] = "{{status}} on {{instance}}"
+    got = findings([write_dashboard(tmp_path, dash)])
+    assert got == [("legend-label", "error", f"panel 5 {title!r} query A: legend uses "
+                    "instance, which the query's result does not carry (it has: status)")]
+
+
+def test_alert_templates_must_name_labels_the_alert_keeps(tmp_path) -> None:
+    doc = good_rules()
+    rule = next(r for r in doc["groups"][0]["rules"] if r["alert"] == "ApprovalQueueBacklog")
+    rule["expr"] = "sum(approval_pending_requests) > 20"  # sum() drops job
+    path = write_rules(tmp_path, doc, repo_tests_for(tmp_path / "alerts" / "rules.yml"))
+    got = findings([path])
+    assert got == [("alert-template", "error", "group approvalctl alert ApprovalQueueBacklog: "
+                    "annotation description uses $labels.job, which the alert does not carry "
+                    "(it has: no labels)")]

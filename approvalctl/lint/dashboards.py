@@ -9,6 +9,7 @@
                         panel and query
     panel-title / panel-description / panel-unit
                         what an operator needs to read a panel
+    legend-label        `{{label}}` in a legend names a label the query's result carries
     + every query: the rules of `queries.py`, after substituting Grafana variables
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from .findings import ERROR, WARNING, Finding
 from .promql import substitute
-from .queries import Catalogue, check
+from .queries import Catalogue, check, missing_labels
 from .rules import as_dict, as_list
 
 _UID = re.compile(r"[A-Za-z0-9_-]{1,40}")
@@ -141,6 +142,13 @@ def lint_dashboard(path: Path, cat: Catalogue, queries: Queries) -> list[Finding
             queries.items.append((tloc, text, expr))
             for rule, sev, msg in check(text, cat):
                 add(rule, sev, tloc, msg)
+            legend = target.get("legendFormat")
+            found = missing_labels(text, legend, cat, legend=True) \
+                if isinstance(legend, str) else None
+            if found and found[0]:
+                add("legend-label", ERROR, tloc, f"legend uses {', '.join(found[0])}, which "
+                    f"the query's result does not carry (it has: "
+                    f"{', '.join(sorted(found[1])) or 'no labels'})")
     out += [Finding(str(path), r, s, loc, m) for r, s, loc, m in _grid(panels)]
     return out
 

@@ -14,7 +14,20 @@ import re
 from dataclasses import dataclass, field
 
 from .findings import ERROR, WARNING
-from .promql import Aggregate, Call, Node, PromQLError, Range, Selector, Subquery, parse, walk
+from .promql import (
+    MATRIX,
+    SCALAR,
+    VECTOR,
+    Aggregate,
+    Call,
+    Node,
+    PromQLError,
+    Range,
+    Selector,
+    Subquery,
+    parse,
+    walk,
+)
 
 #: Labels Prometheus itself attaches to every scraped series.
 TARGET_LABELS = frozenset({"job", "instance"})
@@ -190,3 +203,96 @@ def _grouping(agg: Aggregate, cat: Catalogue) -> list[Problem]:
         return []
     return [("metric-exported", ERROR, f"{agg.op} by ({', '.join(agg.grouping)}): no metric "
              f"here has label {', '.join(repr(m) for m in missing)}")]
+
+
+# ---------------------------------------------------------------- labels of a result
+def result_labels(node: Node, cat: Catalogue) -> set[str] | None:
+    """The labels every series of the expression's result carries; None when unknowable.
+
+    Follows Prometheus: aggregations keep their `by` labels (or drop their `without` ones),
+    histogram_quantile() drops `le`, one-to-one vector matching with on() keeps only the
+    matching labels and with ignoring() drops the ignored ones.
+    """
+    from .promql import Binary, Number, Paren, String, Unary
+
+    if isinstance(node, (Number, String)):
+        return set()
+    if isinstance(node, Selector):
+        series = cat.series.get(node.name or "")
+        return set(series.labels) | ({"le"} if (node.name or "").endswith("_bucket")
+                                     else set()) if series else None
+    if isinstance(node, (Range, Paren, Unary, Subquery)):
+        return result_labels(node.children()[0], cat)
+    if isinstance(node, Call):
+        if node.func in ("vector", "time", "scalar", "pi"):
+            return set()
+        if node.func in ("absent", "absent_over_time"):
+            return None  # labels come from the selector's equality matchers
+        vectors = [a for a in node.args if getattr(a, "type", "") in (VECTOR, MATRIX)]
+        inner = result_labels(vectors[0], cat) if vectors else set()
+        if inner is None:
+            return None
+        if node.func == "histogram_quantile":
+            return inner - {"le"}
+        if node.func in ("label_replace", "label_join") and len(node.args) > 1:
+            target = node.args[1]
+            return inner | ({target.value} if isinstance(target, String) else set())
+        return inner
+    if isinstance(node, Aggregate):
+        extra = set()
+        if node.op == "count_values" and isinstance(node.param, String):
+            extra = {node.param.value}
+        if node.by:
+            return set(node.grouping) | extra
+        if node.op in ("topk", "bottomk"):
+            return result_labels(node.expr, cat)
+        if node.without:
+            inner = result_labels(node.expr, cat)
+            return None if inner is None else (inner - set(node.grouping)) | extra
+        return extra
+    if isinstance(node, Binary):
+        lhs, rhs = result_labels(node.lhs, cat), result_labels(node.rhs, cat)
+        l_scalar = getattr(node.lhs, "type", "") == SCALAR
+        r_scalar = getattr(node.rhs, "type", "") == SCALAR
+        if l_scalar and r_scalar:
+            return set()
+        if l_scalar or r_scalar:
+            return rhs if l_scalar else lhs
+        if node.op == "or":
+            return None if lhs is None or rhs is None else lhs & rhs
+        if node.op in ("and", "unless"):
+            return lhs
+        if node.group == "group_right":
+            return None if rhs is None else rhs | set(node.include)
+        if node.group == "group_left":
+            return None if lhs is None else lhs | set(node.include)
+        if node.on is not None:
+            return set(node.on)
+        if lhs is None:
+            return None
+        return lhs - set(node.ignoring or [])
+    return None
+
+
+_LEGEND = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
+_TEMPLATE_LABEL = re.compile(r"\$labels\.([A-Za-z_]\w*)|\$labels\s*\[\s*\"(\w+)\"\s*\]"
+                             r"|\.Labels\.([A-Za-z_]\w*)")
+
+
+def _labels_used(pattern: re.Pattern[str], text: str) -> list[str]:
+    return [next(g for g in m.groups() if g) for m in pattern.finditer(text)]
+
+
+def missing_labels(expr: str, template: str, cat: Catalogue, *, legend: bool
+                   ) -> tuple[list[str], set[str]] | None:
+    """Labels a legend (`{{status}}`) or alert template (`$labels.job`) uses that the
+    expression's result does not carry, with the labels it does carry; None if unknowable."""
+    try:
+        labels = result_labels(parse(expr), cat)
+    except PromQLError:
+        return None
+    if labels is None:
+        return None
+    used = _labels_used(_LEGEND if legend else _TEMPLATE_LABEL, template)
+    missing = [lab for lab in dict.fromkeys(used) if lab not in labels]
+    return missing, labels

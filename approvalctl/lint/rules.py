@@ -10,6 +10,8 @@
     alert-runbook       runbook_url, and when it points at docs/runbook.md#anchor, the
                         section exists
     alert-test          every alert has a promtool test, with a firing and a quiet case
+    alert-template      `$labels.x` in annotations and labels names a label the alert's
+                        expression keeps (`sum()` drops them all)
     + every expr: the rules of `queries.py`
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .findings import ERROR, WARNING, Finding
-from .queries import Catalogue, check
+from .queries import Catalogue, check, missing_labels
 
 _CAMEL = re.compile(r"[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)*")
 _SEVERITIES = ("critical", "warning", "info")
@@ -142,6 +144,8 @@ def lint_rules(path: Path, doc: Any, cat: Catalogue,
                     add("rule-structure", ERROR, loc, "record name is not a valid metric name")
                 continue
             _alert(rule, loc, add, anchors, runbook, tests)
+            if isinstance(expr, str):
+                _template_labels(rule, expr, loc, add, cat)
     return out, exprs
 
 
@@ -187,6 +191,19 @@ def _alert(rule: dict[str, Any], loc: str, add, anchors: set[str], runbook: Path
             add("alert-test", WARNING, loc, "tests never expect this alert to fire")
         if not cases.get("quiet"):
             add("alert-test", WARNING, loc, "tests never expect this alert to stay quiet")
+
+
+def _template_labels(rule: dict[str, Any], expr: str, loc: str, add, cat: Catalogue) -> None:
+    """`{{ $labels.x }}` in annotations and labels must name a label the alert carries."""
+    for section in ("annotations", "labels"):
+        for key, text in as_dict(rule.get(section)).items():
+            if not isinstance(text, str):
+                continue
+            found = missing_labels(expr, text, cat, legend=False)
+            if found and found[0]:
+                add("alert-template", ERROR, loc, f"{section[:-1]} {key} uses $labels."
+                    f"{', $labels.'.join(found[0])}, which the alert does not carry (it has: "
+                    f"{', '.join(sorted(found[1])) or 'no labels'})")
 
 
 def test_coverage(test_files: list[tuple[Path, Any]]
