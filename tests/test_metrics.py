@@ -148,8 +148,8 @@ def test_promtool_check_metrics_finds_nothing(service, operator, agent, store) -
     assert res.stdout.strip() == b"" and res.stderr.strip() == b""
 
 
-def test_a_decision_made_by_another_process_shows_in_the_next_scrape(db_path, store) -> None:
-    env = env_for(db_path)
+def test_a_decision_made_by_another_process_shows_in_the_next_scrape(db_url, store) -> None:
+    env = env_for(db_url)
     run = [sys.executable, "-m", "approvalctl"]
     created = subprocess.run([*run, "request", "deploy", "--user", "bot"], env=env,
                              capture_output=True, text=True, timeout=30, check=True)
@@ -164,15 +164,16 @@ def test_a_decision_made_by_another_process_shows_in_the_next_scrape(db_path, st
     assert value(after, "rbac_permission_checks", "rbac_permission_checks_total",
                  result="allowed") >= 2
     # and a fresh store (a restarted server) reads the same figures
-    reopened = open_store(str(db_path))
+    reopened = open_store(db_url)
     assert value(scrape(reopened), "approval_requests", "approval_requests_total",
                  status="rejected") == 1
     reopened.close()
 
 
-def test_scrape_queries_use_indexes_not_table_scans(db_path, store) -> None:
-    """A scrape's cost follows the backlog, not the number of stored requests."""
-    conn = sqlite3.connect(db_path)
+def test_scrape_queries_use_indexes_not_table_scans(tmp_path) -> None:
+    """A scrape's cost follows the backlog, not the number of stored requests (SQLite)."""
+    open_store(str(tmp_path / "plans.db")).close()
+    conn = sqlite3.connect(tmp_path / "plans.db")
     plans = {
         "pending count": "SELECT COUNT(*) FROM requests WHERE status = 'pending'",
         "oldest pending": "SELECT created_at FROM requests WHERE status = 'pending' "
