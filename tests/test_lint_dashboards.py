@@ -229,7 +229,8 @@ def test_parser_accepts_the_full_grammar() -> None:
                  "x @ end()", "max_over_time(rate(x[1m])[5m:])", 'count_values("v", x)',
                  "sum without (a) (x) or vector(0)", "1e3 * x", "0x1f", "+Inf",
                  "quantile(0.9, x) unless ignoring(a) y", "x[5m] offset 1h",
-                 "label_replace(x, 'a', '$1', 'b', '(.*)')", "x atan2 y"]:
+                 "label_replace(x, 'a', '$1', 'b', '(.*)')", "x atan2 y",
+                 "SUM BY (a) (x) / ON(a) GROUP_LEFT(b) y", "x OFFSET 5m", "x{a=\"b\",}"]:
         parse(expr)
 
 

@@ -258,7 +258,10 @@ class Parser:
         return tok
 
     def at(self, *texts: str) -> bool:
-        return self.tok.text in texts and self.tok.kind in ("op", "ident")
+        tok = self.tok
+        if tok.kind == "ident":  # keywords are case-insensitive (BY, Offset), names are not
+            return tok.text.lower() in texts
+        return tok.kind == "op" and tok.text in texts
 
     def expect(self, text: str, what: str = "") -> Tok:
         if not self.at(text):
@@ -300,14 +303,14 @@ class Parser:
                     raise self.error(f"bool modifier only goes with comparisons, not {op!r}")
                 node.bool_mod = True
             if self.at("on", "ignoring"):
-                kind = self.next().text
+                kind = self.next().text.lower()
                 labels = self.label_list()
                 if kind == "on":
                     node.on = labels
                 else:
                     node.ignoring = labels
                 if self.at("group_left", "group_right"):
-                    node.group = self.next().text
+                    node.group = self.next().text.lower()
                     if self.at("("):
                         node.include = self.label_list()
             # ^ is right-associative; everything else left
@@ -392,7 +395,9 @@ class Parser:
 
     def peek_is(self, *texts: str) -> bool:
         nxt = self.toks[self.i + 1]
-        return nxt.text in texts and nxt.kind in ("op", "ident")
+        if nxt.kind == "ident":
+            return nxt.text.lower() in texts
+        return nxt.kind == "op" and nxt.text in texts
 
     def label_list(self) -> list[str]:
         self.expect("(")
@@ -519,7 +524,7 @@ class Parser:
         tok = self.next()
         agg = Aggregate(pos=tok.pos, op=tok.text.lower())
         if self.at("by", "without"):
-            agg.without = self.next().text == "without"
+            agg.without = self.next().text.lower() == "without"
             agg.by = not agg.without
             agg.grouping = self.label_list()
         self.expect("(", f" after {tok.text}")
@@ -529,7 +534,7 @@ class Parser:
             args.append(self.expr(0))
         self.expect(")", f" to close {tok.text}(")
         if not (agg.by or agg.without) and self.at("by", "without"):
-            agg.without = self.next().text == "without"
+            agg.without = self.next().text.lower() == "without"
             agg.by = not agg.without
             agg.grouping = self.label_list()
         want_param = agg.op in _PARAM_AGGS
