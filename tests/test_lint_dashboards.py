@@ -425,3 +425,45 @@ def test_alert_templates_must_name_labels_the_alert_keeps(tmp_path) -> None:
     assert got == [("alert-template", "error", "group approvalctl alert ApprovalQueueBacklog: "
                     "annotation description uses $labels.job, which the alert does not carry "
                     "(it has: no labels)")]
+
+
+CORPUS = [
+    # valid
+    "sum by (le) (rate(x_bucket[5m]))", "-2 ^ 2", "a / on(x) group_left(y) b", "x > bool 1",
+    "x offset 5m", "x offset -5m", "x @ 100", "x @ end()", "max_over_time(rate(x[1m])[5m:])",
+    'count_values("v", x)', "sum without (a) (x) or vector(0)", "1e3 * x", "0x1f * x",
+    "quantile(0.9, x) unless ignoring(a) y", "x[5m] offset 1h", "x atan2 y",
+    "label_replace(x, 'a', '$1', 'b', '(.*)')", "SUM BY (a) (x)", 'x{a="b",}',
+    "topk(3, sum by (a) (rate(x[1h:5m])))", "x{}", "(x)", "time() - x", "1 > bool 0",
+    "absent(nonexistent{job=\"a\"})", "x and on() y", "x[1h30m]", "clamp(x, 0, 1)",
+    "round(x)", "round(x, 5)", "day_of_week()", "sum(x) by (a)",
+    # invalid
+    "rate(x)", "sum(rate(x[5m])", "x{a=b}", "x + ", "rate(x[5m]) + y[5m]", "nosuch(x)",
+    "sum by (a) (x) by (b)", "1 > 0", "histogram_quantile(x)", 'x{a=~"("}', "{}",
+    '{a=""}', "sum(x[5m])", "x offset", "x and 1", "(x + y)[5m]", "x[5m][5m]",
+    "topk(x)", "abs(x, y)", "x{a=\"b\"", "x[5x]", "sum(x) by", "x bool 1", "rate(x[5m]",
+]
+
+
+@needs_promtool
+def test_parser_agrees_with_prometheus_on_a_corpus(tmp_path) -> None:
+    import re
+    import subprocess
+
+    rules = [{"record": f"corpus_{i}", "expr": e} for i, e in enumerate(CORPUS)]
+    path = tmp_path / "corpus.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "corpus", "rules": rules}]}))
+    res = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True,
+                         text=True, timeout=60)
+    rejected_by_prometheus = {int(i) for i in re.findall(r'"corpus_(\d+)"',
+                                                         res.stdout + res.stderr)}
+    rejected_by_us = set()
+    for i, expr in enumerate(CORPUS):
+        try:
+            parse(expr)
+        except PromQLError:
+            rejected_by_us.add(i)
+    disagree = {CORPUS[i]: ("we reject" if i in rejected_by_us else "Prometheus rejects")
+                for i in rejected_by_us ^ rejected_by_prometheus}
+    assert disagree == {}
+    assert len(rejected_by_us) == 24
