@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import audit, counters
 from ..models import PENDING, ApprovalRequest, Change
+from .outbox import OutboxQueries
 
 REQUEST_COLUMNS = ApprovalRequest.FIELDS
 _SELECT = "SELECT " + ", ".join(REQUEST_COLUMNS) + " FROM requests"
@@ -41,7 +42,7 @@ def request_from_row(row: tuple) -> ApprovalRequest:
     return ApprovalRequest(**data)
 
 
-class SQLStore:
+class SQLStore(OutboxQueries):
     """Shared queries; subclasses provide `_read()`/`_write()` cursors and locking."""
 
     dialect = "sqlite"
