@@ -265,6 +265,16 @@ class SQLStore(OutboxQueries):
                                 "ORDER BY id LIMIT 1", (PENDING,)).fetchone()
         return count, (oldest[0] if oldest else None)
 
+    def outbox_backlog(self) -> int:
+        """Notifications not yet delivered (outbox rows still 'pending'), for a gauge.
+
+        Counted on the `outbox_due (status, next_attempt_at)` index: the cost follows the
+        backlog, not the number of notifications ever sent.
+        """
+        with self._read() as cur:
+            return self._exec(cur, "SELECT COUNT(*) FROM outbox WHERE status = ?",
+                              ("pending",)).fetchone()[0]
+
     def counters(self) -> list[tuple[str, str, float]]:
         with self._read() as cur:
             return [tuple(r) for r in self._exec(
