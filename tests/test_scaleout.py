@@ -25,7 +25,6 @@ from conftest import bulk_create, env_for
 
 from approvalctl import counters
 from approvalctl.models import Principal, to_iso, utcnow
-from approvalctl.service import ApprovalService
 
 pytestmark = pytest.mark.slow
 
