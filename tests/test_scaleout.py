@@ -152,6 +152,8 @@ def test_metrics_agree_on_every_server(three_servers, keys):
                          json={"action": action}).status_code == 200
     scraped = [metric_values(httpx.get(u + "/metrics", timeout=10).text, "approval_")
                for u in three_servers.urls]
+    ages = [s.pop("approval_oldest_pending_age_seconds") for s in scraped]
+    assert all(0 < age < 60 for age in ages)  # read at each scrape's own moment
     assert scraped[0] == scraped[1] == scraped[2]
     first = scraped[0]
     assert first['approval_requests_total{status="pending"}'] == 6
