@@ -239,6 +239,7 @@ def copy_database(source: SQLStore, target_url: str, *, resume: bool = False,
                 raise _not_empty(report, before)
             report.resumed = True
         seen = {}
+        target.before_bulk_load()
         for table in report.tables:
             seen[table.name] = _copy_table(source, target, table, batch, progress)
         target.after_bulk_load()

@@ -393,5 +393,8 @@ class SQLStore(OutboxQueries):
             self._many(cur, f"INSERT INTO {table} (" + ", ".join(columns) + ") VALUES ("
                        + ", ".join("?" * len(columns)) + ")", rows)
 
+    def before_bulk_load(self) -> None:
+        """Tune this store's connections for loading millions of rows (`migrate --to`)."""
+
     def after_bulk_load(self) -> None:
         """Make numbering continue after copied rows (SQLite's rowids already do)."""
