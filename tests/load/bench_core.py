@@ -38,7 +38,7 @@ from approvalctl.store.sql import AUDIT_COLUMNS, REQUEST_COLUMNS  # noqa: E402
 
 CACHE = Path(os.environ.get("APPROVALCTL_BENCH_CACHE", "/tmp/approvalctl-bench"))
 #: Bump when the generated data changes, so stale caches are rebuilt.
-DATA_VERSION = 2
+DATA_VERSION = 3
 DAY_MS = 86_400_000
 SPREAD_DAYS = 30
 SWEEP_OVERDUE = 100_000
@@ -180,7 +180,6 @@ def build(path: Path, n: int, *, overdue: int = 0, seed: int = 2) -> None:
     conn.executemany("INSERT INTO metric_counters (name, labels, value) VALUES (?, ?, ?)",
                      deltas)
     conn.execute("COMMIT")
-    conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     tmp.replace(path)
