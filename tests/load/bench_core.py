@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -42,6 +43,12 @@ DATA_VERSION = 3
 DAY_MS = 86_400_000
 SPREAD_DAYS = 30
 SWEEP_OVERDUE = 100_000
+#: Backlog shapes for `sweep`, by the days over which the overdue requests were created.
+SWEEP_SHAPES = {
+    2: "backlog after two days without a sweep (created over the last 2 days)",
+    SPREAD_DAYS: "worst case: overdue requests scattered over 30 days of history",
+}
+PYC = True
 
 TOOLS = [f"tool_{name}" for name in (
     "git_push", "deploy", "db_migrate", "delete_bucket", "send_email", "rotate_keys",
@@ -72,8 +79,9 @@ def iso(ms: int) -> str:
 
 
 def generate(n: int, now_ms: int, rng: random.Random, *, overdue: int = 0,
-             pending_min: int = 500) -> list[tuple]:
-    """`n` requests over the last 30 days plus `overdue` pending ones already past expiry.
+             overdue_days: int = SPREAD_DAYS, pending_min: int = 500) -> list[tuple]:
+    """`n` requests over the last 30 days plus `overdue` pending ones already past expiry,
+    created over the last `overdue_days` days.
 
     The newest ~1 % (at least `pending_min`) are pending and far from expiry: what an
     operator's queue looks like. The rest: 60 % approved, 15 % rejected, 20 % expired,
@@ -89,7 +97,7 @@ def generate(n: int, now_ms: int, rng: random.Random, *, overdue: int = 0,
         rows.append(_row(created, rng, "pending" if pending else _final(rng), now_ms,
                          ttl_ms=30 * DAY_MS if pending else 3_600_000))
     for _ in range(overdue):
-        created = rng.randrange(start, now_ms - 2 * 3_600_000)
+        created = rng.randrange(now_ms - overdue_days * DAY_MS, now_ms - 2 * 3_600_000)
         rows.append(_row(created, rng, "pending", now_ms, ttl_ms=3_600_000))
     rows.sort(key=lambda r: r[0])
     return rows
@@ -159,7 +167,8 @@ def audit_rows(rows: list[tuple]) -> tuple[list[tuple], list[counters.Counter]]:
     return out, counters.merge(deltas)
 
 
-def build(path: Path, n: int, *, overdue: int = 0, seed: int = 2) -> None:
+def build(path: Path, n: int, *, overdue: int = 0, overdue_days: int = SPREAD_DAYS,
+          seed: int = 2) -> None:
     """Migrate an empty database with the real store, then bulk-load it."""
     t0 = time.perf_counter()
     tmp = path.with_suffix(".building")
@@ -168,7 +177,7 @@ def build(path: Path, n: int, *, overdue: int = 0, seed: int = 2) -> None:
     open_store(str(tmp)).close()
     now_ms = int(time.time() * 1000)
     rng = random.Random(seed)
-    rows = generate(n, now_ms, rng, overdue=overdue)
+    rows = generate(n, now_ms, rng, overdue=overdue, overdue_days=overdue_days)
     trail, deltas = audit_rows(rows)
     conn = sqlite3.connect(tmp, isolation_level=None)
     conn.execute("PRAGMA synchronous = OFF")
@@ -190,11 +199,13 @@ def build(path: Path, n: int, *, overdue: int = 0, seed: int = 2) -> None:
           file=sys.stderr)
 
 
-def cached(n: int, *, overdue: int = 0, rebuild: bool = False) -> Path:
+def cached(n: int, *, overdue: int = 0, overdue_days: int = SPREAD_DAYS,
+           rebuild: bool = False) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"v{DATA_VERSION}-{n}{f'-overdue{overdue}' if overdue else ''}.db"
+    extra = f"-overdue{overdue}-{overdue_days}d" if overdue else ""
+    path = CACHE / f"v{DATA_VERSION}-{n}{extra}.db"
     if rebuild or not path.exists():
-        build(path, n, overdue=overdue)
+        build(path, n, overdue=overdue, overdue_days=overdue_days)
     return path
 
 
@@ -216,9 +227,21 @@ def find_exe(explicit: str | None) -> str:
     return str(beside) if beside.exists() else (shutil.which("approvalctl") or "approvalctl")
 
 
-def run(exe: str, db: Path, *args: str, expect: int = 0) -> float:
+def child_env(db: Path) -> dict[str, str]:
+    """The environment of a measured run: this checkout first on the path, and bytecode
+    caching on (as after any normal install) even where PYTHONDONTWRITEBYTECODE is set;
+    the cache goes under CACHE, not into the source tree."""
     env = dict(os.environ, APPROVALCTL_DB=str(db), NO_COLOR="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    if PYC:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(CACHE / "pycache")
+    return env
+
+
+def run(exe: str, db: Path, *args: str, expect: int = 0) -> tuple[float, float]:
+    env = child_env(db)
+    before = _child_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run([exe, *args], env=env, stdin=subprocess.DEVNULL,
                           capture_output=True)
@@ -226,7 +249,14 @@ def run(exe: str, db: Path, *args: str, expect: int = 0) -> float:
     if proc.returncode != expect:
         raise SystemExit(f"approvalctl {' '.join(args)} exited {proc.returncode}: "
                          f"{proc.stderr.decode()[-500:]}")
-    return elapsed
+    return elapsed, _child_cpu() - before
+
+
+def _child_cpu() -> float:
+    """User + system CPU seconds of finished children: unlike wall time, not inflated when
+    other processes compete for the CPUs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def summary(samples: list[float]) -> tuple[float, float]:
@@ -260,16 +290,19 @@ def any_decided_id(db: Path, rng: random.Random) -> list[str]:
         conn.close()
 
 
-def measure(label: str, runs: int, call) -> tuple[str, float, float]:
+def measure(label: str, runs: int, call) -> tuple[float, float, float]:
+    """(median wall, p95 wall, median CPU) of `runs` calls after one warm-up call."""
     call(-1)  # warm-up: page cache, .pyc files
     samples = [call(i) for i in range(runs)]
-    med, p95 = summary(samples)
-    print(f"  {label:<28} median {med * 1000:7.1f} ms   p95 {p95 * 1000:7.1f} ms",
-          file=sys.stderr)
-    return label, med, p95
+    med, p95 = summary([w for w, _ in samples])
+    cpu = statistics.median(c for _, c in samples)
+    print(f"  {label:<20} wall median {med * 1000:6.0f} ms  p95 {p95 * 1000:6.0f} ms   "
+          f"CPU median {cpu * 1000:6.0f} ms", file=sys.stderr)
+    return med, p95, cpu
 
 
-def bench_size(exe: str, n: int, runs: int, rebuild: bool) -> dict[str, tuple[float, float]]:
+def bench_size(exe: str, n: int, runs: int, rebuild: bool
+               ) -> dict[str, tuple[float, float, float]]:
     print(f"size {n:,}", file=sys.stderr)
     db = working_copy(cached(n, rebuild=rebuild), f"{n}.db")
     rng = random.Random(n)
@@ -286,31 +319,34 @@ def bench_size(exe: str, n: int, runs: int, rebuild: bool) -> dict[str, tuple[fl
         ("stats", lambda i: run(exe, db, "stats", "--json")),
         ("stats --since 31d", lambda i: run(exe, db, "stats", "--since", "31d", "--json")),
     ]:
-        _, med, p95 = measure(label, runs, call)
-        out[label] = (med, p95)
+        out[label] = measure(label, runs, call)
     return out
 
 
-def bench_sweep(exe: str, runs: int, rebuild: bool) -> tuple[float, float]:
-    """`approvalctl sweep` on 100k other requests plus 100k overdue ones, fresh copy each run."""
-    print(f"sweep of {SWEEP_OVERDUE:,} overdue requests", file=sys.stderr)
-    src = cached(100_000, overdue=SWEEP_OVERDUE, rebuild=rebuild)
-    samples = []
+def bench_sweep(exe: str, runs: int, rebuild: bool, overdue_days: int
+                ) -> tuple[float, float, float]:
+    """`approvalctl sweep` on 100k other requests plus 100k overdue ones created over the last
+    `overdue_days` days; a fresh copy each run."""
+    print(f"sweep of {SWEEP_OVERDUE:,} overdue requests created over {overdue_days} days",
+          file=sys.stderr)
+    src = cached(100_000, overdue=SWEEP_OVERDUE, overdue_days=overdue_days, rebuild=rebuild)
+    samples, cpus = [], []
     for i in range(runs):
         db = working_copy(src, "sweep.db")
-        env = dict(os.environ, APPROVALCTL_DB=str(db))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env = child_env(db)
+        before = _child_cpu()
         t0 = time.perf_counter()
         proc = subprocess.run([exe, "sweep", "--json"], env=env, capture_output=True,
                               check=True)
         samples.append(time.perf_counter() - t0)
+        cpus.append(_child_cpu() - before)
         expired = json.loads(proc.stdout)["expired"]
         if expired != SWEEP_OVERDUE:
             raise SystemExit(f"sweep expired {expired}, expected {SWEEP_OVERDUE}")
         if i == 0:  # the trail it wrote must still verify
             run(exe, db, "audit", "verify")
-        print(f"  run {i + 1}: {samples[-1]:.2f} s", file=sys.stderr)
-    return summary(samples)
+        print(f"  run {i + 1}: wall {samples[-1]:.2f} s, CPU {cpus[-1]:.2f} s", file=sys.stderr)
+    return statistics.median(samples), max(samples), statistics.median(cpus)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild cached databases")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    ap.add_argument("--no-pyc", action="store_true",
+                    help="leave PYTHONDONTWRITEBYTECODE as it is (no bytecode cache)")
     opts = ap.parse_args(argv)
+    global PYC
+    PYC = not opts.no_pyc
     sizes = [int(s.replace("_", "")) for s in opts.sizes.split(",") if s]
     exe = find_exe(opts.exe)
     print(f"approvalctl: {exe}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs; "
@@ -336,28 +376,36 @@ def main(argv: list[str] | None = None) -> int:
         if i >= 0:
             floor[i] = time.perf_counter() - s
     results = {n: bench_size(exe, n, opts.runs, opts.rebuild) for n in sizes}
-    sweep = None if opts.no_sweep else bench_sweep(exe, opts.sweep_runs, opts.rebuild)
+    sweeps = {} if opts.no_sweep else {
+        days: bench_sweep(exe, opts.sweep_runs, opts.rebuild, days) for days in SWEEP_SHAPES}
 
     labels = list(next(iter(results.values())))
     print()
-    print(f"Median / p95 wall time in ms of `approvalctl ...` ({opts.runs} runs; interpreter "
-          f"start alone, `python -c pass`: {summary(floor)[0] * 1000:.0f} ms)")
+    print(f"Wall time median / p95, and median CPU time (user + system), in ms, of "
+          f"`approvalctl ...` ({opts.runs} runs; load average at the end "
+          f"{os.getloadavg()[0]:.1f}; `python -c pass` alone: "
+          f"{summary(floor)[0] * 1000:.0f} ms)")
     print()
     print("| command | " + " | ".join(f"{n:,} rows" for n in sizes) + " |")
     print("| --- | " + " | ".join("---:" for _ in sizes) + " |")
     for label in labels:
-        cells = [f"{results[n][label][0] * 1000:.0f} / {results[n][label][1] * 1000:.0f}"
-                 for n in sizes]
+        cells = [f"{results[n][label][0] * 1000:.0f} / {results[n][label][1] * 1000:.0f} "
+                 f"(CPU {results[n][label][2] * 1000:.0f})" for n in sizes]
         print(f"| `{label}` | " + " | ".join(cells) + " |")
-    if sweep:
+    if sweeps:
         print()
-        print(f"`sweep` of {SWEEP_OVERDUE:,} overdue requests (100,000 others present): "
-              f"median {sweep[0]:.2f} s, worst {sweep[1]:.2f} s ({opts.sweep_runs} runs)")
+        print(f"`sweep` of {SWEEP_OVERDUE:,} overdue requests, 100,000 others present "
+              f"({opts.sweep_runs} runs):")
+        print()
+        for days, sweep in sweeps.items():
+            print(f"- {SWEEP_SHAPES[days]}: wall median {sweep[0]:.2f} s, worst "
+                  f"{sweep[1]:.2f} s, CPU median {sweep[2]:.2f} s")
     print(f"\ntotal benchmark time {time.perf_counter() - t0:.0f} s")
     if opts.json:
-        print(json.dumps({"sizes": {str(n): {k: {"median_s": v[0], "p95_s": v[1]}
+        print(json.dumps({"sizes": {str(n): {k: {"median_s": v[0], "p95_s": v[1], "cpu_s": v[2]}
                                              for k, v in r.items()} for n, r in results.items()},
-                          "sweep_s": sweep and {"median": sweep[0], "max": sweep[1]}}))
+                          "sweep_s": {str(d): {"median": v[0], "max": v[1], "cpu": v[2]}
+                                      for d, v in sweeps.items()}}))
     return 0
 
 
