@@ -39,7 +39,7 @@ from approvalctl.store.sql import AUDIT_COLUMNS, REQUEST_COLUMNS  # noqa: E402
 
 CACHE = Path(os.environ.get("APPROVALCTL_BENCH_CACHE", "/tmp/approvalctl-bench"))
 #: Bump when the generated data changes, so stale caches are rebuilt.
-DATA_VERSION = 3
+DATA_VERSION = 4
 DAY_MS = 86_400_000
 SPREAD_DAYS = 30
 SWEEP_OVERDUE = 100_000
@@ -296,7 +296,7 @@ def measure(label: str, runs: int, call) -> tuple[float, float, float]:
     samples = [call(i) for i in range(runs)]
     med, p95 = summary([w for w, _ in samples])
     cpu = statistics.median(c for _, c in samples)
-    print(f"  {label:<20} wall median {med * 1000:6.0f} ms  p95 {p95 * 1000:6.0f} ms   "
+    print(f"  {label:<26} wall median {med * 1000:6.0f} ms  p95 {p95 * 1000:6.0f} ms   "
           f"CPU median {cpu * 1000:6.0f} ms", file=sys.stderr)
     return med, p95, cpu
 
@@ -314,6 +314,8 @@ def bench_size(exe: str, n: int, runs: int, rebuild: bool
     for label, call in [
         ("list", lambda i: run(exe, db, "list")),
         ("list --json", lambda i: run(exe, db, "list", "--json")),
+        ("list --status all --user U", lambda i: run(exe, db, "list", "--status", "all",
+                                                     "--user", USERS[i % len(USERS)])),
         ("show ID", lambda i: run(exe, db, "show", decided[i % len(decided)])),
         ("approve ID", lambda i: run(exe, db, "approve", fresh[i + 1])),
         ("stats", lambda i: run(exe, db, "stats", "--json")),
