@@ -153,13 +153,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             # stats: p50/p95 walk this index to the n-th row instead of sorting the window
             # (3 s at a million rows); only decided-by-a-human rows are in it, so neither
             # creation nor expiry pays for it.
-            "CREATE INDEX requests_response_time ON requests (response_ms, created_at) "
-            "WHERE response_ms IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS requests_response_time "
+            "ON requests (response_ms, created_at) WHERE response_ms IS NOT NULL",
             # list --status all with --user or --tool (an agent's own history over HTTP):
             # keyset on id without sorting all of that user's or tool's rows (0.3-0.5 s at a
             # million). Without status in them, decisions and expiry never touch them.
-            "CREATE INDEX requests_user_all ON requests (user_id, id)",
-            "CREATE INDEX requests_tool_all ON requests (tool_name, id)",
+            "CREATE INDEX IF NOT EXISTS requests_user_all ON requests (user_id, id)",
+            "CREATE INDEX IF NOT EXISTS requests_tool_all ON requests (tool_name, id)",
         ],
     ),
 ]
