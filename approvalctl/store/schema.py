@@ -62,8 +62,6 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
             # list: by status (pending oldest first), by user, by tool — all keyset on id
             "CREATE INDEX requests_status_id ON requests (status, id)",
-            "CREATE INDEX requests_user_id ON requests (user_id, status, id)",
-            "CREATE INDEX requests_tool_id ON requests (tool_name, status, id)",
             # sweep: pending rows by expiry (a partial index would not match a bound status)
             "CREATE INDEX requests_status_expiry ON requests (status, expires_at)",
             # stats: a covering index over the window
