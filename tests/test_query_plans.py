@@ -16,6 +16,12 @@ from approvalctl.models import Principal
 
 
 @pytest.fixture
+def backend_kind() -> str:
+    """SQLite's planner; tests/test_store_postgres.py asks PostgreSQL's the same questions."""
+    return "sqlite"
+
+
+@pytest.fixture
 def traced(service, operator):
     agent = Principal("deploy-bot", "user")
     ids = [service.create(agent, tool, {}).id for tool in ("git_push", "deploy", "git_push")]

@@ -46,6 +46,8 @@ def seeded(db_url, service: ApprovalService) -> tuple[str, str]:
 
 
 @pytest.mark.slow
+# SQLite's start-up path (psycopg is the PostgreSQL path's own import)
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
 @pytest.mark.parametrize("args", [
     ("approve", "{id}"),
     ("list", "--json"),
@@ -64,6 +66,7 @@ def test_everyday_commands_import_nothing_heavy(db_path, seeded, args) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
 def test_a_table_loads_rich_but_still_nothing_heavy(db_path, seeded) -> None:
     proc, imported = _imports(db_path, "list")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -64,6 +64,13 @@ def test_queries_can_use_their_indexes(store, raw_db) -> None:
     assert "requests_status_expiry" in plan(
         "SELECT id FROM requests WHERE status = ? AND expires_at <= ? ORDER BY expires_at "
         "LIMIT 10 FOR UPDATE SKIP LOCKED", "pending", "x")
+    assert "requests_user_all" in plan(
+        "SELECT * FROM requests WHERE user_id = ? AND id > ? ORDER BY id LIMIT 50", "bot", "0")
+    assert "requests_tool_all" in plan(
+        "SELECT * FROM requests WHERE tool_name = ? ORDER BY id DESC LIMIT 50", "deploy")
+    assert "requests_response_time" in plan(
+        "SELECT response_ms FROM requests WHERE response_ms IS NOT NULL AND created_at >= ? "
+        "ORDER BY response_ms LIMIT 1 OFFSET 10", "2026")
     assert "requests_pkey" in plan("SELECT * FROM requests WHERE id >= ? AND id < ? "
                                    "ORDER BY id LIMIT 2", "01", "01\x7f")
 
