@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -126,39 +127,55 @@ def _as_postgres(*cmd: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
 
 
+class Cluster:
+    """A throw-away PostgreSQL server on a free port that a test may stop and start."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        opts = f"-p {self.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._ctl = [str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-o", opts, "-l",
+                     str(base / "log"), "-w"]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(_as_postgres(*self._ctl, *args), check=True, capture_output=True,
+                       timeout=120)
+
+    def start(self) -> None:
+        self._run("start")
+
+    def stop(self) -> None:
+        self._run("-m", "fast", "stop")
+
+    def restart(self) -> None:
+        self._run("-m", "fast", "restart")
+
+
 @pytest.fixture
-def private_cluster() -> Iterator[tuple[str, callable]]:
-    """A throw-away PostgreSQL on a free port, and a function that restarts it."""
+def private_cluster() -> Iterator[Cluster]:
+    """A throw-away PostgreSQL on a free port: the shared server is never restarted."""
     if PG_BIN is None or not (PG_BIN / "initdb").exists():
         pytest.fail("PostgreSQL server binaries not found under /usr/lib/postgresql")
     base = Path(tempfile.mkdtemp(prefix="apctl-pg-"))
-    data = base / "data"
-    port = free_port()
     if os.geteuid() == 0:
         shutil.chown(base, "postgres")
-    subprocess.run(_as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
-                                "--auth=trust", "-E", "UTF8", "--no-sync"),
+    subprocess.run(_as_postgres(str(PG_BIN / "initdb"), "-D", str(base / "data"), "-U",
+                                "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"),
                    check=True, capture_output=True, timeout=120)
-    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    ctl = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w"]
-
-    def restart() -> None:
-        subprocess.run(_as_postgres(*ctl, "-m", "fast", "restart"), check=True,
-                       capture_output=True, timeout=120)
-
-    subprocess.run(_as_postgres(*ctl, "start"), check=True, capture_output=True, timeout=120)
+    cluster = Cluster(base)
+    cluster.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", restart
+        yield cluster
     finally:
-        subprocess.run(_as_postgres(*ctl, "-m", "immediate", "stop"), capture_output=True,
-                       timeout=120)
+        subprocess.run(_as_postgres(*cluster._ctl, "-m", "immediate", "stop"),
+                       capture_output=True, timeout=120)
         shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.slow
 def test_recovers_by_itself_after_a_restart_under_load(private_cluster):
-    url, restart = private_cluster
-    store = open_store(url + "?pool_max_size=4&pool_timeout=3")
+    store = open_store(private_cluster.url + "?pool_max_size=4&pool_timeout=3")
     service = ApprovalService(store)
     agent, operator = Principal("bot", "user"), Principal("olivia", "operator")
     acknowledged: list[str] = []
@@ -179,7 +196,7 @@ def test_recovers_by_itself_after_a_restart_under_load(private_cluster):
     try:
         time.sleep(0.5)
         before = len(acknowledged)
-        restart()
+        private_cluster.restart()
         time.sleep(1.5)
         after_restart = len(acknowledged)
         time.sleep(0.5)
@@ -201,3 +218,55 @@ def test_recovers_by_itself_after_a_restart_under_load(private_cluster):
     req = service.create(agent, "after")
     assert service.decide(operator, req.id, "approve").status == "approved"
     store.close()
+
+
+@pytest.mark.slow
+def test_server_answers_503_while_postgres_is_down_then_recovers(private_cluster, tmp_path):
+    pytest.importorskip("approvalctl.server", reason="the HTTP server is not merged yet")
+    import httpx
+
+    url = private_cluster.url + "?pool_timeout=2"
+    store = open_store(url)
+    key, _ = ApprovalService(store).create_key(Principal("root", "admin", local=True), "bot",
+                                               "user")
+    store.close()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "approvalctl", "serve", "--port",
+                               str(port)], env=env_for(url), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    api = f"http://127.0.0.1:{port}/api/v1/approvals"
+    headers = {"X-API-Key": key}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+        assert httpx.post(api, json={"tool_name": "a"}, headers=headers,
+                          timeout=10).status_code == 201
+        private_cluster.stop()
+        down = httpx.post(api, json={"tool_name": "b"}, headers=headers, timeout=30)
+        assert down.status_code == 503
+        assert down.headers["content-type"].startswith("application/problem+json")
+        assert "PostgreSQL" in down.json()["detail"]
+        private_cluster.start()
+        deadline = time.monotonic() + 30
+        while True:  # no restart of the server: its pool reconnects by itself
+            up = httpx.post(api, json={"tool_name": "c"}, headers=headers, timeout=30)
+            if up.status_code == 201 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert up.status_code == 201
+        listed = httpx.get(api, params={"status": "all"}, headers=headers, timeout=10).json()
+        assert sorted(r["tool_name"] for r in listed["items"]) == ["a", "c"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stderr.close()

@@ -183,3 +183,14 @@ def test_servers_sweeping_at_once_expire_each_request_exactly_once(db_url, store
     values = {(n, lab): v for n, lab, v in store.counters()}
     assert values[(counters.TIMEOUT_TOTAL, "")] == len(overdue)
     assert service.audit_verify(Principal("a", "admin")).ok
+
+
+@pytest.mark.postgres
+def test_serve_on_an_unreachable_database_is_one_line_and_exit_6(tmp_path):
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/approvals"
+    proc = subprocess.run([sys.executable, "-m", "approvalctl", "serve", "--port",
+                           str(free_port())], env=env_for(url), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 6
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "connection refused" in proc.stderr and "Traceback" not in proc.stderr
