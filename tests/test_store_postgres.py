@@ -105,3 +105,44 @@ def test_url_helpers_keep_secrets_out_and_pool_settings_apart() -> None:
     assert "pool_max_size" not in conninfo and "sslmode=require" in conninfo
     assert "connect_timeout=5" in conninfo
     assert pool["pool_max_size"] == 20 and pool["pool_min_size"] == 1
+    assert pool["pipeline"] == 0.0
+
+
+def test_pipelined_writes_keep_every_guarantee(new_db) -> None:
+    """`pipeline=true`: compare-and-set outcomes (rowcount), the chain and idempotency hold."""
+    import threading
+
+    from approvalctl.errors import ApprovalConflict
+    from approvalctl.models import Principal
+    from approvalctl.service import ApprovalService
+
+    store = open_store(new_db("postgres") + "&pipeline=true")
+    try:
+        assert store._pipeline is True
+        service = ApprovalService(store)
+        agent, op = Principal("bot", "user"), Principal("op", "operator")
+        admin = Principal("root", "admin", local=True)
+        ids = [service.create(agent, "deploy", {"i": i}).id for i in range(20)]
+        results: list[str] = []
+
+        def decide(rid: str) -> None:
+            try:
+                service.decide(op, rid, "approve")
+                results.append("won")
+            except ApprovalConflict:
+                results.append("conflict")
+
+        threads = [threading.Thread(target=decide, args=(ids[0],)) for _ in range(4)]
+        threads += [threading.Thread(target=decide, args=(rid,)) for rid in ids[1:]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.count("won") == 20 and results.count("conflict") == 3
+        service.create_key(admin, "k", "user")
+        service.revoke_key(admin, "k")  # rowcount-driven
+        with pytest.raises(ApprovalConflict):
+            service.revoke_key(admin, "k")
+        assert service.audit_verify(admin).ok
+    finally:
+        store.close()
