@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import migrate, requests  # noqa: F401  (each module registers its commands)
+from . import keys, migrate, requests, server  # noqa: F401  (each module registers its commands)
 from .app import app
 
 __all__ = ["app", "main"]
