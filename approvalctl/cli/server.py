@@ -122,8 +122,16 @@ def _server_class():  # -> type[uvicorn.Server]
             self.api = api
 
         def handle_exit(self, sig, frame) -> None:  # type: ignore[no-untyped-def]
+            # uvicorn would re-raise the signal after draining, killing the process before
+            # `serve` can stop the notification worker and close the database; a drained
+            # server is a clean exit, so only record that it should stop.
+            import signal
+
             self.api.stopping = True
-            super().handle_exit(sig, frame)
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True  # a second Ctrl-C: stop now
+            else:
+                self.should_exit = True
 
     return Server
 

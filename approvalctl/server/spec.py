@@ -117,13 +117,13 @@ class Operation:
             if name in out:
                 raise InvalidInput(f"query parameter {name} given more than once")
             value = param.coerce(raw)
-            _check(param.validator, value, f"query parameter {name}", param.description)
+            _check(param.validator, value, "query", param.description, name)
             out[name] = value
         return out
 
     def check_path(self, name: str, value: str) -> str:
         param = self.params[name]
-        _check(param.validator, value, f"path parameter {name}", param.description)
+        _check(param.validator, value, "path", param.description, name)
         return value
 
     def check_body(self, body: Any) -> Any:
@@ -132,12 +132,13 @@ class Operation:
         return body
 
 
-def _check(validator: Draft4Validator, value: Any, where: str, description: str) -> None:
+def _check(validator: Draft4Validator, value: Any, where: str, description: str,
+           name: str = "") -> None:
     error = next(iter(validator.iter_errors(value)), None)
     if error is None:
         return
     path = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    field_name = path.lstrip(".")
+    field_name = (name + path).lstrip(".")
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
