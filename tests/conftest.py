@@ -100,6 +100,7 @@ class LiveServer:
     store: object
     service: ApprovalService
     keys: dict[str, str] = field(default_factory=dict)
+    clients: list = field(default_factory=list)
     _server: object = None
     _thread: threading.Thread | None = None
 
@@ -112,11 +113,16 @@ class LiveServer:
         return {"X-API-Key": self.keys[role]}
 
     def client(self, role: str = "user"):  # -> approvalctl.Client
+        """A Client with this role's key, closed when the server stops."""
         from approvalctl.client import Client
 
-        return Client(self.url, self.keys[role], timeout=10)
+        client = Client(self.url, self.keys[role], timeout=10)
+        self.clients.append(client)
+        return client
 
     def stop(self) -> None:
+        for client in self.clients:
+            client.close()
         if self._server is not None:
             self._server.should_exit = True  # type: ignore[attr-defined]
         if self._thread is not None:
