@@ -61,23 +61,27 @@ def from_iso(text: str) -> datetime:
 # ---------------------------------------------------------------- ids
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 _id_lock = threading.Lock()
-_last_id: list[int] = [0, 0]
+_last = {"ms": 0, "seq": 0}
 
 
 def new_id(now: datetime | None = None) -> str:
-    """A 26-character ULID in lower-case Crockford base32: sorts by creation time.
+    """A 26-character ULID-style id in lower-case Crockford base32, sorted by creation time.
 
-    Within one process ids are strictly increasing even inside one millisecond.
+    48 bits of milliseconds, a 10-bit sequence that starts at a random point each
+    millisecond and counts up within it (so ids from one process are strictly increasing),
+    then 70 random bits. Ids made in the same millisecond differ by the 12th character, so
+    short prefixes stay unique enough to type.
     """
     ms = int((now or utcnow()).timestamp() * 1000)
     with _id_lock:
-        if ms <= _last_id[0]:
-            ms = _last_id[0]
-            rand = _last_id[1] + 1
+        if ms <= _last["ms"]:
+            ms, seq = _last["ms"], _last["seq"] + 1
+            if seq > 1023:  # more than ~500 ids in one millisecond: borrow the next one
+                ms, seq = ms + 1, int.from_bytes(os.urandom(2), "big") & 511
         else:
-            rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
-        _last_id[0], _last_id[1] = ms, rand
-    value = (ms << 80) | (rand & ((1 << 80) - 1))
+            seq = int.from_bytes(os.urandom(2), "big") & 511
+        _last["ms"], _last["seq"] = ms, seq
+    value = (ms << 80) | (seq << 70) | (int.from_bytes(os.urandom(9), "big") & ((1 << 70) - 1))
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[value & 31])

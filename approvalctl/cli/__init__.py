@@ -1,8 +1,14 @@
-"""The approvalctl command line: one module per command family, all on one Typer app."""
+"""The approvalctl command line: one module per command family, all on one Typer app.
+
+Modules register their commands on import; the order here is the order of `--help`.
+"""
 
 from __future__ import annotations
 
-from . import keys, migrate, requests, server  # noqa: F401  (each module registers its commands)
+from . import requests  # noqa: F401  (the core verbs first)
+
+# isort: split
+from . import keys, migrate, server  # noqa: F401
 from .app import app
 
 __all__ = ["app", "main"]

@@ -64,9 +64,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX requests_status_id ON requests (status, id)",
             "CREATE INDEX requests_user_id ON requests (user_id, status, id)",
             "CREATE INDEX requests_tool_id ON requests (tool_name, status, id)",
-            # sweep: only pending rows, by expiry
-            "CREATE INDEX requests_pending_expiry ON requests (expires_at) "
-            "WHERE status = 'pending'",
+            # sweep: pending rows by expiry (a partial index would not match a bound status)
+            "CREATE INDEX requests_status_expiry ON requests (status, expires_at)",
             # stats: a covering index over the window
             "CREATE INDEX requests_created_stats ON requests (created_at, status, response_ms)",
         ],
