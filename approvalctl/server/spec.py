@@ -139,6 +139,9 @@ def _check(validator: Draft4Validator, value: Any, where: str, description: str,
         return
     path = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
     field_name = (name + path).lstrip(".")
+    custom = error.schema.get("x-invalid") if isinstance(error.schema, dict) else None
+    if custom and error.validator not in ("required", "additionalProperties"):
+        raise InvalidInput(custom.format(value=_short(error.instance)))
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
