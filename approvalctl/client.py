@@ -235,7 +235,8 @@ def _error_from(response: httpx.Response) -> errors.ApprovalctlError:
     cls = _BY_STATUS.get(status)
     if cls is None:
         cls = errors.Unavailable if status in (502, 504) else errors.ApprovalctlError
-        detail = f"server error (HTTP {status}): {detail}"
+        kind = "server error" if status >= 500 else "request refused"
+        detail = f"{kind} (HTTP {status}): {detail}"
     if cls is errors.ApprovalConflict:
         return errors.ApprovalConflict(detail, data.get("current_status"))
     if cls is errors.RateLimited:

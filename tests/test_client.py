@@ -208,3 +208,19 @@ def test_require_approval_raises_on_expiry(live):
     with pytest.raises(ApprovalDenied) as info:
         never()
     assert info.value.request.status == "expired" and info.value.exit_code == 11
+
+
+def test_agent_helpers_are_exported():
+    assert approvalctl.require_approval is require_approval
+    assert approvalctl.ApprovalDenied is ApprovalDenied
+    assert issubclass(ApprovalDenied, errors.ApprovalctlError)
+
+
+def test_a_proxy_in_the_way_is_reported_not_a_traceback(httpx_mock):
+    httpx_mock.add_response(status_code=502, text="<html>Bad Gateway</html>")
+    httpx_mock.add_response(status_code=500, json={"detail": "boom"})
+    with Client("http://approvals.invalid", "k") as client:
+        with pytest.raises(errors.Unavailable, match="HTTP 502"):
+            client.list()
+        with pytest.raises(errors.ApprovalctlError, match="server error .HTTP 500.: boom"):
+            client.list()
