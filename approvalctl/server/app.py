@@ -35,6 +35,7 @@ from ..errors import ApprovalctlError, InvalidInput, RateLimited
 from ..models import PENDING, from_iso, to_iso, utcnow
 from ..service import IDEMPOTENCY_HOURS, ApprovalService
 from . import spec
+from .dbthread import DatabaseThread
 from .docs import DOCS_HTML
 
 log = logging.getLogger("approvalctl.server")
@@ -142,25 +143,39 @@ class Api:
                                f"than zero, got {rate!r}")
         self.limiter = RateLimiter(rate) if rate else None
         self.ops = spec.operations()
-        # SQLite: one thread, so one connection and no write-lock contention inside the
-        # process (SQLite's busy handler sleeps in steps of up to 100 ms, which showed as a
-        # long p99 with Starlette's 40-thread pool). PostgreSQL waits on the network, so
-        # several threads overlap those waits.
-        workers = 1 if getattr(store, "dialect", "sqlite") == "sqlite" else 8
-        self.db_threads = ThreadPoolExecutor(max_workers=workers,
-                                             thread_name_prefix="approvalctl-db")
+        # SQLite: one database thread with group commit (see dbthread.py). PostgreSQL waits
+        # on the network, so a few threads overlap those waits instead.
+        self.sqlite = getattr(store, "dialect", "sqlite") == "sqlite"
+        self.db_thread = DatabaseThread(store) if self.sqlite else None
+        self.db_pool = None if self.sqlite else ThreadPoolExecutor(
+            max_workers=8, thread_name_prefix="approvalctl-db")
         # Point reads by primary key (the key look-up of every request, one request by id)
         # take microseconds on SQLite and WAL readers never wait for the writer, so they run
         # on the loop's own connection and save a thread hop; over a network they do not.
-        self.inline_reads = workers == 1
+        self.inline_reads = self.sqlite
         self.stopping = False
         self._last_purge = 0.0
 
     # ---- plumbing shared by every operation
     async def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a (blocking) service call on the database threads, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self.db_threads, functools.partial(func, *args, **kwargs))
+        """Run a blocking service call on the database thread(s), off the event loop."""
+        call = functools.partial(func, *args, **kwargs)
+        if self.db_thread is not None:
+            return await asyncio.wrap_future(self.db_thread.submit(call))
+        return await asyncio.get_running_loop().run_in_executor(self.db_pool, call)
+
+    async def write(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Like run(), for a change: it may share one commit with others queued with it."""
+        call = functools.partial(func, *args, **kwargs)
+        if self.db_thread is not None:
+            return await asyncio.wrap_future(self.db_thread.submit(call, write=True))
+        return await asyncio.get_running_loop().run_in_executor(self.db_pool, call)
+
+    def close(self) -> None:
+        if self.db_thread is not None:
+            self.db_thread.shutdown()
+        if self.db_pool is not None:
+            self.db_pool.shutdown(wait=True)
 
     async def read(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A point read: inline on SQLite, on the database threads otherwise."""
@@ -252,7 +267,7 @@ class Api:
         key = call.request.headers.get("idempotency-key")
         if key is not None and not IDEMPOTENCY_HEADER.fullmatch(key):
             raise InvalidInput("Idempotency-Key must be 1-255 visible ASCII characters")
-        req, replayed = await self.run(
+        req, replayed = await self.write(
             self.service.create_idempotent, call.principal, body["tool_name"],
             body.get("arguments"), reason=body.get("reason"), risk=body.get("risk"),
             ttl_seconds=body.get("ttl_seconds"), idempotency_key=key)
@@ -306,12 +321,12 @@ class Api:
 
     async def decide(self, call: Call) -> Response:
         body = await self._body(call)
-        req = await self.run(self.service.decide, call.principal, call.path["id"],
+        req = await self.write(self.service.decide, call.principal, call.path["id"],
                              body["action"], body.get("note"))
         return json_response(req.to_dict())
 
     async def cancel(self, call: Call) -> Response:
-        req = await self.run(self.service.cancel, call.principal, call.path["id"])
+        req = await self.write(self.service.cancel, call.principal, call.path["id"])
         return json_response(req.to_dict())
 
     # ---- operations and admin (extensions for the remote CLI)
@@ -491,7 +506,7 @@ def create_app(store: Any, settings: Settings | None = None, *, background: bool
                 await api.run(store.flush_counters)
             except ApprovalctlError:
                 log.warning("could not write buffered counters at shutdown")
-            api.db_threads.shutdown(wait=True)
+            api.close()
 
     app = Starlette(routes=api.routes(), lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
