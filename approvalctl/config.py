@@ -16,6 +16,7 @@ from typing import Any
 from .errors import InvalidInput
 
 DEFAULT_TTL_SECONDS = 3600.0
+NOTIFY_EVENTS = ("created", "decided", "expired")
 
 _KNOWN_KEYS = {"db", "server", "api_key", "allow_self_approval", "default_ttl", "user",
                "notifications", "rate_limit", "templates_dir"}
@@ -97,13 +98,35 @@ class Settings:
         )
 
     def channels_for(self, event: str) -> list[str]:
-        """The notification channels configured to receive `event`."""
+        """The notification channels configured to receive `event`.
+
+        Raises InvalidInput for an event name the config lists but approvalctl never
+        sends, so a typo (`create`) stops the first write instead of silently sending
+        nothing. The full schema check (jsonschema, secrets) runs where a worker starts.
+        """
+        if event not in NOTIFY_EVENTS:
+            raise ValueError(f"unknown notification event {event!r}")
         n = self.notifications or {}
-        out = [name for name in ("slack", "email")
-               if isinstance(n.get(name), dict) and event in n[name].get("events", [])]
-        for i, hook in enumerate(n.get("webhooks") or []):
-            if isinstance(hook, dict) and event in hook.get("events", []):
-                out.append(f"webhook:{i}")
+        if not isinstance(n, dict):
+            raise InvalidInput("config: notifications must be a mapping (slack, email, "
+                               "webhooks)")
+        targets = [(name, n[name], f"notifications.{name}") for name in ("slack", "email")
+                   if isinstance(n.get(name), dict)]
+        hooks = n.get("webhooks") or []
+        if not isinstance(hooks, list):
+            raise InvalidInput("config: notifications.webhooks must be a list")
+        targets += [(f"webhook:{i}", hook, f"notifications.webhooks[{i}]")
+                    for i, hook in enumerate(hooks) if isinstance(hook, dict)]
+        out = []
+        for name, conf, where in targets:
+            events = conf.get("events") or []
+            bad = [e for e in events if e not in NOTIFY_EVENTS] if isinstance(events, list) \
+                else [events]
+            if bad:
+                raise InvalidInput(f"config: {where}.events: unknown event {bad[0]!r} "
+                                   f"(expected one of {', '.join(NOTIFY_EVENTS)})")
+            if event in events:
+                out.append(name)
         return out
 
 

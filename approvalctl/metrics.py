@@ -1,18 +1,21 @@
 """Prometheus exposition of the durable counters, read at scrape time.
 
 Counters and the response-time histogram come from the `metric_counters` table (bumped in
-the same transaction as each change, so every process and restart agrees); the queue
-gauges from two indexed queries. A scrape therefore costs O(1) in the number of requests.
-HTTP metrics are per process and live in an ordinary prometheus-client registry.
+the same transaction as each change, so every process and restart agrees); the queue and
+outbox gauges from indexed counts whose cost follows the backlog, not the history. HTTP
+metrics are per process and live in an ordinary prometheus-client registry.
 
 Interface used by the server and `serve-metrics`:
     render(store) -> (body bytes, content type)
     observe_http(route, method, status, seconds)
+and by `lint-dashboards` and the docs: `catalogue()` — every exported series with its type
+and labels, derived from the collector's `describe()` and the HTTP registry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -21,7 +24,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 from . import counters as c
 from .models import STATUSES, from_iso, utcnow
@@ -29,52 +32,83 @@ from .rbac import ROLES
 
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60)
 
+#: Notification label values known in advance, so every series exists at 0 from the start.
+NOTIFY_CHANNELS = ("slack", "email", "webhook")
+NOTIFY_RESULTS = ("sent", "retry", "failed")
+RBAC_RESULTS = ("allowed", "denied")
+
+HTTP_REQUESTS_NAME = "approvalctl_http_requests"
+HTTP_LATENCY_NAME = "approvalctl_http_request_duration_seconds"
+HTTP_LABELS = ("route", "method", "status")
+DATABASE_UP = "approvalctl_database_up"
+#: The classic text format that `generate_latest` writes, named the way every Prometheus
+#: version parses it (prometheus-client >= 0.22 would announce "version=1.0.0").
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _base(name: str) -> str:
+    """prometheus-client wants counter family names without the `_total` suffix."""
+    return name[: -len("_total")] if name.endswith("_total") else name
+
 
 class StoreCollector:
-    """Reads the durable counters from the database on every scrape."""
+    """Reads the durable counters and queue gauges from the database on every scrape.
+
+    When the database cannot be read, the scrape still succeeds with
+    `approvalctl_database_up 0` (and nothing else), so Prometheus can alert on it instead
+    of seeing a failed scrape that looks like the exporter itself is down.
+    """
 
     def __init__(self, store: Any) -> None:
         self.store = store
 
     def describe(self) -> Iterator[Any]:
-        yield from self._families({}, 0, None)
+        yield from self._families({}, 0, 0.0, 0)
+        yield GaugeMetricFamily(DATABASE_UP, _DATABASE_UP_HELP, value=1)
 
     def collect(self) -> Iterator[Any]:
-        rows = {(name, lab): value for name, lab, value in self.store.counters()}
-        pending, oldest = self.store.queue_gauges()
-        age = (utcnow() - from_iso(oldest)).total_seconds() if oldest else 0.0
-        yield from self._families(rows, pending, age)
+        try:
+            rows = {(name, lab): value for name, lab, value in self.store.counters()}
+            pending, oldest = self.store.queue_gauges()
+            backlog = self.store.outbox_backlog()
+        except Exception:  # noqa: BLE001 - any database failure is reported as a gauge
+            yield GaugeMetricFamily(DATABASE_UP, _DATABASE_UP_HELP, value=0)
+            return
+        age = max(0.0, (utcnow() - from_iso(oldest)).total_seconds()) if oldest else 0.0
+        yield from self._families(rows, pending, age, backlog)
+        yield GaugeMetricFamily(DATABASE_UP, _DATABASE_UP_HELP, value=1)
 
     def _families(self, rows: dict[tuple[str, str], float], pending: int,
-                  oldest_age: float | None) -> Iterator[Any]:
+                  oldest_age: float, backlog: int) -> Iterator[Any]:
         def val(name: str, lab: str = "") -> float:
             return rows.get((name, lab), 0.0)
 
         requests = CounterMetricFamily(
-            c.REQUESTS_TOTAL[:-len("_total")], "Approval requests entering each status.",
+            _base(c.REQUESTS_TOTAL), "Approval requests entering each status.",
             labels=["status"])
         for status in STATUSES:
             requests.add_metric([status], val(c.REQUESTS_TOTAL, c.labels(status=status)))
         yield requests
 
-        buckets = [(str(b), val(c.RESPONSE_TIME + "_bucket", c.labels(le=str(b))))
+        # `le` as prometheus-client (and Prometheus 3's normalisation) spell it: "60.0"
+        buckets = [(floatToGoString(b), val(c.RESPONSE_TIME + "_bucket", c.labels(le=str(b))))
                    for b in c.RESPONSE_BUCKETS]
         buckets.append(("+Inf", val(c.RESPONSE_TIME + "_bucket", c.labels(le="+Inf"))))
         yield HistogramMetricFamily(
             c.RESPONSE_TIME, "Seconds from creation to an approve or reject decision.",
             buckets=buckets, sum_value=val(c.RESPONSE_TIME + "_sum"))
 
-        yield CounterMetricFamily(c.TIMEOUT_TOTAL[:-len("_total")],
+        yield CounterMetricFamily(_base(c.TIMEOUT_TOTAL),
                                   "Approval requests that expired undecided.",
                                   value=val(c.TIMEOUT_TOTAL))
 
-        checks = CounterMetricFamily(c.RBAC_CHECKS[:-len("_total")],
+        checks = CounterMetricFamily(_base(c.RBAC_CHECKS),
                                      "Permission checks by result.", labels=["result"])
-        for result in ("allowed", "denied"):
+        for result in RBAC_RESULTS:
             checks.add_metric([result], val(c.RBAC_CHECKS, c.labels(result=result)))
         yield checks
 
-        roles = CounterMetricFamily(c.ROLE_ASSIGNMENTS[:-len("_total")],
+        roles = CounterMetricFamily(_base(c.ROLE_ASSIGNMENTS),
                                     "API keys created, by role.", labels=["role"])
         for role in ROLES:
             roles.add_metric([role], val(c.ROLE_ASSIGNMENTS, c.labels(role=role)))
@@ -84,20 +118,36 @@ class StoreCollector:
                                 value=pending)
         yield GaugeMetricFamily("approval_oldest_pending_age_seconds",
                                 "Age of the oldest pending request (0 when none).",
-                                value=oldest_age or 0.0)
+                                value=oldest_age)
 
+        deliveries = CounterMetricFamily(
+            _base(c.NOTIFY_DELIVERIES),
+            "Notification delivery attempts by channel and result (sent, retry, failed).",
+            labels=["channel", "result"])
+        for channel in NOTIFY_CHANNELS:
+            for result in NOTIFY_RESULTS:
+                deliveries.add_metric([channel, result], val(
+                    c.NOTIFY_DELIVERIES, c.labels(channel=channel, result=result)))
+        yield deliveries
+
+        yield GaugeMetricFamily("notification_outbox_backlog",
+                                "Notifications waiting in the outbox to be delivered.",
+                                value=backlog)
+
+
+_DATABASE_UP_HELP = "Whether the last scrape could read the database (1) or not (0)."
 
 _http_registry = CollectorRegistry(auto_describe=True)
-HTTP_REQUESTS = Counter("approvalctl_http_requests", "HTTP requests served, by route and status.",
-                        ["route", "method", "status"], registry=_http_registry)
-HTTP_LATENCY = Histogram("approvalctl_http_request_duration_seconds",
-                         "HTTP request latency by route.", ["route", "method"],
-                         buckets=HTTP_BUCKETS, registry=_http_registry)
+HTTP_REQUESTS = Counter(HTTP_REQUESTS_NAME, "HTTP requests served, by route and status.",
+                        list(HTTP_LABELS), registry=_http_registry)
+HTTP_LATENCY = Histogram(HTTP_LATENCY_NAME, "HTTP request latency by route and status.",
+                         list(HTTP_LABELS), buckets=HTTP_BUCKETS, registry=_http_registry)
 
 
 def observe_http(route: str, method: str, status: int, seconds: float) -> None:
+    """Count one served request; `route` is the route template, never the raw path."""
     HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_LATENCY.labels(route, method).observe(seconds)
+    HTTP_LATENCY.labels(route, method, str(status)).observe(seconds)
 
 
 def render(store: Any, *, include_http: bool = True) -> tuple[bytes, str]:
@@ -107,4 +157,70 @@ def render(store: Any, *, include_http: bool = True) -> tuple[bytes, str]:
     body = generate_latest(registry)
     if include_http:
         body += generate_latest(_http_registry)
-    return body, CONTENT_TYPE_LATEST
+    return body, CONTENT_TYPE
+
+
+# ---------------------------------------------------------------- catalogue
+@dataclass
+class MetricInfo:
+    """One exported metric family: what a dashboard or alert may query."""
+
+    name: str  # the family name as queried for gauges; counters carry `_total`
+    type: str  # counter | gauge | histogram
+    help: str
+    labels: tuple[str, ...]
+    #: label -> every value it can take, when they are known in advance (else absent)
+    values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    source: str = "store"  # store: every process agrees; http: per `serve` process
+
+    def series(self) -> dict[str, tuple[str, ...]]:
+        """Every series name this family exposes, with the labels each carries."""
+        out: dict[str, tuple[str, ...]] = {self.name: self.labels}
+        if self.type == "histogram":
+            out = {self.name + "_bucket": self.labels + ("le",),
+                   self.name + "_sum": self.labels, self.name + "_count": self.labels}
+        if self.source == "http" and self.type in ("counter", "histogram"):
+            # prometheus-client's own metrics also expose when each series was created
+            out[_base(self.name) + "_created"] = self.labels
+        return out
+
+
+def catalogue() -> list[MetricInfo]:
+    """Every metric family this application exports, from the registry itself."""
+    out: list[MetricInfo] = []
+    for fam in StoreCollector(None).describe():
+        name = fam.name + "_total" if fam.type == "counter" else fam.name
+        label_names: list[str] = []
+        values: dict[str, set[str]] = {}
+        for sample in fam.samples:
+            for key, value in sample.labels.items():
+                values.setdefault(key, set()).add(value)
+                if key == "le":
+                    continue
+                if key not in label_names:
+                    label_names.append(key)
+        out.append(MetricInfo(name, fam.type, fam.documentation, tuple(label_names),
+                              {k: tuple(sorted(v)) for k, v in values.items()}))
+    for metric in (HTTP_REQUESTS, HTTP_LATENCY):
+        for fam in metric.describe():
+            name = fam.name + "_total" if fam.type == "counter" else fam.name
+            values = {"le": tuple(floatToGoString(b) for b in HTTP_BUCKETS) + ("+Inf",)} \
+                if fam.type == "histogram" else {}
+            out.append(MetricInfo(name, fam.type, fam.documentation, HTTP_LABELS, values,
+                                  source="http"))
+    return out
+
+
+def reference_markdown() -> str:
+    """The metric reference table of docs/monitoring.md, generated from `catalogue()`."""
+    rows = ["| metric | type | labels | source | meaning |", "| --- | --- | --- | --- | --- |"]
+    for info in catalogue():
+        parts = [f"`{lab}`: {', '.join(info.values[lab])}" if lab in info.values
+                 else f"`{lab}`" for lab in info.labels]
+        if info.type == "histogram" and "le" in info.values:
+            bounds = sorted((v for v in info.values["le"] if v != "+Inf"), key=float)
+            parts.append("buckets " + ", ".join(bounds))
+        labels = "; ".join(parts) or "—"
+        source = "database" if info.source == "store" else "per `serve` process"
+        rows.append(f"| `{info.name}` | {info.type} | {labels} | {source} | {info.help} |")
+    return "\n".join(rows) + "\n"

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import audit, counters
 from ..models import PENDING, ApprovalRequest, Change
+from .outbox import OutboxQueries
 
 REQUEST_COLUMNS = ApprovalRequest.FIELDS
 _SELECT = "SELECT " + ", ".join(REQUEST_COLUMNS) + " FROM requests"
@@ -41,7 +42,7 @@ def request_from_row(row: tuple) -> ApprovalRequest:
     return ApprovalRequest(**data)
 
 
-class SQLStore:
+class SQLStore(OutboxQueries):
     """Shared queries; subclasses provide `_read()`/`_write()` cursors and locking."""
 
     dialect = "sqlite"
@@ -263,6 +264,16 @@ class SQLStore:
             oldest = self._exec(cur, "SELECT created_at FROM requests WHERE status = ? "
                                 "ORDER BY id LIMIT 1", (PENDING,)).fetchone()
         return count, (oldest[0] if oldest else None)
+
+    def outbox_backlog(self) -> int:
+        """Notifications not yet delivered (outbox rows still 'pending'), for a gauge.
+
+        Counted on the `outbox_due (status, next_attempt_at)` index: the cost follows the
+        backlog, not the number of notifications ever sent.
+        """
+        with self._read() as cur:
+            return self._exec(cur, "SELECT COUNT(*) FROM outbox WHERE status = ?",
+                              ("pending",)).fetchone()[0]
 
     def counters(self) -> list[tuple[str, str, float]]:
         with self._read() as cur:

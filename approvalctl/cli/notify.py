@@ -1,0 +1,178 @@
+"""`approvalctl notify`: run the notification worker, inspect and retry the outbox, test a
+channel. These work on the database directly (not with --server), like `migrate`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from ..errors import InvalidInput, NotFound
+from .app import app, command, emit, local_service, message, print_table, state_of
+
+notify_app = typer.Typer(help="Slack, e-mail and webhook notifications (the outbox worker).",
+                         no_args_is_help=True)
+app.add_typer(notify_app, name="notify")
+
+JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
+#: What `notify list --json` shows of a row (the payload snapshot is left out: it is the
+#: request, which `approvalctl show` prints).
+LIST_FIELDS = ("id", "event", "channel", "request_id", "status", "attempts",
+               "next_attempt_at", "claimed_until", "last_error", "created_at", "sent_at")
+
+
+def _store(ctx: typer.Context, what: str) -> Any:
+    if state_of(ctx).remote:
+        raise InvalidInput(f"notify {what} works on the database; it cannot be used with "
+                           "--server")
+    return local_service(ctx).store
+
+
+def _config(ctx: typer.Context) -> Any:
+    from ..notify.config import from_settings
+    from ..notify.messages import check_templates
+
+    settings = state_of(ctx).settings
+    cfg = from_settings(settings)
+    if not cfg.channel_names():
+        where = settings.source or "the config file"
+        raise InvalidInput(f"no notification channels configured: add a notifications: "
+                           f"block (slack, email, webhooks) to {where}")
+    check_templates(cfg.templates_dir)
+    return cfg
+
+
+def _say(outcome: Any) -> None:
+    line = (f"#{outcome.outbox_id} {outcome.event} {outcome.request_id} -> "
+            f"{outcome.channel}: {outcome.result} (attempt {outcome.attempts})")
+    if outcome.next_attempt_at:
+        line += f", next attempt at {outcome.next_attempt_at}"
+    message(line + (f": {outcome.error}" if outcome.error else ""))
+
+
+@command(notify_app, "run")
+def run_cmd(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Deliver what is due now, then exit "
+                              "(for cron)."),
+) -> None:
+    """Deliver pending notifications: forever (Ctrl-C stops), or once with --once."""
+    from ..notify import worker
+
+    store = _store(ctx, "run")
+    cfg = _config(ctx)
+    if once:
+        report = worker.run_once(store, cfg)
+        for outcome in report.outcomes:
+            _say(outcome)
+        if report.outcomes:
+            message(report.summary())
+        return
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def finish(signum: int, frame: Any) -> None:
+        # The first Ctrl-C / SIGTERM (systemd, docker stop) lets the attempts in flight
+        # finish and be recorded, so nothing is sent twice; a second Ctrl-C aborts.
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGTERM, finish)
+    signal.signal(signal.SIGINT, finish)
+    message(f"delivering notifications to {', '.join(cfg.channel_names())} "
+            "(Ctrl-C to stop)")
+    worker.run_forever(store, cfg, stop, on_outcome=_say)
+    message("stopped")
+
+
+@command(notify_app, "list")
+def list_cmd(
+    ctx: typer.Context,
+    status: str | None = typer.Option(None, "--status", help="pending, sent or failed "
+                                      "(default: all)."),
+    limit: int = typer.Option(100, "--limit", help="At most this many rows, newest first."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List outbox rows, newest first."""
+    from ..store.outbox import OUTBOX_STATUSES
+
+    if status is not None and status not in OUTBOX_STATUSES:
+        raise InvalidInput(f"unknown status {status!r}: expected one of "
+                           f"{', '.join(OUTBOX_STATUSES)}")
+    if not 1 <= limit <= 10000:
+        raise InvalidInput(f"--limit must be between 1 and 10000, got {limit}")
+    rows = _store(ctx, "list").list_outbox(status=status, limit=limit)
+    if as_json:
+        emit([{k: r[k] for k in LIST_FIELDS} for r in rows])
+        return
+    if not rows:
+        message(f"no {status + ' ' if status else ''}notifications")
+        return
+    print_table(["ID", "EVENT", "CHANNEL", "REQUEST", "STATUS", "ATTEMPTS", "NEXT/SENT AT",
+                 "LAST ERROR"],
+                [[r["id"], r["event"], r["channel"], r["request_id"], r["status"],
+                  r["attempts"], r["sent_at"] if r["status"] == "sent" else
+                  r["next_attempt_at"] if r["status"] == "pending" else "",
+                  (r["last_error"] or "")[:80]] for r in rows])
+
+
+@command(notify_app, "retry")
+def retry_cmd(
+    ctx: typer.Context,
+    outbox_id: int | None = typer.Argument(None, metavar="ID",
+                                           help="The outbox row (from notify list)."),
+    failed: bool = typer.Option(False, "--failed", help="Retry every dead-lettered row."),
+) -> None:
+    """Put a dead-lettered notification (or all of them) back in the queue, due now."""
+    from ..models import to_iso, utcnow
+
+    if (outbox_id is None) == (not failed):
+        raise InvalidInput("give either an outbox ID or --failed")
+    store = _store(ctx, "retry")
+    now = to_iso(utcnow())
+    if failed:
+        n = store.requeue_outbox(now=now)
+        message(f"requeued {n} failed notification{'s' if n != 1 else ''}")
+        return
+    row = store.get_outbox(outbox_id)
+    if row is None:
+        raise NotFound(f"no notification #{outbox_id} in the outbox")
+    if row["status"] == "sent":
+        from ..errors import ApprovalConflict
+
+        raise ApprovalConflict(f"notification #{outbox_id} was already sent at "
+                               f"{row['sent_at']}", "sent")
+    store.requeue_outbox(now=now, outbox_id=outbox_id)
+    message(f"requeued #{outbox_id} ({row['event']} -> {row['channel']}); it goes out with "
+            "the next `notify run`")
+
+
+@command(notify_app, "test")
+def test_cmd(
+    ctx: typer.Context,
+    channel: str = typer.Argument(..., metavar="CHANNEL",
+                                  help="slack, email, webhook:N (or webhook if only one)."),
+) -> None:
+    """Send a sample notification on CHANNEL now and report the outcome (exit 0 if sent)."""
+    from ..notify import channels, worker
+    from ..notify.messages import SAMPLE_REQUEST
+
+    cfg = _config(ctx)
+    names = cfg.channel_names()
+    if channel == "webhook" and len(cfg.webhooks) == 1:
+        channel = "webhook:0"
+    if channel not in names:
+        raise InvalidInput(f"unknown channel {channel!r}: configured are {', '.join(names)}")
+    import httpx
+
+    with httpx.Client() as client:
+        try:
+            worker.attempt(cfg, channel, 0, "created", dict(SAMPLE_REQUEST), client)
+        except channels.DeliveryError as exc:
+            kind = "temporary" if exc.transient else "permanent"
+            message(f"error: {channel}: not delivered ({kind} failure): {exc.detail}")
+            raise typer.Exit(6 if exc.transient else 1) from None
+    message(f"{channel}: sample notification delivered")

@@ -1,0 +1,185 @@
+"""Delivering one notification: Slack incoming webhooks, e-mail over SMTP, signed webhooks.
+
+Each `send_*` function makes exactly one attempt and either returns (delivered) or raises
+`DeliveryError`, which says whether trying again later can help (`transient`) and, for an
+HTTP 429, how long the receiver asked us to wait (`retry_after`). Retrying and
+dead-lettering are decided by the worker, never here.
+
+    transient (retry later)             permanent (dead-letter at once)
+    timeouts, connection errors         other HTTP 4xx (400, 401, 403, 404, 410, ...)
+    HTTP 408, 429 (Retry-After), 5xx    HTTP 3xx (a moved URL needs a config change)
+    SMTP 4xx, SMTP disconnects          SMTP 5xx (bad recipient, auth rejected, ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from .. import __version__
+from . import messages
+from .config import EmailConfig, SlackConfig, WebhookConfig
+
+SIGNATURE_HEADER = "X-Approvalctl-Signature"
+USER_AGENT = f"approvalctl/{__version__}"
+
+
+class DeliveryError(Exception):
+    """One attempt failed; `transient` says whether a later attempt may succeed."""
+
+    def __init__(self, detail: str, *, transient: bool, retry_after: float | None = None
+                 ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+# ---------------------------------------------------------------- HTTP (Slack, webhooks)
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def check_response(response: Any, what: str) -> None:
+    """Raise DeliveryError for anything but a 2xx answer."""
+    code = response.status_code
+    if 200 <= code < 300:
+        return
+    body = " ".join(response.text.split())[:200]
+    detail = f"{what} answered HTTP {code}" + (f": {body}" if body else "")
+    if code == 429:
+        raise DeliveryError(detail, transient=True,
+                            retry_after=parse_retry_after(response.headers.get("Retry-After")))
+    raise DeliveryError(detail, transient=code >= 500 or code == 408)
+
+
+def _post(client: Any, url: str, what: str, timeout: float, **kwargs: Any) -> None:
+    import httpx
+
+    try:
+        response = client.post(url, timeout=timeout, **kwargs)
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise DeliveryError(f"{what}: invalid URL: {exc}", transient=False) from None
+    except httpx.TimeoutException:
+        raise DeliveryError(f"{what}: timed out after {timeout:g}s", transient=True) from None
+    except httpx.TransportError as exc:
+        raise DeliveryError(f"{what}: {type(exc).__name__}: {exc}", transient=True) from None
+    check_response(response, what)
+
+
+def send_slack(client: Any, cfg: SlackConfig, event: str, request: dict[str, Any],
+               templates_dir: str | None = None) -> None:
+    body = messages.slack_message(event, request, templates_dir)
+    _post(client, cfg.url, "Slack", cfg.timeout, json=body,
+          headers={"User-Agent": USER_AGENT})
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    """The signature header value: `t=UNIX_SECONDS,v1=HEX`, HMAC-SHA256 over `t.body`."""
+    t = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def verify(secret: str, body: bytes, header: str, *, tolerance: float = 300,
+           now: float | None = None) -> bool:
+    """What a receiver does: check the MAC in constant time and reject stale timestamps."""
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        t = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - t) > tolerance:
+        return False
+    expected = sign(secret, body, t).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def webhook_body(outbox_id: int, event: str, request: dict[str, Any]) -> bytes:
+    """The JSON a webhook receives. Stable across retries: `id` lets a receiver dedupe."""
+    return json.dumps({"id": outbox_id, "event": event, "request": request},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def send_webhook(client: Any, cfg: WebhookConfig, outbox_id: int, event: str,
+                 request: dict[str, Any]) -> None:
+    body = webhook_body(outbox_id, event, request)
+    _post(client, cfg.url, "webhook", cfg.timeout, content=body, headers={
+        "Content-Type": "application/json", "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: sign(cfg.secret, body), "X-Approvalctl-Event": event,
+        "X-Approvalctl-Delivery": str(outbox_id)})
+
+
+# ---------------------------------------------------------------- e-mail
+def build_email(cfg: EmailConfig, event: str, request: dict[str, Any],
+                templates_dir: str | None = None) -> Any:
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
+    subject, text, html = messages.email_parts(event, request, templates_dir)
+    msg = EmailMessage()
+    msg["Subject"] = subject
+    msg["From"] = cfg.sender
+    msg["To"] = ", ".join(cfg.to)
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=cfg.sender.rsplit("@", 1)[-1] or None)
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    return msg
+
+
+def send_email(cfg: EmailConfig, event: str, request: dict[str, Any],
+               templates_dir: str | None = None) -> None:
+    import smtplib
+    import ssl
+
+    msg = build_email(cfg, event, request, templates_dir)
+    where = f"SMTP {cfg.host}:{cfg.port}"
+    try:
+        if cfg.ssl:
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
+                                                  context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+        with smtp:
+            smtp.ehlo()
+            if cfg.starttls and not cfg.ssl:
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if cfg.username:
+                smtp.login(cfg.username, cfg.password or "")
+            refused = smtp.send_message(msg)
+        if refused:  # some recipients took it; report the others but do not resend to all
+            raise DeliveryError(f"{where} refused {', '.join(sorted(refused))}",
+                                transient=False)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        detail = "; ".join(f"{r}: {c} {m.decode(errors='replace')}"
+                           for r, (c, m) in exc.recipients.items())
+        raise DeliveryError(f"{where} refused every recipient: {detail}",
+                            transient=all(400 <= c < 500 for c in codes)) from None
+    except smtplib.SMTPResponseException as exc:
+        text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) \
+            else str(exc.smtp_error)
+        raise DeliveryError(f"{where} answered {exc.smtp_code} {text}",
+                            transient=400 <= exc.smtp_code < 500) from None
+    except smtplib.SMTPNotSupportedError as exc:
+        raise DeliveryError(f"{where}: {exc}", transient=False) from None
+    except (smtplib.SMTPException, OSError) as exc:  # refused, reset, timeout, TLS errors
+        raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}", transient=True) from None

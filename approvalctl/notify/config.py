@@ -1,0 +1,293 @@
+"""The `notifications:` block of the config file: its JSON Schema, and resolving it.
+
+`load_config()` validates the block with jsonschema, then resolves what the schema cannot
+check: secrets named by environment variable must be set, a Slack channel has exactly one
+URL source, a login has both a user name and a password. Every problem is an `InvalidInput`
+naming the key (`notifications.webhooks[0].secret_env: ...`), so `approvalctl` exits 2 with
+one clear line, at start-up rather than at the first delivery.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import NOTIFY_EVENTS as EVENTS
+from ..errors import InvalidInput
+
+_EVENTS = {"type": "array", "items": {"enum": list(EVENTS)}, "uniqueItems": True}
+_URL = {"type": "string", "pattern": "^https?://[^\\s/]+"}
+_ENV = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
+#: Seconds, or a short duration ("30s", "5m"); exclusiveMinimum applies only to numbers and
+#: pattern only to strings, so one schema with plain error messages covers both.
+_SECONDS = {"type": ["number", "string"], "exclusiveMinimum": 0, "pattern": "^[0-9.smhdw]+$"}
+_DURATION_KEYS = ("timeout", "initial_delay", "max_delay", "lease", "poll_interval")
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "slack": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["events"],
+            "properties": {"webhook_url": _URL, "webhook_url_env": _ENV, "events": _EVENTS,
+                           "timeout": _SECONDS},
+        },
+        "email": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["host", "from", "to", "events"],
+            "properties": {
+                "host": {"type": "string", "minLength": 1},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "starttls": {"type": "boolean"},
+                "ssl": {"type": "boolean"},
+                "username": {"type": "string", "minLength": 1},
+                "password_env": _ENV,
+                "from": {"type": "string", "pattern": "@"},
+                "to": {"type": "array", "minItems": 1,
+                       "items": {"type": "string", "pattern": "@"}},
+                "events": _EVENTS,
+                "timeout": _SECONDS,
+            },
+        },
+        "webhooks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["url", "secret_env", "events"],
+                "properties": {"url": _URL, "secret_env": _ENV, "events": _EVENTS,
+                               "timeout": _SECONDS},
+            },
+        },
+        "retry": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+                "initial_delay": _SECONDS,
+                "max_delay": _SECONDS,
+            },
+        },
+        "worker": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"poll_interval": _SECONDS, "lease": _SECONDS,
+                           "batch": {"type": "integer", "minimum": 1, "maximum": 100}},
+        },
+    },
+}
+
+DEFAULT_TIMEOUT = 10.0
+#: Leave this much of a lease unused before an attempt starts, beyond the send timeout,
+#: so an attempt never outlives the lease that makes it exclusive.
+LEASE_MARGIN = 1.0
+
+
+@dataclass
+class SlackConfig:
+    url: str
+    events: list[str]
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
+class EmailConfig:
+    host: str
+    sender: str
+    to: list[str]
+    events: list[str]
+    port: int = 587
+    starttls: bool = True
+    ssl: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
+class WebhookConfig:
+    url: str
+    secret: str = field(repr=False)
+    events: list[str]
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
+class RetrySettings:
+    max_attempts: int = 8
+    initial_delay: float = 10.0
+    max_delay: float = 3600.0
+
+
+@dataclass
+class WorkerSettings:
+    poll_interval: float = 2.0
+    #: How long a claimed row stays leased: longer than the slowest send (timeout).
+    lease: float = 120.0
+    batch: int = 10
+
+
+@dataclass
+class NotifyConfig:
+    """The resolved notification settings: channels by name, retry and worker settings."""
+
+    slack: SlackConfig | None = None
+    email: EmailConfig | None = None
+    webhooks: list[WebhookConfig] = field(default_factory=list)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    templates_dir: str | None = None
+
+    def channel_names(self) -> list[str]:
+        names = [n for n in ("slack", "email") if getattr(self, n) is not None]
+        return names + [f"webhook:{i}" for i in range(len(self.webhooks))]
+
+    def channel(self, name: str) -> SlackConfig | EmailConfig | WebhookConfig | None:
+        if name in ("slack", "email"):
+            return getattr(self, name)
+        if name.startswith("webhook:") and name[8:].isdigit():
+            i = int(name[8:])
+            return self.webhooks[i] if i < len(self.webhooks) else None
+        return None
+
+
+def _path(parts: Any) -> str:
+    out = "notifications"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def _describe(error: Any) -> str:
+    """One line naming the bad key, from a jsonschema ValidationError."""
+    where = _path(error.absolute_path)
+    if error.validator in ("pattern", "exclusiveMinimum", "type") and \
+            where.endswith(_DURATION_KEYS):
+        return f"{where}: {error.instance!r} is not a duration (e.g. 30s, 5m, or seconds)"
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        return f"{where}.{extra[0]}: unknown setting (known: {', '.join(known)})"
+    if error.validator == "required":
+        return f"{where}: {error.message.split(' is a required')[0]} is required"
+    if error.validator == "enum":
+        return f"{where}: unknown event {error.instance!r} (expected one of " \
+               f"{', '.join(EVENTS)})"
+    if error.validator == "pattern" and where.endswith(("url", "url_env", "secret_env",
+                                                        "password_env")):
+        what = "an environment variable name" if where.endswith("_env") else \
+            "an http:// or https:// URL"
+        return f"{where}: {error.instance!r} is not {what}"
+    if error.validator == "pattern" and ("from" in where or ".to" in where):
+        return f"{where}: {error.instance!r} is not an e-mail address"
+    return f"{where}: {error.message}"
+
+
+def _seconds(value: Any, where: str, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, (int, float)):
+        return float(value)
+    from ..durations import parse_duration
+
+    return parse_duration(value, what=where)
+
+
+def _secret(env: Mapping[str, str], name: str, where: str) -> str:
+    value = env.get(name)
+    if not value:
+        raise InvalidInput(f"{where}: environment variable {name} is not set")
+    return value
+
+
+def validate(block: Any) -> None:
+    """Raise InvalidInput naming the first bad key of a `notifications:` block."""
+    if not block:
+        return
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(block))
+    if error is not None:
+        raise InvalidInput(f"config: {_describe(error)}")
+
+
+def load_config(block: Any, *, env: Mapping[str, str] | None = None,
+                templates_dir: str | None = None) -> NotifyConfig:
+    """Validate a `notifications:` block and resolve its secrets from `env`."""
+    env = os.environ if env is None else env
+    validate(block)
+    block = block or {}
+    cfg = NotifyConfig(templates_dir=templates_dir)
+    try:
+        if "slack" in block:
+            s = block["slack"]
+            where = "notifications.slack"
+            if ("webhook_url" in s) == ("webhook_url_env" in s):
+                raise InvalidInput(f"{where}: set exactly one of webhook_url or "
+                                   "webhook_url_env")
+            url = s.get("webhook_url") or _secret(env, s["webhook_url_env"],
+                                                  f"{where}.webhook_url_env")
+            if not url.startswith(("http://", "https://")):
+                raise InvalidInput(f"{where}.webhook_url_env: {s['webhook_url_env']} does not "
+                                   "hold an http(s) URL")
+            cfg.slack = SlackConfig(url=url, events=list(s["events"]),
+                                    timeout=_seconds(s.get("timeout"), f"{where}.timeout",
+                                                     DEFAULT_TIMEOUT))
+        if "email" in block:
+            e = block["email"]
+            where = "notifications.email"
+            if ("username" in e) != ("password_env" in e):
+                raise InvalidInput(f"{where}: a login needs both username and password_env")
+            if e.get("ssl") and e.get("starttls"):
+                raise InvalidInput(f"{where}: use either ssl (port 465) or starttls, not both")
+            ssl = bool(e.get("ssl", False))
+            cfg.email = EmailConfig(
+                host=e["host"], sender=e["from"], to=list(e["to"]), events=list(e["events"]),
+                port=e.get("port", 465 if ssl else 587), ssl=ssl,
+                starttls=bool(e.get("starttls", not ssl)), username=e.get("username"),
+                password=_secret(env, e["password_env"], f"{where}.password_env")
+                if "password_env" in e else None,
+                timeout=_seconds(e.get("timeout"), f"{where}.timeout", DEFAULT_TIMEOUT))
+        for i, w in enumerate(block.get("webhooks") or []):
+            where = f"notifications.webhooks[{i}]"
+            cfg.webhooks.append(WebhookConfig(
+                url=w["url"], secret=_secret(env, w["secret_env"], f"{where}.secret_env"),
+                events=list(w["events"]),
+                timeout=_seconds(w.get("timeout"), f"{where}.timeout", DEFAULT_TIMEOUT)))
+        r = block.get("retry") or {}
+        cfg.retry = RetrySettings(
+            max_attempts=r.get("max_attempts", RetrySettings.max_attempts),
+            initial_delay=_seconds(r.get("initial_delay"), "notifications.retry.initial_delay",
+                                   RetrySettings.initial_delay),
+            max_delay=_seconds(r.get("max_delay"), "notifications.retry.max_delay",
+                               RetrySettings.max_delay))
+        w = block.get("worker") or {}
+        cfg.worker = WorkerSettings(
+            poll_interval=_seconds(w.get("poll_interval"), "notifications.worker.poll_interval",
+                                   WorkerSettings.poll_interval),
+            lease=_seconds(w.get("lease"), "notifications.worker.lease", WorkerSettings.lease),
+            batch=w.get("batch", WorkerSettings.batch))
+        slowest = max([t.timeout for t in (cfg.slack, cfg.email, *cfg.webhooks) if t],
+                      default=0.0)
+        if cfg.worker.lease < slowest + LEASE_MARGIN:
+            # A lease too short to cover one send would hand every row back unattempted.
+            raise InvalidInput(f"notifications.worker.lease: {cfg.worker.lease:g}s must be "
+                               f"longer than the slowest channel timeout ({slowest:g}s) "
+                               f"plus {LEASE_MARGIN:g}s")
+    except InvalidInput as exc:
+        if exc.detail.startswith("config"):
+            raise
+        raise InvalidInput(f"config: {exc.detail}") from None
+    return cfg
+
+
+def from_settings(settings: Any, env: Mapping[str, str] | None = None) -> NotifyConfig:
+    """The notification config of a `Settings` object (validated, secrets resolved)."""
+    return load_config(settings.notifications, env=env, templates_dir=settings.templates_dir)

@@ -1,0 +1,278 @@
+"""The notification worker: claim due outbox rows, deliver each, record the outcome.
+
+Delivery happens here and only here, never in the decision path: a decision commits its
+outbox rows and returns; a worker (a thread inside `approvalctl serve`, or
+`approvalctl notify run` from cron) delivers them later. No database transaction is open
+while a message is in flight, so a slow Slack never holds the SQLite write lock.
+
+Any number of workers may run at once, in one process or on several machines: a claim
+leases rows (`claimed_until`), and an outcome is recorded only by the holder of the lease.
+A worker killed mid-delivery leaves its lease to run out; the row is then claimed and
+delivered again (at-least-once: webhook receivers dedupe on the payload's `id`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ..models import from_iso, to_iso, utcnow
+from . import channels
+from .config import (
+    LEASE_MARGIN,
+    EmailConfig,
+    NotifyConfig,
+    SlackConfig,
+    WebhookConfig,
+    from_settings,
+)
+from .retry import RetryPolicy
+
+log = logging.getLogger("approvalctl.notify")
+
+
+@dataclass
+class Outcome:
+    """One delivery attempt, as recorded."""
+
+    outbox_id: int
+    channel: str
+    event: str
+    request_id: str
+    result: str  # sent | retry | failed | lost (the lease ran out; another worker owns it)
+    attempts: int
+    error: str | None = None
+    next_attempt_at: str | None = None
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def count(self, result: str) -> int:
+        return sum(1 for o in self.outcomes if o.result == result)
+
+    def summary(self) -> str:
+        return (f"{self.count('sent')} sent, {self.count('retry')} to retry, "
+                f"{self.count('failed')} failed")
+
+
+def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
+            request: dict[str, Any], client: Any) -> None:
+    """One delivery attempt on `channel`; raises channels.DeliveryError on failure."""
+    target = cfg.channel(channel)
+    if target is None:
+        raise channels.DeliveryError(f"channel {channel} is not configured (any more)",
+                                     transient=False)
+    try:
+        if isinstance(target, SlackConfig):
+            channels.send_slack(client, target, event, request, cfg.templates_dir)
+        elif isinstance(target, EmailConfig):
+            channels.send_email(target, event, request, cfg.templates_dir)
+        elif isinstance(target, WebhookConfig):
+            channels.send_webhook(client, target, outbox_id, event, request)
+    except channels.DeliveryError:
+        raise
+    except Exception as exc:  # a broken template override, a bug: dead-letter, say why
+        detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+        raise channels.DeliveryError(detail, transient=False) from None
+
+
+def _timeout(cfg: NotifyConfig, channel: str) -> float:
+    target = cfg.channel(channel)
+    return target.timeout if target is not None else 0.0
+
+
+def _claim(store: Any, cfg: NotifyConfig, limit: int, due_before: str | None,
+           clock: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Lease up to `limit` due rows; any whose lease is already too short is handed back."""
+    now = clock()
+    rows = store.claim_outbox(now=to_iso(now), due_before=due_before, limit=limit,
+                              lease_until=to_iso(now + timedelta(seconds=cfg.worker.lease)))
+    if not rows:
+        return rows
+    left = (from_iso(rows[0]["claimed_until"]) - clock()).total_seconds()
+    keep = [r for r in rows if left >= _timeout(cfg, r["channel"]) + LEASE_MARGIN]
+    if len(keep) < len(rows):
+        # The claim itself was slow (a busy database): rather than risk a second worker
+        # sending a row while this one still is, give those rows back untouched.
+        store.release_outbox([r["id"] for r in rows if r not in keep],
+                             rows[0]["claimed_until"])
+    return keep
+
+
+def process_due(store: Any, cfg: NotifyConfig, *, client: Any = None,
+                policy: RetryPolicy | None = None, due_before: str | None = None,
+                clock: Callable[[], Any] = utcnow) -> Report:
+    """Claim one batch of due rows and attempt each once. Returns what happened.
+
+    The rows of a batch are attempted in parallel threads, so one hung receiver does not
+    hold up every other channel for its timeout; only this thread touches the database.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    policy = policy or RetryPolicy(cfg.retry)
+    report = Report()
+    rows = _claim(store, cfg, cfg.worker.batch, due_before, clock)
+    if not rows:
+        return report
+    own_client = client is None
+    if own_client:
+        import httpx
+
+        client = httpx.Client()
+    try:
+        with ThreadPoolExecutor(max_workers=len(rows),
+                                thread_name_prefix="approvalctl-send") as pool:
+            futures = {pool.submit(_attempt_row, cfg, row, client): row for row in rows}
+            for future in as_completed(futures):
+                row = futures[future]
+                report.outcomes.append(_record(store, policy, row, future.result(), clock))
+    finally:
+        if own_client:
+            client.close()
+    return report
+
+
+def _attempt_row(cfg: NotifyConfig, row: dict[str, Any], client: Any
+                 ) -> channels.DeliveryError | None:
+    """Attempt one row (in a sending thread); returns the error, or None when delivered."""
+    try:
+        request = json.loads(row["payload"])
+    except ValueError as exc:
+        return channels.DeliveryError(f"unreadable outbox payload: {exc}", transient=False)
+    try:
+        attempt(cfg, row["channel"], row["id"], row["event"], request, client)
+    except channels.DeliveryError as exc:
+        return exc
+    return None
+
+
+def _record(store: Any, policy: RetryPolicy, row: dict[str, Any],
+            error: channels.DeliveryError | None, clock: Callable[[], Any]) -> Outcome:
+    attempts = row["attempts"] + 1
+    out = Outcome(outbox_id=row["id"], channel=row["channel"], event=row["event"],
+                  request_id=row["request_id"], result="sent", attempts=attempts)
+    if error is not None:
+        out.error = error.detail
+        verdict = policy.after_failure(attempts, error)
+        if verdict.retry:
+            out.result = "retry"
+            out.next_attempt_at = to_iso(clock() + timedelta(seconds=verdict.delay))
+        else:
+            out.result = "failed"
+    recorded = store.record_delivery(row["id"], lease=row["claimed_until"],
+                                     channel=row["channel"], result=out.result,
+                                     at=to_iso(clock()), error=out.error,
+                                     next_attempt_at=out.next_attempt_at)
+    if not recorded:
+        out.result = "lost"
+    log.info("outbox #%s %s %s -> %s (attempt %s)%s", row["id"], row["event"], row["channel"],
+             out.result, attempts, f": {out.error}" if out.error else "")
+    return out
+
+
+def run_once(store: Any, cfg: NotifyConfig, *, client: Any = None, **kwargs: Any) -> Report:
+    """Deliver everything due now (rows that become due during the run wait for the next)."""
+    import httpx
+
+    due_before = to_iso(utcnow())
+    report = Report()
+    policy = kwargs.pop("policy", None) or RetryPolicy(cfg.retry)
+    # One client for the whole run: connections are reused, TLS set up once.
+    with (httpx.Client() if client is None else _borrowed(client)) as http:
+        while True:
+            batch = process_due(store, cfg, due_before=due_before, client=http,
+                                policy=policy, **kwargs)
+            report.outcomes.extend(batch.outcomes)
+            if len(batch.outcomes) < cfg.worker.batch:
+                return report
+
+
+class _borrowed:
+    """A caller's client, used in a `with` block without closing it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __enter__(self) -> Any:
+        return self.client
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def run_forever(store: Any, cfg: NotifyConfig, stop: threading.Event,
+                on_outcome: Callable[[Outcome], None] | None = None) -> None:
+    """Deliver until `stop` is set, up to `worker.batch` attempts in flight at once.
+
+    New rows are claimed as soon as a slot frees up, so one hung receiver occupies one
+    slot for its timeout, not the whole worker. Database hiccups are logged, never fatal:
+    the rows stay in the outbox. On stop, attempts in flight finish and are recorded.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    import httpx
+
+    policy = RetryPolicy(cfg.retry)
+    inflight: dict[Future[Any], dict[str, Any]] = {}
+
+    def record(done: set[Future[Any]]) -> None:
+        for future in done:
+            row = inflight.pop(future)
+            try:
+                outcome = _record(store, policy, row, future.result(), utcnow)
+            except Exception as exc:  # the lease runs out and the row is tried again
+                log.warning("notification worker: cannot record #%s: %s", row["id"],
+                            getattr(exc, "detail", exc))
+                continue
+            if on_outcome:
+                on_outcome(outcome)
+
+    with httpx.Client() as client, ThreadPoolExecutor(
+            max_workers=cfg.worker.batch, thread_name_prefix="approvalctl-send") as pool:
+        while not stop.is_set():
+            free = cfg.worker.batch - len(inflight)
+            rows: list[dict[str, Any]] = []
+            if free > 0:
+                try:
+                    rows = _claim(store, cfg, free, None, utcnow)
+                except Exception as exc:
+                    log.warning("notification worker: %s", getattr(exc, "detail", exc))
+            for row in rows:
+                inflight[pool.submit(_attempt_row, cfg, row, client)] = row
+            if inflight:
+                done, _ = wait(list(inflight), timeout=cfg.worker.poll_interval,
+                               return_when=FIRST_COMPLETED)
+                record(done)
+            elif not rows:
+                stop.wait(cfg.worker.poll_interval)
+        record(wait(list(inflight)).done)
+
+
+def start_background(store: Any, settings: Any) -> Callable[[], None]:
+    """Start a worker thread for `serve`; returns a function that stops and joins it.
+
+    Validates the notification config first (InvalidInput naming the bad key), so a broken
+    config stops `serve` at start-up instead of failing every delivery later.
+    """
+    from .messages import check_templates
+
+    cfg = from_settings(settings)
+    check_templates(cfg.templates_dir)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_forever, args=(store, cfg, stop),
+                              name="approvalctl-notify", daemon=True)
+    thread.start()
+
+    def stop_worker(timeout: float | None = None) -> None:
+        stop.set()
+        # An attempt in flight finishes (bounded by the channel timeout) before we return.
+        thread.join(timeout)
+
+    return stop_worker
