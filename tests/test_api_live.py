@@ -228,3 +228,59 @@ def test_loopback_detection():
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.com"))
 
 
+
+
+@pytest.mark.slow
+def test_serve_runs_the_notification_worker_when_configured(tmp_path, monkeypatch):
+    """A webhook receiver on loopback gets the `created` event of a request made over HTTP."""
+    import http.server
+    import json as jsonlib
+
+    received: list[dict] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"body": jsonlib.loads(body),
+                             "signature": self.headers.get("X-Approvalctl-Signature")})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "notifications:\n  webhooks:\n"
+        f"    - url: http://127.0.0.1:{receiver.server_address[1]}/hook\n"
+        "      secret_env: HOOK_SECRET\n      events: [created]\n")
+    from approvalctl.models import Principal
+    from approvalctl.service import ApprovalService
+    from approvalctl.store import open_store
+
+    db = tmp_path / "serve.db"
+    store = open_store(str(db))
+    key, _ = ApprovalService(store).create_key(Principal("t", "admin", local=True), "bot",
+                                               "user")
+    port = free_port()
+    monkeypatch.setenv("APPROVALCTL_CONFIG", str(config))
+    monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    proc = start_serve(db, port)  # its environment is a copy of ours
+    try:
+        req = httpx.post(f"http://127.0.0.1:{port}{API}", json={"tool_name": "deploy"},
+                         headers={"X-API-Key": key}).json()
+        deadline = time.monotonic() + 15
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert received, "no webhook delivery"
+        assert req["id"] in jsonlib.dumps(received[0]["body"])
+        assert received[0]["signature"].startswith("t=")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        receiver.shutdown()
+        receiver.server_close()
+        store.close()
+    assert proc.returncode == 0, err
