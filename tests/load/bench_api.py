@@ -213,6 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     secs, conns = args.seconds, args.connections
 
+    load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="approvalctl-bench-"))
     db = str(tmp / "bench.db")
     t0 = time.perf_counter()
@@ -278,7 +279,8 @@ def main() -> None:
     targets = {"create": 2500, "decide": 2500, "list (50 items)": 1500, "get": 3000}
     base = results["baseline insert"]["rps"]
     print(f"\n{conns} connections, {secs:g} s per phase, {os.cpu_count()} CPUs, "
-          f"database of {args.rows:,} requests\n")
+          f"database of {args.rows:,} requests; 1-min load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after (other work on the machine skews the figures)\n")
     print("| operation | req/s | p50 ms | p99 ms | of baseline | target | statuses |")
     print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
     for name, r in results.items():
