@@ -66,9 +66,9 @@ def serve_cmd(
                                          help="Seconds between background expiry sweeps."),
 ) -> None:
     """Serve the HTTP API and /metrics (docs at /docs). Ctrl-C stops it gracefully."""
+    # serve always works on the database: a `server:` in the config file (there for the
+    # CLI's remote mode) must not stop the machine that is that server from serving.
     state = state_of(ctx)
-    if state.remote:
-        raise InvalidInput("serve works on a database; it cannot be used with --server")
     if not is_loopback(host):
         if not allow_remote:
             raise InvalidInput(f"refusing to listen on non-loopback address {host}: pass "
