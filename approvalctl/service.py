@@ -244,11 +244,28 @@ class ApprovalService:
                       counters=counters.for_decision(EXPIRED, 0),
                       outbox=[(c, "expired") for c in self.settings.channels_for("expired")])
 
+    def _expiry_changes(self, now: str) -> Callable[[ApprovalRequest], Change]:
+        """`_expiry_change` for a whole sweep as of `now`.
+
+        A big sweep expires 100,000 requests: what every expiry shares (the time, the
+        counters, the channels) is worked out once, not per request.
+        """
+        tally = counters.for_decision(EXPIRED, 0)
+        outbox = [(c, "expired") for c in self.settings.channels_for("expired")]
+
+        def change(req: ApprovalRequest) -> Change:
+            return Change(request_id=req.id, actor=SYSTEM, action="expire",
+                          from_status=PENDING, to_status=EXPIRED, at=now,
+                          detail={"expires_at": req.expires_at}, counters=tally, outbox=outbox)
+
+        return change
+
     def sweep(self, actor: Principal | None = None) -> list[str]:
         """Expire every overdue pending request; safe to run anywhere, at any rate."""
         if actor is not None:
             rbac.require(actor, rbac.SWEEP, "sweep expired requests")
-        return self.store.expire_overdue(to_iso(self.clock()), self._expiry_change)
+        now = to_iso(self.clock())
+        return self.store.expire_overdue(now, self._expiry_changes(now))
 
     # ------------------------------------------------------------ wait
     def wait(self, actor: Principal, id_or_prefix: str, timeout: float | None,

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from .. import audit, counters
-from ..models import PENDING, ApprovalRequest, Change
+from ..models import PENDING, STATUSES, ApprovalRequest, Change
 from .outbox import OutboxQueries
 
 REQUEST_COLUMNS = ApprovalRequest.FIELDS
@@ -164,7 +164,8 @@ class SQLStore(OutboxQueries):
                 payloads = {}
                 for r, c in zip(reqs, changes):
                     r.status, r.decided_at = c.to_status, c.at
-                    payloads[r.id] = json.dumps(r.to_dict(), sort_keys=True)
+                    if c.outbox:  # only notification rows carry the payload; it is costly
+                        payloads[r.id] = json.dumps(r.to_dict(), sort_keys=True)
                 self._append_changes(cur, changes, payloads)
                 expired.extend(r.id for r in reqs)
             if len(rows) < batch:
@@ -231,24 +232,31 @@ class SQLStore(OutboxQueries):
         return [request_from_row(r) for r in rows]
 
     def stats(self, since: str) -> dict[str, Any]:
-        """Raw figures over requests created at or after `since`."""
+        """Raw figures over requests created at or after `since`.
+
+        Counts and the response-time average come from one pass over the covering
+        (created_at, status, response_ms) index; a GROUP BY would sort every row in the window
+        (0.5 s at a million). Each percentile is a walk along the response-time index to the
+        n-th row in the window, never a sort.
+        """
+        counts = ", ".join(f"COUNT(CASE WHEN status = '{s}' THEN 1 END)" for s in STATUSES)
         with self._read() as cur:
-            by_status = dict(self._exec(
-                cur, "SELECT status, COUNT(*) FROM requests"
+            row = self._exec(
+                cur, f"SELECT {counts}, COUNT(response_ms), AVG(response_ms) FROM requests"
                 + self._use_index("requests_created_stats")
-                + " WHERE created_at >= ? GROUP BY status", (since,)).fetchall())
-            n, avg = self._exec(
-                cur, "SELECT COUNT(response_ms), AVG(response_ms) FROM requests"
-                + self._use_index("requests_created_stats")
-                + " WHERE created_at >= ? AND response_ms IS NOT NULL", (since,)).fetchone()
+                + " WHERE created_at >= ?", (since,)).fetchone()
+            by_status = {s: c for s, c in zip(STATUSES, row) if c}
+            n, avg = row[len(STATUSES)], row[len(STATUSES) + 1]
             percentiles = {}
             for name, q in (("p50", 0.50), ("p95", 0.95)):
                 if not n:
                     percentiles[name] = None
                     continue
                 row = self._exec(
-                    cur, "SELECT response_ms FROM requests WHERE created_at >= ? AND "
-                    "response_ms IS NOT NULL ORDER BY response_ms LIMIT 1 OFFSET ?",
+                    cur, "SELECT response_ms FROM requests"
+                    + self._use_index("requests_response_time")
+                    + " WHERE response_ms IS NOT NULL AND created_at >= ? "
+                    "ORDER BY response_ms LIMIT 1 OFFSET ?",
                     (since, min(n - 1, int(q * n)))).fetchone()
                 percentiles[name] = row[0] if row else None
             oldest = self._exec(cur, "SELECT created_at FROM requests WHERE status = ? "
