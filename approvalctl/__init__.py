@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ApprovalConflict",
+    "ApprovalDenied",
     "ApprovalRequest",
     "ApprovalService",
     "ApprovalctlError",
@@ -26,6 +27,7 @@ __all__ = [
     "Unavailable",
     "__version__",
     "open_store",
+    "require_approval",
 ]
 
 _WHERE = {
@@ -34,6 +36,8 @@ _WHERE = {
     "ApprovalService": "service",
     "Settings": "config",
     "Client": "client",
+    "ApprovalDenied": "client",
+    "require_approval": "client",
     "open_store": "store",
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -55,6 +56,8 @@ IDEMPOTENCY_HOURS = 24
 SYSTEM = "system"
 
 ACTIONS = {"approve": APPROVED, "reject": REJECTED}
+#: A key's name becomes the user_id of its requests and a URL path segment.
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 
 
 class ApprovalService:
@@ -338,6 +341,9 @@ class ApprovalService:
         """A new key: returns the secret (shown once, never stored) and its public record."""
         rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
         name = _text(name, "key name", required=True, limit=100)
+        if not KEY_NAME.fullmatch(name):  # type: ignore[arg-type]
+            raise InvalidInput(f"invalid key name {name!r}: use letters, digits and _ . @ -, "
+                               "starting with a letter or digit")
         if role not in rbac.ROLES:
             raise InvalidInput(f"unknown role {role!r}: expected one of {', '.join(rbac.ROLES)}")
         if self.store.get_key(name=name):

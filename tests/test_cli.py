@@ -8,6 +8,7 @@ through the command line.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -53,9 +54,27 @@ class CLI:
         return result.stdout.strip()
 
 
-@pytest.fixture
-def cli(db_url: str, monkeypatch: pytest.MonkeyPatch) -> CLI:
-    return CLI(db_url, monkeypatch)
+class RemoteCLI(CLI):
+    """The same commands over HTTP: `--server` via APPROVALCTL_SERVER, with an admin key named
+    like the local operator ($USER) and a `user` key for the agent."""
+
+    mode = "remote"
+
+    def __init__(self, db_url: str, monkeypatch: pytest.MonkeyPatch, live) -> None:
+        super().__init__(db_url, monkeypatch)
+        operator = live.key(os.environ["USER"], "admin")
+        agent = live.key("deploy-bot", "user")
+        self.env = {"APPROVALCTL_SERVER": live.url, "APPROVALCTL_API_KEY": operator}
+        self.agent_env = {**self.env, "APPROVALCTL_API_KEY": agent}
+
+
+@pytest.fixture(params=["local", "remote"])
+def cli(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest.MonkeyPatch) -> CLI:
+    if request.param == "local":
+        return CLI(db_url, monkeypatch)
+    # no background sweep: scenarios that sweep expect to be the ones that expire
+    live = request.getfixturevalue("make_server")(sweep_interval=3600)
+    return RemoteCLI(db_url, monkeypatch, live)
 
 
 def test_request_prints_only_the_id(cli) -> None:

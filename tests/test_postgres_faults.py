@@ -222,7 +222,6 @@ def test_recovers_by_itself_after_a_restart_under_load(private_cluster):
 
 @pytest.mark.slow
 def test_server_answers_503_while_postgres_is_down_then_recovers(private_cluster, tmp_path):
-    pytest.importorskip("approvalctl.server", reason="the HTTP server is not merged yet")
     import httpx
 
     url = private_cluster.url + "?pool_timeout=2"

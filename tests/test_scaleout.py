@@ -27,9 +27,6 @@ from approvalctl import counters
 from approvalctl.models import Principal, to_iso, utcnow
 
 pytestmark = pytest.mark.slow
-# `approvalctl serve` arrives with the HTTP API branch; until it is merged there is nothing
-# to scale out (remove this line once it is on main).
-pytest.importorskip("approvalctl.server", reason="the HTTP server is not merged yet")
 
 
 def free_port() -> int:

@@ -92,9 +92,25 @@ class SQLiteStore(SQLStore):
             raise _fail(self.path, exc) from None
 
     @contextmanager
+    def group_commit(self) -> Iterator[None]:
+        """Several changes in one transaction, each in its own savepoint: one commit for all.
+
+        A change that fails inside is undone alone; the others still commit together.
+        """
+        with self._write():
+            self._local.group = True
+            try:
+                yield
+            finally:
+                self._local.group = False
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """BEGIN IMMEDIATE: take the write lock up front, so transactions never deadlock."""
         conn = self._conn()
+        if getattr(self._local, "group", False):
+            yield from self._savepoint(conn)
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -119,6 +135,22 @@ class SQLiteStore(SQLStore):
         # Index inserts in key order of a secondary index land on random pages; with the
         # default 2 MB page cache a million-row copy would spend its time re-reading them.
         self._conn().execute("PRAGMA cache_size = -262144")  # 256 MB, this connection only
+
+    def _savepoint(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
+        try:
+            conn.execute("SAVEPOINT change")
+        except sqlite3.Error as exc:
+            raise _fail(self.path, exc) from None
+        try:
+            yield conn.cursor()
+        except BaseException as exc:
+            conn.execute("ROLLBACK TO change")
+            conn.execute("RELEASE change")
+            if isinstance(exc, sqlite3.Error):
+                raise _fail(self.path, exc) from None
+            raise
+        else:
+            conn.execute("RELEASE change")
 
     def close(self) -> None:
         with self._conns_lock:

@@ -1,0 +1,527 @@
+"""The HTTP face of the service: a Starlette app, thin by design.
+
+Every handler does the same five things: authenticate the key, check the request against the
+OpenAPI document, call one service method, serialise the result, and turn the core's named
+errors into `application/problem+json`. Who may do what is decided by the service, never
+here. The service's calls are synchronous database work, so they run in the thread pool and
+the event loop stays free for long-polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route, request_response
+
+from .. import __version__, metrics
+from ..config import Settings
+from ..errors import ApprovalctlError, InvalidInput, RateLimited
+from ..models import PENDING, from_iso, to_iso, utcnow
+from ..service import IDEMPOTENCY_HOURS, ApprovalService
+from . import spec
+from .dbthread import DatabaseThread
+from .docs import DOCS_HTML
+
+log = logging.getLogger("approvalctl.server")
+
+#: Bodies are small JSON objects (arguments are capped at 64 KiB); anything bigger is refused
+#: while it is still being read, long before a 1 MiB upload is buffered.
+MAX_BODY = 256 * 1024
+MAX_WAIT = 60.0
+POLL_SECONDS = 0.2
+IDEMPOTENCY_HEADER = re.compile(r"[!-~]{1,255}")
+PROBLEM = "application/problem+json"
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body exceeds MAX_BODY."""
+
+    http_status = 413
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A body that is not application/json."""
+
+    http_status = 415
+    title = "Unsupported media type"
+
+
+# ---------------------------------------------------------------- responses
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None,
+            **extra: Any) -> Response:
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    data = {"type": f"urn:approvalctl:problem:{slug}", "title": title, "status": status,
+            "detail": detail, **{k: v for k, v in extra.items() if v is not None}}
+    body = json.dumps(data, ensure_ascii=False).encode()
+    return Response(body, status_code=status, headers=headers, media_type=PROBLEM)
+
+
+def error_response(exc: ApprovalctlError) -> Response:
+    headers = None
+    extra: dict[str, Any] = {}
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+        extra["retry_after"] = exc.retry_after
+    current = getattr(exc, "current_status", None)
+    if current:
+        extra["current_status"] = current
+    return problem(exc.http_status, exc.title, exc.detail, headers=headers, **extra)
+
+
+# ---------------------------------------------------------------- rate limiting
+class RateLimiter:
+    """A token bucket per API key: `rate` requests per second, bursts of up to `rate`."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = float(rate)
+        self.burst = max(1.0, self.rate)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def check(self, key: str) -> None:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            retry = max(1, math.ceil((1.0 - tokens) / self.rate))
+            raise RateLimited(f"rate limit of {self.rate:g} requests per second for API key "
+                              f"{key!r} exceeded; retry after {retry} s", retry)
+        self._buckets[key] = (tokens - 1.0, now)
+
+
+# ---------------------------------------------------------------- the app
+Handler = Callable[["Call"], Awaitable[Response]]
+
+
+class Call:
+    """One request as a handler sees it: validated parameters, the caller, the body."""
+
+    __slots__ = ("request", "op", "principal", "query", "path")
+
+    def __init__(self, request: Request, op: spec.Operation) -> None:
+        self.request = request
+        self.op = op
+        self.principal: Any = None
+        self.query: dict[str, Any] = {}
+        self.path: dict[str, str] = {}
+
+
+class Api:
+    """The handlers, bound to one service."""
+
+    def __init__(self, store: Any, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.service = ApprovalService(store, settings)
+        rate = settings.rate_limit
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or not rate > 0):
+            raise InvalidInput(f"rate_limit must be a number of requests per second greater "
+                               f"than zero, got {rate!r}")
+        self.limiter = RateLimiter(rate) if rate else None
+        self.ops = spec.operations()
+        # SQLite: one database thread with group commit (see dbthread.py). PostgreSQL waits
+        # on the network, so a few threads overlap those waits instead.
+        self.sqlite = getattr(store, "dialect", "sqlite") == "sqlite"
+        self.db_thread = DatabaseThread(store) if self.sqlite else None
+        self.db_pool = None if self.sqlite else ThreadPoolExecutor(
+            max_workers=8, thread_name_prefix="approvalctl-db")
+        # Point reads by primary key (the key look-up of every request, one request by id)
+        # take microseconds on SQLite and WAL readers never wait for the writer, so they run
+        # on the loop's own connection and save a thread hop; over a network they do not.
+        self.inline_reads = self.sqlite
+        self.stopping = False
+        self._last_purge = 0.0
+
+    # ---- plumbing shared by every operation
+    async def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking service call on the database thread(s), off the event loop."""
+        call = functools.partial(func, *args, **kwargs)
+        if self.db_thread is not None:
+            return await asyncio.wrap_future(self.db_thread.submit(call))
+        return await asyncio.get_running_loop().run_in_executor(self.db_pool, call)
+
+    async def write(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Like run(), for a change: it may share one commit with others queued with it."""
+        call = functools.partial(func, *args, **kwargs)
+        if self.db_thread is not None:
+            return await asyncio.wrap_future(self.db_thread.submit(call, write=True))
+        return await asyncio.get_running_loop().run_in_executor(self.db_pool, call)
+
+    def close(self) -> None:
+        if self.db_thread is not None:
+            self.db_thread.shutdown()
+        if self.db_pool is not None:
+            self.db_pool.shutdown(wait=True)
+
+    async def read(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A point read: inline on SQLite, on the database threads otherwise."""
+        if self.inline_reads:
+            return func(*args, **kwargs)
+        return await self.run(func, *args, **kwargs)
+
+    def _authenticate(self, request: Request) -> Any:
+        headers = request.headers
+        secret = headers.get("x-api-key")
+        if secret is None:
+            auth = headers.get("authorization")
+            if auth is not None:
+                scheme, _, value = auth.partition(" ")
+                if scheme.lower() != "bearer":
+                    raise _unauth("Authorization must use the Bearer scheme "
+                                  "(Authorization: Bearer KEY)")
+                secret = value
+        return self.service.authenticate(secret)
+
+    async def _body(self, call: Call) -> Any:
+        request = call.request
+        ctype = request.headers.get("content-type")
+        length = request.headers.get("content-length")
+        if ctype is None and length in (None, "0"):
+            raise InvalidInput("a JSON request body is required (Content-Type: "
+                               "application/json)")
+        media = (ctype or "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            raise UnsupportedMediaType(f"Content-Type must be application/json, got "
+                                       f"{(ctype or 'none')[:80]!r}")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise InvalidInput("malformed Content-Length header") from None
+            if declared > MAX_BODY:
+                raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of "
+                                      f"{MAX_BODY // 1024} KiB")
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:  # stop reading: nothing more is buffered
+                    raise PayloadTooLarge(f"request body exceeds the limit of "
+                                          f"{MAX_BODY // 1024} KiB")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise InvalidInput("the client disconnected while sending the body") from None
+        return call.op.check_body(parse_json(b"".join(chunks)))
+
+    def endpoint(self, path: str, handlers: dict[str, Handler]) -> Route:
+        """One route per path: method dispatch here, so 405 carries the full Allow list."""
+        ops = {m: self.ops[(m, path)] for m in handlers}
+        allow = ", ".join(sorted(handlers))
+
+        async def dispatch(request: Request) -> Response:
+            request.scope["approvalctl.route"] = path
+            method = request.method if request.method != "HEAD" else "GET"
+            handler = handlers.get(method)
+            if handler is None:
+                return problem(405, "Method not allowed", f"{request.method} is not allowed on "
+                               f"{path}; allowed: {allow}", headers={"Allow": allow})
+            op = ops[method]
+            call = Call(request, op)
+            try:
+                if not op.public:
+                    call.principal = await self.read(self._authenticate, request)
+                    if self.limiter is not None:
+                        self.limiter.check(call.principal.name)
+                for name, value in request.path_params.items():
+                    call.path[name] = op.check_path(name, value)
+                call.query = op.check_query(request.query_params.multi_items())
+                return await handler(call)
+            except ApprovalctlError as exc:
+                return error_response(exc)
+            except Exception:  # a bug: log it, never leak a traceback to the caller
+                log.exception("unhandled error in %s %s", request.method, path)
+                return problem(500, "Internal error", "the server failed to handle this "
+                               "request; the error is in its log")
+
+        # An ASGI object (not a function) with methods=None: every method reaches dispatch,
+        # which answers 405 itself with the full Allow list.
+        return Route(path, _AnyMethod(request_response(dispatch)), methods=None)
+
+    # ---- approvals
+    async def create(self, call: Call) -> Response:
+        body = await self._body(call)
+        key = call.request.headers.get("idempotency-key")
+        if key is not None and not IDEMPOTENCY_HEADER.fullmatch(key):
+            raise InvalidInput("Idempotency-Key must be 1-255 visible ASCII characters")
+        req, replayed = await self.write(
+            self.service.create_idempotent, call.principal, body["tool_name"],
+            body.get("arguments"), reason=body.get("reason"), risk=body.get("risk"),
+            ttl_seconds=body.get("ttl_seconds"), idempotency_key=key)
+        headers = {"Location": f"/api/v1/approvals/{req.id}"}
+        if key is not None:
+            headers["Idempotent-Replayed"] = "true" if replayed else "false"
+        return json_response(req.to_dict(), 201, headers)
+
+    async def list_approvals(self, call: Call) -> Response:
+        q = call.query
+        page = await self.run(self.service.list, call.principal,
+                              status=q.get("status", PENDING), tool_name=q.get("tool_name"),
+                              user_id=q.get("user_id"), limit=q.get("limit", 50),
+                              cursor=q.get("cursor"))
+        return json_response({"items": [r.to_dict() for r in page.items],
+                              "next_cursor": page.next_cursor})
+
+    async def stats(self, call: Call) -> Response:
+        since = int(call.query.get("since", "86400"))
+        return json_response(await self.run(self.service.stats, call.principal, since))
+
+    async def get(self, call: Call) -> Response:
+        req = await self.read(self.service.get, call.principal, call.path["id"])
+        wait = call.query.get("wait")
+        if wait and req.status == PENDING:
+            req = await self._long_poll(call, req, min(float(wait), MAX_WAIT))
+        return json_response(req.to_dict())
+
+    async def _long_poll(self, call: Call, req: Any, wait: float) -> Any:
+        """Poll one indexed row a few times a second until it leaves pending.
+
+        Polling the database (not an in-process signal) is what makes a decision by another
+        server process or a local CLI visible here; asyncio.sleep keeps the loop free.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        expires = from_iso(req.expires_at)
+        while not self.stopping:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(POLL_SECONDS, remaining))
+            if utcnow() >= expires:  # expire it now rather than wait for the next sweep
+                await self.run(self.service.sweep)
+            status = await self.read(self.store.get_status, req.id)
+            if status != PENDING:
+                break
+            if await call.request.is_disconnected():
+                break
+        return await self.run(self.service.get, call.principal, req.id)
+
+    async def decide(self, call: Call) -> Response:
+        body = await self._body(call)
+        req = await self.write(self.service.decide, call.principal, call.path["id"],
+                             body["action"], body.get("note"))
+        return json_response(req.to_dict())
+
+    async def cancel(self, call: Call) -> Response:
+        req = await self.write(self.service.cancel, call.principal, call.path["id"])
+        return json_response(req.to_dict())
+
+    # ---- operations and admin (extensions for the remote CLI)
+    async def sweep(self, call: Call) -> Response:
+        ids = await self.run(self.service.sweep, call.principal)
+        return json_response({"expired": len(ids), "ids": ids})
+
+    async def audit_list(self, call: Call) -> Response:
+        q = call.query
+        rows = await self.run(self.service.audit_list, call.principal,
+                              request_id=q.get("request_id"), limit=q.get("limit", 100))
+        return json_response(rows)
+
+    async def audit_verify(self, call: Call) -> Response:
+        result = await self.run(self.service.audit_verify, call.principal)
+        return json_response(result.to_dict())
+
+    async def list_keys(self, call: Call) -> Response:
+        return json_response(await self.run(self.service.list_keys, call.principal))
+
+    async def create_key(self, call: Call) -> Response:
+        body = await self._body(call)
+        secret, record = await self.run(self.service.create_key, call.principal, body["name"],
+                                        body["role"], body.get("expires_seconds"))
+        return json_response({**record, "key": secret}, 201,
+                             {"Location": f"/api/v1/keys/{quote(record['name'])}"})
+
+    async def revoke_key(self, call: Call) -> Response:
+        name = call.path["name"]
+        await self.run(self.service.revoke_key, call.principal, name)
+        keys = await self.run(self.service.list_keys, call.principal)
+        return json_response(next(k for k in keys if k["name"] == name))
+
+    # ---- service endpoints
+    async def health(self, call: Call) -> Response:
+        await self.run(self.store.get_status, "0" * 26)  # raises Unavailable if the DB is gone
+        return json_response({"status": "ok", "version": __version__})
+
+    async def metrics(self, call: Call) -> Response:
+        body, ctype = await self.run(metrics.render, self.store)
+        return Response(body, headers={"Content-Type": ctype})
+
+    async def openapi(self, call: Call) -> Response:
+        return Response(spec.spec_json(), media_type="application/json")
+
+    async def docs(self, call: Call) -> Response:
+        return Response(DOCS_HTML, media_type="text/html")
+
+    # ---- housekeeping in the background
+    def housekeeping(self) -> None:
+        """Expire overdue requests, write buffered counters, drop old idempotency keys."""
+        self.service.sweep()
+        self.store.flush_counters()
+        now = time.monotonic()
+        if now - self._last_purge > 600:
+            self._last_purge = now
+            self.store.purge_idempotency(to_iso(utcnow() - timedelta(hours=IDEMPOTENCY_HOURS)))
+
+    def routes(self) -> list[Route]:
+        return [
+            self.endpoint("/api/v1/approvals", {"POST": self.create, "GET": self.list_approvals}),
+            self.endpoint("/api/v1/approvals/stats", {"GET": self.stats}),
+            self.endpoint("/api/v1/approvals/{id}", {"GET": self.get, "PUT": self.decide,
+                                                     "DELETE": self.cancel}),
+            self.endpoint("/api/v1/sweep", {"POST": self.sweep}),
+            self.endpoint("/api/v1/audit", {"GET": self.audit_list}),
+            self.endpoint("/api/v1/audit/verify", {"GET": self.audit_verify}),
+            self.endpoint("/api/v1/keys", {"GET": self.list_keys, "POST": self.create_key}),
+            self.endpoint("/api/v1/keys/{name}", {"DELETE": self.revoke_key}),
+            self.endpoint("/healthz", {"GET": self.health}),
+            self.endpoint("/metrics", {"GET": self.metrics}),
+            self.endpoint("/openapi.json", {"GET": self.openapi}),
+            self.endpoint("/docs", {"GET": self.docs}),
+        ]
+
+
+class _AnyMethod:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def _unauth(detail: str) -> ApprovalctlError:
+    from ..errors import Unauthenticated
+
+    return Unauthenticated(detail)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON, or InvalidInput saying exactly what is wrong with it."""
+    if not raw.strip():
+        raise InvalidInput("the request body is empty: send a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the request body is not UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON: {exc.msg} at line {exc.lineno} column "
+                           f"{exc.colno}") from None
+    except RecursionError:
+        raise InvalidInput("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, integers with thousands of digits
+        raise InvalidInput(f"malformed JSON: {exc}") from None
+    if "\\u" in text and re.search(r"\\u[dD][89a-fA-F]", text):
+        try:  # a lone surrogate escape cannot be stored or echoed as UTF-8
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput("malformed JSON: a \\u escape is an unpaired surrogate, "
+                               "which is not valid Unicode") from None
+    return value
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class MetricsMiddleware:
+    """Times every request into the HTTP metrics, labelled by route template (not raw path)."""
+
+    METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def record(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            method = scope["method"] if scope["method"] in self.METHODS else "OTHER"
+            metrics.observe_http(scope.get("approvalctl.route", "unmatched"), method,
+                                 status[0], time.perf_counter() - start)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return problem(404, "Not found", f"no such endpoint: {request.url.path[:200]} "
+                       "(see /docs)")
+    return problem(exc.status_code, "HTTP error", str(exc.detail), headers=exc.headers)
+
+
+def create_app(store: Any, settings: Settings | None = None, *, background: bool = True,
+               sweep_interval: float = 5.0) -> Starlette:
+    """The ASGI app over `store`; with `background`, it sweeps every `sweep_interval` s."""
+    settings = settings or Settings()
+    api = Api(store, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        task = None
+        if background:
+            task = asyncio.create_task(_housekeeping_loop(api, sweep_interval))
+        try:
+            yield
+        finally:
+            api.stopping = True
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+            try:
+                await api.run(store.flush_counters)
+            except ApprovalctlError:
+                log.warning("could not write buffered counters at shutdown")
+            api.close()
+
+    app = Starlette(routes=api.routes(), lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error})
+    app.router.redirect_slashes = False
+    app.add_middleware(MetricsMiddleware)
+    app.state.api = api
+    return app
+
+
+async def _housekeeping_loop(api: Api, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await api.run(api.housekeeping)
+        except ApprovalctlError as exc:
+            log.warning("background sweep failed: %s", exc.detail)
+        except Exception:
+            log.exception("background sweep failed")

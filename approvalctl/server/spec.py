@@ -1,0 +1,223 @@
+"""The OpenAPI document as the server's validator: loaded once, compiled per operation.
+
+`specs/approval_api.yaml` is the source of truth. At start-up every operation's request body
+and query parameters are turned into JSON Schema validators, so a request is checked
+against exactly what the document promises and the two cannot drift.
+
+OpenAPI 3.0 schemas are almost JSON Schema Draft 4; the differences handled here are
+`nullable: true` (becomes a `null` type) and local `$ref`s (inlined; the spec has no cycles).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft4Validator
+
+from ..errors import InvalidInput
+
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+def spec_path() -> Path:
+    import approvalctl
+
+    return Path(approvalctl.__file__).resolve().parents[1] / "specs" / "approval_api.yaml"
+
+
+@lru_cache(maxsize=1)
+def load_spec() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(spec_path().read_text())
+
+
+@lru_cache(maxsize=1)
+def spec_json() -> bytes:
+    """The document as served at /openapi.json (encoded once)."""
+    return json.dumps(load_spec(), ensure_ascii=False).encode()
+
+
+def _resolve(spec: dict[str, Any], node: Any) -> Any:
+    """Inline `$ref`s and turn OpenAPI `nullable` into JSON Schema."""
+    if isinstance(node, list):
+        return [_resolve(spec, n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target: Any = spec
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        return _resolve(spec, copy.deepcopy(target))
+    out = {k: _resolve(spec, v) for k, v in node.items()
+           if k not in ("nullable", "example", "default")}
+    if node.get("nullable"):
+        kind = out.get("type")
+        if kind:
+            out["type"] = [kind, "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+@dataclass
+class Param:
+    name: str
+    location: str
+    required: bool
+    schema: dict[str, Any]
+    validator: Draft4Validator
+    description: str = ""
+
+    def coerce(self, raw: str) -> Any:
+        """A query or path string as the type its schema names."""
+        kind = self.schema.get("type")
+        if kind == "integer":
+            try:
+                return int(raw, 10)
+            except ValueError:
+                raise InvalidInput(f"query parameter {self.name} must be an integer, "
+                                   f"got {raw[:50]!r}") from None
+        if kind == "number":
+            try:
+                value = float(raw)
+            except ValueError:
+                value = float("nan")
+            if value != value or value in (float("inf"), float("-inf")):
+                raise InvalidInput(f"query parameter {self.name} must be a number, "
+                                   f"got {raw[:50]!r}")
+            return value
+        return raw
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    params: dict[str, Param] = field(default_factory=dict)
+    body: Draft4Validator | None = None
+    body_required: bool = False
+    public: bool = False
+
+    def check_query(self, query: list[tuple[str, str]]) -> dict[str, Any]:
+        """Validated, typed query parameters; 400 naming the first problem."""
+        out: dict[str, Any] = {}
+        for name, raw in query:
+            param = self.params.get(name)
+            if param is None or param.location != "query":
+                known = sorted(p.name for p in self.params.values() if p.location == "query")
+                hint = f" (known: {', '.join(known)})" if known else " (it takes none)"
+                raise InvalidInput(f"unknown query parameter {name[:50]!r}{hint}")
+            if name in out:
+                raise InvalidInput(f"query parameter {name} given more than once")
+            value = param.coerce(raw)
+            _check(param.validator, value, "query", param.description, name)
+            out[name] = value
+        return out
+
+    def check_path(self, name: str, value: str) -> str:
+        param = self.params[name]
+        _check(param.validator, value, "path", param.description, name)
+        return value
+
+    def check_body(self, body: Any) -> Any:
+        assert self.body is not None
+        _check(self.body, body, "request body", "")
+        return body
+
+
+def _check(validator: Draft4Validator, value: Any, where: str, description: str,
+           name: str = "") -> None:
+    error = next(iter(validator.iter_errors(value)), None)
+    if error is None:
+        return
+    path = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    field_name = (name + path).lstrip(".")
+    custom = error.schema.get("x-invalid") if isinstance(error.schema, dict) else None
+    if custom and error.validator not in ("required", "additionalProperties"):
+        raise InvalidInput(custom.format(value=_short(error.instance)))
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        raise InvalidInput(f"{where}: unknown field {extra[0]!r}" +
+                           (f" in {field_name}" if field_name else "") +
+                           f" (allowed: {allowed})")
+    if error.validator == "required":
+        raise InvalidInput(f"{where}: {error.message.split(' ')[0]} is required")
+    if error.validator == "enum":
+        options = ", ".join(str(o) for o in error.validator_value if o is not None)
+        raise InvalidInput(f"{where}: {field_name or 'value'} must be one of {options}, "
+                           f"got {_short(error.instance)}")
+    if error.validator == "type":
+        raise InvalidInput(f"{where}: {field_name or 'value'} must be "
+                           f"{_types(error.validator_value)}, not {_json_type(error.instance)}")
+    if error.validator == "pattern":
+        hint = error.schema.get("description") or description
+        raise InvalidInput(f"{where}: {field_name or 'value'} {_short(error.instance)} is not "
+                           f"allowed" + (f": {hint.rstrip('.')}" if hint else ""))
+    if field_name:
+        raise InvalidInput(f"{where}: {field_name}: {error.message[:300]}")
+    raise InvalidInput(f"{where}: {error.message[:300]}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _types(kind: Any) -> str:
+    names = {"string": "a string", "object": "a JSON object", "array": "an array",
+             "integer": "an integer", "number": "a number", "boolean": "true or false",
+             "null": "null"}
+    kinds = kind if isinstance(kind, list) else [kind]
+    return " or ".join(names.get(k, k) for k in kinds)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "a JSON object"
+
+
+@lru_cache(maxsize=1)
+def operations() -> dict[tuple[str, str], Operation]:
+    """Every (METHOD, path template) of the document, compiled."""
+    spec = load_spec()
+    ops: dict[tuple[str, str], Operation] = {}
+    for path, item in spec["paths"].items():
+        shared = item.get("parameters", [])
+        for method in HTTP_METHODS:
+            if method not in item:
+                continue
+            raw = item[method]
+            op = Operation(method=method.upper(), path=path, operation_id=raw["operationId"],
+                           public=raw.get("security") == [])
+            for p in [*shared, *raw.get("parameters", [])]:
+                p = _resolve(spec, p)
+                if p["in"] == "header":
+                    continue  # headers are read by name in the handler
+                schema = p["schema"]
+                op.params[p["name"]] = Param(p["name"], p["in"], p.get("required", False),
+                                             schema, Draft4Validator(schema),
+                                             p.get("description", ""))
+            body = raw.get("requestBody")
+            if body:
+                schema = _resolve(spec, body["content"]["application/json"]["schema"])
+                op.body = Draft4Validator(schema)
+                op.body_required = body.get("required", False)
+            ops[(op.method, path)] = op
+    return ops

@@ -1,0 +1,226 @@
+"""`approvalctl.Client` against a real server: the same models and errors as the service."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import approvalctl
+from approvalctl import errors
+from approvalctl.audit import VerifyResult
+from approvalctl.client import ApprovalDenied, Client, require_approval
+from approvalctl.models import ApprovalRequest, Page
+
+
+def test_client_is_exported_from_the_package():
+    assert approvalctl.Client is Client
+
+
+def test_create_get_list_decide_round_trip(live):
+    agent, ops = live.client("user"), live.client("operator")
+    req = agent.create("git_push", {"branch": "main"}, reason="release", risk="high",
+                       ttl_seconds=600)
+    assert isinstance(req, ApprovalRequest)
+    assert req.user_id == "agent-bot" and req.status == "pending"
+    assert agent.get(req.id[:12]) == req
+    page = ops.list(status="pending", tool_name="git_push", limit=10)
+    assert isinstance(page, Page) and [r.id for r in page.items] == [req.id]
+    done = ops.decide(req.id, "approve", "ship it")
+    assert (done.status, done.decided_by, done.decision_note) == ("approved", "olivia",
+                                                                  "ship it")
+    assert agent.get(req.id).status == "approved"
+    agent.close()
+    ops.close()
+
+
+def test_list_all_statuses_and_pages(live):
+    agent = live.client("user")
+    ids = [agent.create("t").id for _ in range(5)]
+    agent.cancel(ids[0])
+    first = agent.list(status="all", limit=2)
+    second = agent.list(status="all", limit=2, cursor=first.next_cursor)
+    third = agent.list(status="all", limit=2, cursor=second.next_cursor)
+    got = [r.id for p in (first, second, third) for r in p.items]
+    assert got == list(reversed(ids)) and third.next_cursor is None
+    assert agent.list(status=None).items == agent.list(status="all").items
+
+
+@pytest.mark.parametrize("call,exc,words", [
+    (lambda c: c.get("0000000000000000000000000z"), errors.NotFound, "no approval request"),
+    (lambda c: c.list(status="maybe"), errors.InvalidInput, "status"),
+    (lambda c: c.list(limit=0), errors.InvalidInput, "limit"),
+    (lambda c: c.decide("0000000000000000000000000z", "approve"), errors.Forbidden,
+     "may not approve"),
+    (lambda c: c.create("x", user_id="someone"), errors.Forbidden, "user_id"),
+    (lambda c: c.stats(), errors.Forbidden, "stats"),
+    (lambda c: c.audit_verify(), errors.Forbidden, "audit"),
+])
+def test_errors_are_the_core_exceptions(live, call, exc, words):
+    with live.client("user") as client, pytest.raises(exc) as info:
+        call(client)
+    assert words in info.value.detail
+
+
+def test_conflict_carries_the_current_status(live):
+    req = live.client("user").create("x")
+    ops = live.client("operator")
+    ops.decide(req.id, "reject")
+    with pytest.raises(errors.ApprovalConflict) as info:
+        ops.decide(req.id, "approve")
+    assert info.value.current_status == "rejected" and info.value.exit_code == 4
+
+
+def test_idempotency_mismatch_and_rate_limit_map_to_their_exceptions(make_server):
+    live = make_server(rate_limit=2)
+    client = live.client("user")
+    client.create("x", idempotency_key="k1")
+    with pytest.raises(errors.IdempotencyMismatch):
+        client.create("y", idempotency_key="k1")
+    with pytest.raises(errors.RateLimited) as info:
+        for _ in range(5):
+            client.list()
+    assert info.value.retry_after >= 1 and info.value.exit_code == 5
+
+
+def test_bad_or_revoked_keys_are_unauthenticated(live):
+    with Client(live.url, "actl_nope") as client, pytest.raises(errors.Unauthenticated):
+        client.list()
+    key = live.key("short-lived", "viewer")
+    with Client(live.url, key) as client:
+        client.list()
+        live.client("admin").revoke_key("short-lived")
+        with pytest.raises(errors.Unauthenticated, match="revoked"):
+            client.list()
+
+
+def test_unreachable_server_is_unavailable_with_a_clear_message():
+    from tests.conftest import free_port
+
+    port = free_port()
+    with Client(f"http://127.0.0.1:{port}", "k") as client, \
+            pytest.raises(errors.Unavailable) as info:
+        client.list()
+    assert info.value.exit_code == 6
+    assert f"cannot reach approvalctl server at http://127.0.0.1:{port}" in info.value.detail
+
+
+def test_bad_server_url_is_invalid_input():
+    with pytest.raises(errors.InvalidInput, match="http://"):
+        Client("127.0.0.1:8020", "k")
+
+
+def test_wait_returns_when_decided_and_times_out_pending(live):
+    agent, ops = live.client("user"), live.client("operator")
+    req = agent.create("deploy")
+    start = time.monotonic()
+    assert agent.wait(req.id, timeout=0.5).status == "pending"
+    assert time.monotonic() - start >= 0.45
+    timer = threading.Timer(0.3, ops.decide, args=(req.id, "approve"))
+    timer.start()
+    done = agent.wait(req.id[:10], timeout=20)
+    timer.join()
+    assert done.status == "approved"
+
+
+def test_sweep_stats_audit_and_keys(live):
+    agent, ops, admin = live.client("user"), live.client("operator"), live.client("admin")
+    overdue = agent.create("x", ttl_seconds=0.05)
+    time.sleep(0.1)
+    swept = ops.sweep()
+    assert swept in ([overdue.id], [])  # the background sweep may already have done it
+    assert agent.get(overdue.id).status == "expired"
+    stats = ops.stats(3600)
+    assert stats["by_status"]["expired"] == 1 and stats["window_seconds"] == 3600
+    rows = admin.audit_list(request_id=overdue.id)
+    assert [r["action"] for r in rows] == ["create", "expire"]
+    assert admin.audit_list(limit=1)[0]["action"] == "expire"
+    result = admin.audit_verify()
+    assert isinstance(result, VerifyResult) and result.ok
+    secret, record = admin.create_key("ci", "user", expires_seconds=3600)
+    assert secret.startswith("actl_") and record["name"] == "ci" and "key" not in record
+    assert record["expires_at"] is not None
+    assert "ci" in {k["name"] for k in admin.list_keys()}
+    admin.revoke_key("ci")
+    with pytest.raises(errors.ApprovalConflict):
+        admin.revoke_key("ci")
+    with pytest.raises(errors.NotFound):
+        admin.revoke_key("nobody")
+
+
+# ---------------------------------------------------------------- require_approval
+def test_require_approval_runs_the_function_once_approved(live):
+    ops = live.client("operator")
+    ran = []
+
+    @require_approval(live.client("user"), reason="clean up", risk="high", timeout=20)
+    def delete_branch(name: str, force: bool = False) -> str:
+        ran.append(name)
+        return f"deleted {name}"
+
+    def approve_when_it_appears() -> None:
+        for _ in range(100):
+            items = ops.list(tool_name="delete_branch").items
+            if items:
+                assert items[0].arguments == {"name": "old", "force": True}
+                ops.decide(items[0].id, "approve")
+                return
+            time.sleep(0.05)
+
+    approver = threading.Thread(target=approve_when_it_appears)
+    approver.start()
+    assert delete_branch(name="old", force=True) == "deleted old"
+    approver.join()
+    assert ran == ["old"]
+
+
+def test_require_approval_raises_on_rejection_and_never_runs(live):
+    ops = live.client("operator")
+
+    @require_approval(live.client("user"), "rm_rf", timeout=20)
+    def dangerous() -> None:
+        raise AssertionError("must not run")
+
+    def reject_when_it_appears() -> None:
+        for _ in range(100):
+            items = ops.list(tool_name="rm_rf").items
+            if items:
+                ops.decide(items[0].id, "reject", "no way")
+                return
+            time.sleep(0.05)
+
+    rejecter = threading.Thread(target=reject_when_it_appears)
+    rejecter.start()
+    with pytest.raises(ApprovalDenied) as info:
+        dangerous()
+    rejecter.join()
+    assert info.value.request.status == "rejected"
+    assert info.value.exit_code == 10
+    assert "rejected by olivia: no way" in info.value.detail
+
+
+def test_require_approval_raises_on_expiry(live):
+    @require_approval(live.client("user"), ttl_seconds=0.2, timeout=10)
+    def never() -> None:
+        raise AssertionError("must not run")
+
+    with pytest.raises(ApprovalDenied) as info:
+        never()
+    assert info.value.request.status == "expired" and info.value.exit_code == 11
+
+
+def test_agent_helpers_are_exported():
+    assert approvalctl.require_approval is require_approval
+    assert approvalctl.ApprovalDenied is ApprovalDenied
+    assert issubclass(ApprovalDenied, errors.ApprovalctlError)
+
+
+def test_a_proxy_in_the_way_is_reported_not_a_traceback(httpx_mock):
+    httpx_mock.add_response(status_code=502, text="<html>Bad Gateway</html>")
+    httpx_mock.add_response(status_code=500, json={"detail": "boom"})
+    with Client("http://approvals.invalid", "k") as client:
+        with pytest.raises(errors.Unavailable, match="HTTP 502"):
+            client.list()
+        with pytest.raises(errors.ApprovalctlError, match="server error .HTTP 500.: boom"):
+            client.list()

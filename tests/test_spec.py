@@ -1,0 +1,89 @@
+"""specs/approval_api.yaml and the server cannot drift: same routes, same methods, and every
+error documented as problem+json."""
+
+from __future__ import annotations
+
+import re
+
+from approvalctl.config import Settings
+from approvalctl.server import create_app
+from approvalctl.server.spec import HTTP_METHODS, load_spec, operations, spec_path
+
+
+def test_spec_is_found_beside_the_package():
+    from pathlib import Path
+
+    import approvalctl
+
+    assert spec_path() == Path(approvalctl.__file__).resolve().parents[1] / "specs" / \
+        "approval_api.yaml"
+    assert load_spec()["openapi"].startswith("3.0")
+
+
+def test_every_route_is_in_the_spec_and_every_spec_path_is_a_route(store):
+    app = create_app(store, Settings(), background=False)
+    app_paths = {r.path for r in app.routes}
+    spec_paths = set(load_spec()["paths"])
+    assert app_paths == spec_paths
+
+
+def test_every_method_the_server_answers_is_in_the_spec_and_vice_versa(http, live):
+    spec = load_spec()
+    documented = {(m.upper(), p) for p, item in spec["paths"].items()
+                  for m in HTTP_METHODS if m in item}
+    # ask the live server: a method it does not implement is 405 with an Allow list
+    served = set()
+    for path in spec["paths"]:
+        concrete = re.sub(r"\{[^}]+\}", "01m8bt6m8w02a0t5fyr96x74zx", path)
+        r = http.request("OPTIONS", concrete, headers=live.headers("admin"))
+        assert r.status_code == 405
+        served |= {(m.strip(), path) for m in r.headers["allow"].split(",")}
+    assert served == documented
+
+
+def test_every_operation_documents_its_errors_as_problem_json():
+    spec = load_spec()
+    for path, item in spec["paths"].items():
+        for method in HTTP_METHODS:
+            if method not in item:
+                continue
+            op = item[method]
+            assert op.get("operationId"), (method, path)
+            for code, resp in op["responses"].items():
+                if code.startswith(("4", "5")):
+                    ref = resp["$ref"].split("/")[-1]
+                    content = spec["components"]["responses"][ref]["content"]
+                    assert list(content) == ["application/problem+json"], (method, path)
+            secured = op.get("security", spec["security"]) != []
+            if secured:
+                assert "401" in op["responses"] and "403" in op["responses"], (method, path)
+                assert "429" in op["responses"], (method, path)
+            if "requestBody" in op:
+                assert {"400", "413", "415"} <= set(op["responses"]), (method, path)
+
+
+def test_compiled_operations_cover_the_whole_document():
+    spec = load_spec()
+    count = sum(1 for item in spec["paths"].values() for m in HTTP_METHODS if m in item)
+    assert len(operations()) == count
+
+
+def test_openapi_json_is_the_yaml_document(http, live):
+    assert http.get("/openapi.json").json() == load_spec()
+
+
+def test_request_schemas_reject_what_the_design_forbids():
+    ops = operations()
+    create = ops[("POST", "/api/v1/approvals")]
+    good = {"tool_name": "git_push", "arguments": {"a": 1}, "reason": None, "risk": "low",
+            "ttl_seconds": 60}
+    assert create.check_body(good) == good
+    for bad in ({}, {"tool_name": ""}, {"tool_name": "x", "user_id": "y"},
+                {"tool_name": "x", "ttl_seconds": 0}, {"tool_name": "x", "risk": "none"}):
+        try:
+            create.check_body(bad)
+        except Exception as exc:  # noqa: BLE001 - asserting the type below
+            assert type(exc).__name__ == "InvalidInput"
+        else:
+            raise AssertionError(f"accepted {bad}")
+
