@@ -199,6 +199,7 @@ class PostgresStore(SQLStore):
         self._pool_lock = threading.Lock()
         self._returned: dict[int, float] = {}  # id(connection) -> when it was last returned
         self._chained: set[int] = set()  # connections whose transaction needs a WAL flush
+        self._local = threading.local()  # this thread's open transaction, for group_commit
         # One direct connection first: it fails fast with the real reason (a pool would
         # retry in the background and only report a timeout), and it runs the migrations.
         with self._probe() as conn:
@@ -301,15 +302,27 @@ class PostgresStore(SQLStore):
         flush (see `_lock_audit`); before returning — before anyone is told it happened — it
         waits for that flush here, outside the lock, where concurrent writers share fsyncs.
         """
+        outer = getattr(self._local, "tx", None)
+        if outer is not None and getattr(self._local, "group", False):
+            yield from self._savepoint(*outer)
+            return
         try:
             with self._get_pool().connection() as conn:
                 self._chained.discard(id(conn))
                 if self._pipeline if pipeline is None else pipeline:
                     with conn.pipeline() as pipe, conn.transaction(), conn.cursor() as cur:
-                        yield _PipelinedCursor(cur, pipe)
+                        self._local.tx = (conn, pipe)
+                        try:
+                            yield _PipelinedCursor(cur, pipe)
+                        finally:
+                            self._local.tx = None
                 else:
                     with conn.transaction(), conn.cursor() as cur:
-                        yield cur
+                        self._local.tx = (conn, None)
+                        try:
+                            yield cur
+                        finally:
+                            self._local.tx = None
                 if id(conn) in self._chained:
                     self._chained.discard(id(conn))
                     # Assigning an xid makes this tiny transaction's commit record wait for
@@ -318,6 +331,25 @@ class PostgresStore(SQLStore):
                     conn.execute("SELECT pg_current_xact_id()")
         except self._psycopg.Error as exc:
             raise self._unavailable(exc) from None
+
+    def _savepoint(self, conn: Any, pipe: Any) -> Iterator[Any]:
+        """One change inside a `group_commit`: undone alone if it fails."""
+        try:
+            with conn.transaction(), conn.cursor() as cur:  # nested: a SAVEPOINT
+                yield cur if pipe is None else _PipelinedCursor(cur, pipe)
+        except self._psycopg.Error as exc:
+            raise self._unavailable(exc) from None
+
+    @contextmanager
+    def group_commit(self) -> Iterator[None]:
+        """Several changes in one transaction, each in its own savepoint: one commit (and
+        one WAL flush) for all. A change that fails inside is undone alone."""
+        with self._write():
+            self._local.group = True
+            try:
+                yield
+            finally:
+                self._local.group = False
 
     def _sql(self, sql: str) -> str:
         # Shared SQL is written with `?`; none of it contains a literal `?` or `%`.
