@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -141,21 +142,31 @@ WRITER = textwrap.dedent("""
 
 def test_kill_9_mid_burst_loses_nothing_acknowledged(db_url) -> None:
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, db_url], stdout=subprocess.PIPE,
-                                text=True) for _ in range(2)]
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
     acked: list[str] = []
+
+    def collect(w: subprocess.Popen) -> None:
+        for line in w.stdout:
+            acked.append(line.strip())
+
+    # Read both writers at once: SQLite's lock is not fair, so one writer may run far
+    # ahead of the other, and a full pipe must never be what stalls it.
+    readers = [threading.Thread(target=collect, args=(w,), daemon=True) for w in writers]
+    for r in readers:
+        r.start()
     deadline = time.monotonic() + 30
-    # read acknowledgements until each writer has committed a good number of requests
-    for w in writers:
-        while len(acked) < 150 * (writers.index(w) + 1) and time.monotonic() < deadline:
-            line = w.stdout.readline()
-            if line:
-                acked.append(line.strip())
+    while len(acked) < 300 and time.monotonic() < deadline and \
+            all(w.poll() is None for w in writers):
+        time.sleep(0.01)
     for w in writers:
         os.kill(w.pid, signal.SIGKILL)
-    for w in writers:
+    for w, r in zip(writers, readers):
         w.wait(10)
-        acked.extend(x.strip() for x in w.stdout.read().splitlines() if x.strip())
+        r.join(10)
+        errors = w.stderr.read()
         w.stdout.close()
+        w.stderr.close()
+        assert w.returncode == -signal.SIGKILL, errors  # it was killed, it did not crash
     assert len(acked) >= 300
 
     from approvalctl.models import Principal
