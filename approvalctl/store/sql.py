@@ -34,6 +34,8 @@ TABLES = {
                                         "created_at")),
     "outbox": ("id", OUTBOX_COLUMNS),
 }
+#: Counter rows per upsert statement (3 parameters each, far below any parameter limit).
+BUMP_CHUNK = 100
 
 
 def request_from_row(row: tuple) -> ApprovalRequest:
@@ -97,9 +99,18 @@ class SQLStore(OutboxQueries):
                    "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?)", outbox_rows)
 
     def _bump(self, cur: Any, rows: list[counters.Counter]) -> None:
-        self._many(cur, "INSERT INTO metric_counters (name, labels, value) VALUES (?, ?, ?) "
-                   "ON CONFLICT (name, labels) DO UPDATE SET value = metric_counters.value "
-                   "+ excluded.value", rows)
+        # One multi-row upsert, not one statement per series: a decision bumps about ten
+        # series (the response-time buckets), and each statement costs its own round of
+        # parsing, binding and (on PostgreSQL) a trip to the server. Rows are merged first:
+        # PostgreSQL refuses to update one row twice in a statement.
+        rows = counters.merge(rows)
+        for start in range(0, len(rows), BUMP_CHUNK):
+            chunk = rows[start:start + BUMP_CHUNK]
+            self._exec(cur, "INSERT INTO metric_counters (name, labels, value) VALUES "
+                       + ", ".join(["(?, ?, ?)"] * len(chunk))
+                       + " ON CONFLICT (name, labels) DO UPDATE SET value = "
+                       "metric_counters.value + excluded.value",
+                       [v for row in chunk for v in row])
 
     def create(self, req: ApprovalRequest, change: Change,
                idempotency: tuple[str, str, str] | None = None) -> ApprovalRequest:
