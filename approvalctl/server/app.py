@@ -64,9 +64,13 @@ class UnsupportedMediaType(InvalidInput):
 
 
 # ---------------------------------------------------------------- responses
+# Built once: json.dumps with options builds a new encoder on every call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    body = _encode(data).encode()
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 

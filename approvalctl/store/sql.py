@@ -38,10 +38,14 @@ TABLES = {
 BUMP_CHUNK = 100
 
 
+_loads = json.JSONDecoder().decode
+assert REQUEST_COLUMNS[2] == "arguments"  # request_from_row relies on the column order
+
+
 def request_from_row(row: tuple) -> ApprovalRequest:
-    data = dict(zip(REQUEST_COLUMNS, row))
-    data["arguments"] = json.loads(data["arguments"])
-    return ApprovalRequest(**data)
+    # Positional, in REQUEST_COLUMNS order (the dataclass's field order): a page of 50
+    # built through dict(zip(...)) and **kwargs cost a sixth of a listing.
+    return ApprovalRequest(row[0], row[1], _loads(row[2]), *row[3:12])
 
 
 class SQLStore(OutboxQueries):
