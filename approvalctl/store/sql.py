@@ -34,6 +34,14 @@ TABLES = {
                                         "created_at")),
     "outbox": ("id", OUTBOX_COLUMNS),
 }
+AUDIT_INSERT = ("INSERT INTO audit_log (" + ", ".join(AUDIT_COLUMNS) + ") VALUES ("
+                + ", ".join("?" * len(AUDIT_COLUMNS)) + ")")
+OUTBOX_INSERT_COLUMNS = ("event", "channel", "request_id", "payload", "next_attempt_at",
+                         "created_at")
+OUTBOX_INSERT = ("INSERT INTO outbox (" + ", ".join(OUTBOX_INSERT_COLUMNS) + ") VALUES ("
+                 + ", ".join("?" * len(OUTBOX_INSERT_COLUMNS)) + ")")
+BUMP_SQL = ("INSERT INTO metric_counters (name, labels, value) VALUES {values} ON CONFLICT "
+            "(name, labels) DO UPDATE SET value = metric_counters.value + excluded.value")
 #: Counter rows per upsert statement (3 parameters each, far below any parameter limit).
 BUMP_CHUNK = 100
 
@@ -95,12 +103,16 @@ class SQLStore(OutboxQueries):
             for channel, event in ch.outbox:
                 outbox_rows.append((event, channel, ch.request_id, payloads[ch.request_id],
                                     ch.at, ch.at))
-        self._many(cur, "INSERT INTO audit_log (" + ", ".join(AUDIT_COLUMNS) + ") VALUES ("
-                   + ", ".join("?" * len(AUDIT_COLUMNS)) + ")", audit_rows)
         counter_rows.extend(counters.pending.take())
-        self._bump(cur, counters.merge(counter_rows))
-        self._many(cur, "INSERT INTO outbox (event, channel, request_id, payload, "
-                   "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?)", outbox_rows)
+        self._insert_change_rows(cur, audit_rows, counters.merge(counter_rows), outbox_rows)
+
+    def _insert_change_rows(self, cur: Any, audit_rows: list[tuple],
+                            counter_rows: list[counters.Counter], outbox_rows: list[tuple]
+                            ) -> None:
+        """Write the audit rows, counter deltas and outbox rows of appended changes."""
+        self._many(cur, AUDIT_INSERT, audit_rows)
+        self._bump(cur, counter_rows)
+        self._many(cur, OUTBOX_INSERT, outbox_rows)
 
     def _bump(self, cur: Any, rows: list[counters.Counter]) -> None:
         # One multi-row upsert, not one statement per series: a decision bumps about ten
@@ -110,10 +122,7 @@ class SQLStore(OutboxQueries):
         rows = counters.merge(rows)
         for start in range(0, len(rows), BUMP_CHUNK):
             chunk = rows[start:start + BUMP_CHUNK]
-            self._exec(cur, "INSERT INTO metric_counters (name, labels, value) VALUES "
-                       + ", ".join(["(?, ?, ?)"] * len(chunk))
-                       + " ON CONFLICT (name, labels) DO UPDATE SET value = "
-                       "metric_counters.value + excluded.value",
+            self._exec(cur, BUMP_SQL.format(values=", ".join(["(?, ?, ?)"] * len(chunk))),
                        [v for row in chunk for v in row])
 
     def create(self, req: ApprovalRequest, change: Change,
