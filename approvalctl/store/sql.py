@@ -47,6 +47,9 @@ BUMP_CHUNK = 100
 
 
 _loads = json.JSONDecoder().decode
+# Built once (json.dumps with options builds an encoder per call); output is the same.
+_sorted_json = json.JSONEncoder(sort_keys=True).encode
+_detail_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 assert REQUEST_COLUMNS[2] == "arguments"  # request_from_row relies on the column order
 
 
@@ -95,7 +98,7 @@ class SQLStore(OutboxQueries):
             row = {"seq": seq, "at": ch.at, "actor": ch.actor, "action": ch.action,
                    "request_id": ch.request_id, "from_status": ch.from_status,
                    "to_status": ch.to_status,
-                   "detail": json.dumps(ch.detail, sort_keys=True, ensure_ascii=False)}
+                   "detail": _detail_json(ch.detail)}
             row["prev_hash"] = prev
             row["hash"] = prev = audit.row_hash(prev, row)
             audit_rows.append(tuple(row[c] for c in AUDIT_COLUMNS))
@@ -131,7 +134,9 @@ class SQLStore(OutboxQueries):
 
         If the idempotency key was stored meanwhile, return the request it created instead.
         """
-        payload = json.dumps(req.to_dict(), sort_keys=True)
+        # The stored response (idempotency) and the notification payload (outbox rows) are
+        # the same JSON; a plain create needs neither, so it is not encoded for nothing.
+        payload = _sorted_json(req.to_dict()) if idempotency or change.outbox else ""
         with self._write() as cur:
             if idempotency:
                 found = self._idempotent(cur, idempotency[0], idempotency[1])
@@ -139,7 +144,7 @@ class SQLStore(OutboxQueries):
                     return found  # type: ignore[return-value]
             self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
                        + ", ".join("?" * len(REQUEST_COLUMNS)) + ")",
-                       tuple(json.dumps(req.arguments, sort_keys=True) if c == "arguments"
+                       tuple(_sorted_json(req.arguments) if c == "arguments"
                              else getattr(req, c) for c in REQUEST_COLUMNS))
             if idempotency:
                 self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
@@ -161,8 +166,8 @@ class SQLStore(OutboxQueries):
             if row is None:
                 return None
             req = request_from_row(row)
-            self._append_changes(cur, [change], {req.id: json.dumps(req.to_dict(),
-                                                                    sort_keys=True)})
+            self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
+                                 if change.outbox else {})
         return req
 
     def expire_overdue(self, now: str, change_for: Callable[[ApprovalRequest], Change],
