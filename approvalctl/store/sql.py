@@ -51,12 +51,13 @@ _loads = json.JSONDecoder().decode
 _sorted_json = json.JSONEncoder(sort_keys=True).encode
 _detail_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 assert REQUEST_COLUMNS[2] == "arguments"  # request_from_row relies on the column order
+_NCOLUMNS = len(REQUEST_COLUMNS)
 
 
 def request_from_row(row: tuple) -> ApprovalRequest:
     # Positional, in REQUEST_COLUMNS order (the dataclass's field order): a page of 50
     # built through dict(zip(...)) and **kwargs cost a sixth of a listing.
-    return ApprovalRequest(row[0], row[1], _loads(row[2]), *row[3:12])
+    return ApprovalRequest(row[0], row[1], _loads(row[2]), *row[3:_NCOLUMNS])
 
 
 class SQLStore(OutboxQueries):
