@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from approvalctl.config import Settings
-from approvalctl.server import create_app
+from approvalctl.server import create_app, spec
 from approvalctl.server.spec import HTTP_METHODS, load_spec, operations, spec_path
 
 
@@ -87,3 +87,46 @@ def test_request_schemas_reject_what_the_design_forbids():
         else:
             raise AssertionError(f"accepted {bad}")
 
+
+
+# ---------------------------------------------------------------- the fast acceptance path
+_AWKWARD = [None, True, False, 0, 1, -1, 1.0, 0.5, -0.0, 10**20, float("inf"), "", " ", "\x00",
+            "a\x00b", "\t\n", "x" * 199, "x" * 200, "x" * 201, "y" * 4001, "approve", "reject",
+            "low", "high", "medium", "user", "admin", "ok-name", "-bad", "a b", [], ["x"], {},
+            {"a": 1}, {"nested": {"deep": [1, 2]}}, 315360000, 315360001, 1e-9]
+
+
+def _bodies(op):
+    """Bodies built from the operation's own property names and awkward values."""
+    schema = op.body.schema
+    names = list(schema.get("properties", {}))
+    yield from _AWKWARD
+    for name in names:
+        for value in _AWKWARD:
+            base = {n: "approve" if n == "action" else "user" if n == "role" else "x"
+                    for n in schema.get("required", [])}
+            yield {**base, name: value}
+            yield {name: value}
+    yield {**{n: "x" for n in names}, "unexpected": 1}
+
+
+def test_fast_acceptance_never_admits_what_the_schema_refuses():
+    """The server's shortcut for valid bodies and parameters is never looser than the
+    document: for every operation and a few hundred awkward values, whatever the shortcut
+    accepts, jsonschema accepts too (and it does accept the ordinary valid bodies)."""
+    accepted = 0
+    for op in spec.operations().values():
+        checkers = [(p.validator, list(_AWKWARD)) for p in op.params.values()]
+        if op.body is not None:
+            checkers.append((op.body, list(_bodies(op))))
+        for checker, values in checkers:
+            assert checker.fast is not None, f"{op.method} {op.path}: no fast path"
+            for value in values:
+                if checker.fast(value):
+                    accepted += 1
+                    errors = list(checker.validator.iter_errors(value))
+                    assert not errors, (op.method, op.path, value, errors[0].message)
+    assert accepted > 50
+    create = spec.operations()[("POST", "/api/v1/approvals")].body
+    assert create.fast({"tool_name": "git_push", "arguments": {"b": 1}, "risk": "high",
+                        "reason": None, "ttl_seconds": 60})
