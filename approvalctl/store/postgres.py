@@ -343,17 +343,6 @@ class PostgresStore(SQLStore):
         except self._psycopg.Error as exc:
             raise self._unavailable(exc) from None
 
-    @contextmanager
-    def group_commit(self) -> Iterator[None]:
-        """Several changes in one transaction, each in its own savepoint: one commit (and
-        one WAL flush) for all. A change that fails inside is undone alone."""
-        with self._write():
-            self._local.group = True
-            try:
-                yield
-            finally:
-                self._local.group = False
-
     def _sql(self, sql: str) -> str:
         # Shared SQL is written with `?`; none of it contains a literal `?` or `%`.
         return sql.replace("?", "%s")

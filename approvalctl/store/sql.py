@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from .. import audit, counters
@@ -72,6 +72,21 @@ class SQLStore(OutboxQueries):
 
     def _write(self) -> AbstractContextManager[Any]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @contextmanager
+    def group_commit(self) -> Iterator[None]:
+        """Several changes in one transaction, each in its own savepoint: one commit (and one
+        flush) for all. A change that fails inside is undone alone; the others still commit.
+
+        Backends keep `self._local` (a threading.local) and make `_write()` a savepoint
+        while `self._local.group` is set.
+        """
+        with self._write():
+            self._local.group = True
+            try:
+                yield
+            finally:
+                self._local.group = False
 
     def _lock_audit(self, cur: Any) -> None:
         """Serialise audit appends (SQLite's BEGIN IMMEDIATE already does)."""

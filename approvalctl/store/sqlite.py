@@ -92,19 +92,6 @@ class SQLiteStore(SQLStore):
             raise _fail(self.path, exc) from None
 
     @contextmanager
-    def group_commit(self) -> Iterator[None]:
-        """Several changes in one transaction, each in its own savepoint: one commit for all.
-
-        A change that fails inside is undone alone; the others still commit together.
-        """
-        with self._write():
-            self._local.group = True
-            try:
-                yield
-            finally:
-                self._local.group = False
-
-    @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """BEGIN IMMEDIATE: take the write lock up front, so transactions never deadlock."""
         conn = self._conn()
