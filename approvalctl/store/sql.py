@@ -297,12 +297,16 @@ class SQLStore(OutboxQueries):
                 if not n:
                     percentiles[name] = None
                     continue
+                index = min(n - 1, int(q * n))
+                # walk from the nearer end: p95 is 5 % from the top, not 95 % from the bottom
+                descending = index > (n - 1) / 2
                 row = self._exec(
                     cur, "SELECT response_ms FROM requests"
                     + self._use_index("requests_response_time")
                     + " WHERE response_ms IS NOT NULL AND created_at >= ? "
-                    "ORDER BY response_ms LIMIT 1 OFFSET ?",
-                    (since, min(n - 1, int(q * n)))).fetchone()
+                    "ORDER BY response_ms" + (" DESC" if descending else "")
+                    + " LIMIT 1 OFFSET ?",
+                    (since, n - 1 - index if descending else index)).fetchone()
                 percentiles[name] = row[0] if row else None
             oldest = self._exec(cur, "SELECT created_at FROM requests WHERE status = ? "
                                 "ORDER BY id LIMIT 1", (PENDING,)).fetchone()
