@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -173,6 +172,3 @@ class Change:
     counters: list[tuple[str, str, float]] = field(default_factory=list)
     outbox: list[tuple[str, str]] = field(default_factory=list)  # (channel, event) rows
 
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -14,7 +14,6 @@ from .app import (
     backend,
     command,
     emit,
-    fail,
     message,
     parse_json_object,
     print_table,
@@ -150,8 +149,7 @@ def show_cmd(
     print_table(["FIELD", "VALUE"], rows)
 
 
-def _decide_many(ctx: typer.Context, ids: list[str], verb: str, past: str,
-                 call: Any, as_json: bool) -> None:
+def _decide_many(ids: list[str], past: str, call: Any, as_json: bool) -> None:
     """Decide each id; report each; exit with the first failure's code."""
     done, first_error = [], None
     for rid in ids:
@@ -178,7 +176,7 @@ def approve_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                 as_json: bool = JSON_OPT) -> None:
     """Approve pending requests."""
     be = backend(ctx)
-    _decide_many(ctx, ids, "approve", "approved",
+    _decide_many(ids, "approved",
                  lambda rid: be.decide(rid, "approve", note), as_json)
 
 
@@ -188,7 +186,7 @@ def reject_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                as_json: bool = JSON_OPT) -> None:
     """Reject pending requests."""
     be = backend(ctx)
-    _decide_many(ctx, ids, "reject", "rejected",
+    _decide_many(ids, "rejected",
                  lambda rid: be.decide(rid, "reject", reason), as_json)
 
 
@@ -197,7 +195,7 @@ def cancel_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                as_json: bool = JSON_OPT) -> None:
     """Withdraw pending requests."""
     be = backend(ctx)
-    _decide_many(ctx, ids, "cancel", "cancelled", lambda rid: be.cancel(rid), as_json)
+    _decide_many(ids, "cancelled", lambda rid: be.cancel(rid), as_json)
 
 
 @command(app, "wait")
@@ -286,5 +284,3 @@ def audit_verify_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     message(f"audit trail BROKEN at row {result.bad_seq}: {result.problem}")
     raise typer.Exit(1)
 
-
-_ = fail  # re-exported for command modules that raise directly
