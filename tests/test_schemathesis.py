@@ -39,9 +39,18 @@ def test_schemathesis_finds_nothing(make_server, tmp_path):
            # inside schemathesis when several generator threads build code at once
            "--workers", "1",
            "--request-timeout", "10", "--generation-database", "none", "--no-color"]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
-    output = result.stdout + result.stderr
+    def run() -> tuple[subprocess.CompletedProcess, str]:
+        result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=300)
+        return result, result.stdout + result.stderr
+
+    result, output = run()
+    summary = output[output.rfind("SUMMARY"):]
+    if result.returncode != 0 and "Runtime Error" in summary and "Failures" not in summary:
+        # A crash inside schemathesis itself (CPython 3.11.7's intermittent "AST constructor
+        # recursion depth mismatch"), not a finding about the API: run the same seed again.
+        # Any real check failure is never retried.
+        result, output = run()
     assert "schemathesis.toml" in output  # the configuration above was loaded
     assert result.returncode == 0, output[-6000:]
     summary = output[output.rfind("SUMMARY"):]
