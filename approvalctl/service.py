@@ -371,13 +371,25 @@ class ApprovalService:
 
     def authenticate(self, secret: str | None) -> Principal:
         """The principal of an API key; Unauthenticated for anything else."""
+        return self.principal_of(self.well_formed_key(secret))
+
+    @staticmethod
+    def well_formed_key(secret: str | None) -> str:
+        """The key itself if it is present and well-formed (no database needed), else
+        Unauthenticated."""
         if not secret:
             raise Unauthenticated("missing API key (send X-API-Key or Authorization: Bearer)")
-        key_id = keys.parse(secret.strip())
-        if key_id is None:
+        secret = secret.strip()
+        if keys.parse(secret) is None:
             raise Unauthenticated("malformed API key (check for a typo)")
-        row = self.store.get_key(key_id=key_id)
-        if row is None or not keys.matches(secret.strip(), row["secret_hash"]):
+        return secret
+
+    def principal_of(self, secret: str) -> Principal:
+        """The principal of a well-formed key, looked up now: unknown, revoked and expired
+        keys fail here, on the first request after the change."""
+        key_id = keys.parse(secret)
+        row = self.store.get_key(key_id=key_id) if key_id is not None else None
+        if row is None or not keys.matches(secret, row["secret_hash"]):
             raise Unauthenticated("unknown API key")
         if row["revoked_at"]:
             raise Unauthenticated(f"API key {row['name']!r} has been revoked")

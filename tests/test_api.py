@@ -174,6 +174,50 @@ def test_revoking_through_the_api_locks_the_key_out_on_the_next_request(http, li
     assert_problem(http.get(API, headers={"X-API-Key": key}), 401, "revoked")
 
 
+def test_changes_check_the_key_before_anything_else(http, live):
+    """Creates, decisions and cancels look the key up inside the database job that makes
+    the change; a revoked, unknown or expired key is still refused first, whatever else is
+    wrong with the request, and nothing is written."""
+    from approvalctl import keys
+
+    req = create(http, live)
+    gone = live.key("gone-writer", "admin")
+    live.service.revoke_key(live.service.authenticate(live.keys["admin"]), "gone-writer")
+    _, unknown = keys.generate()
+    before = live.store.audit_rows()
+    for key, word in ((gone, "revoked"), (unknown, "unknown")):
+        headers = {"X-API-Key": key}
+        for r in (http.post(API, json={"tool_name": "deploy"}, headers=headers),
+                  http.post(API, json={"tool_name": 5}, headers=headers),  # bad body
+                  http.post(API, content=b"{", headers={**headers,
+                                                        "Content-Type": "application/json"}),
+                  http.post(API, json={"tool_name": "x"}, params={"bogus": "1"},
+                            headers=headers),
+                  http.put(f"{API}/{req['id']}", json={"action": "approve"}, headers=headers),
+                  http.put(f"{API}/{req['id']}", json={"action": "maybe"}, headers=headers),
+                  http.put(f"{API}/no such id", json={"action": "approve"}, headers=headers),
+                  http.delete(f"{API}/{req['id']}", headers=headers)):
+            assert_problem(r, 401, word)
+    assert live.store.audit_rows() == before
+    assert live.store.get_status(req["id"]) == "pending"
+    # with a good key the same requests get their own errors
+    assert_problem(http.post(API, json={"tool_name": 5}, headers=live.headers("user")), 400,
+                   "tool_name")
+    assert_problem(http.put(f"{API}/{req['id']}", json={"action": "maybe"},
+                            headers=live.headers("operator")), 400, "action")
+
+
+def test_a_key_revoked_between_two_creates_fails_the_second(http, live):
+    key = live.key("short-lived", "user")
+    assert http.post(API, json={"tool_name": "a"}, headers={"X-API-Key": key}
+                     ).status_code == 201
+    live.service.revoke_key(live.service.authenticate(live.keys["admin"]), "short-lived")
+    assert_problem(http.post(API, json={"tool_name": "b"}, headers={"X-API-Key": key}), 401,
+                   "revoked")
+    items = http.get(API, headers=live.headers("viewer")).json()["items"]
+    assert [i["tool_name"] for i in items] == ["a"]
+
+
 def test_public_endpoints_need_no_key(http, live):
     assert http.get("/healthz").json()["status"] == "ok"
     assert http.get("/openapi.json").json()["openapi"].startswith("3.0")
@@ -234,6 +278,21 @@ def test_per_key_rate_limit_answers_429_with_retry_after(make_server):
         assert int(r.headers["retry-after"]) >= 1 and data["retry_after"] >= 1
         # another key has its own bucket
         assert http.get(API, headers=live.headers("operator")).status_code == 200
+
+
+def test_rate_limit_covers_writes_and_their_errors(make_server):
+    live = make_server(rate_limit=2)
+    with httpx.Client(base_url=live.url) as http:
+        headers = live.headers("user")
+        statuses = [http.post(API, json={"tool_name": "x"}, headers=headers).status_code
+                    for _ in range(4)]
+        assert statuses[:2] == [201, 201] and statuses[2:] == [429, 429]
+        # an invalid body from a rate-limited key is still 429, not 422
+        r = http.post(API, json={"tool_name": 5}, headers=headers)
+        assert_problem(r, 429, "rate limit")
+        assert int(r.headers["retry-after"]) >= 1
+        items = http.get(API, headers=live.headers("viewer")).json()["items"]
+        assert len(items) == 2
 
 
 # ---------------------------------------------------------------- extensions

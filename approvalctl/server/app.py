@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -104,8 +105,13 @@ class RateLimiter:
         self.rate = float(rate)
         self.burst = max(1.0, self.rate)
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()  # checked on the loop and in database jobs
 
     def check(self, key: str) -> None:
+        with self._lock:
+            self._check(key)
+
+    def _check(self, key: str) -> None:
         now = time.monotonic()
         tokens, last = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
@@ -124,12 +130,14 @@ Handler = Callable[["Call"], Awaitable[Response]]
 class Call:
     """One request as a handler sees it: validated parameters, the caller, the body."""
 
-    __slots__ = ("request", "op", "principal", "query", "path")
+    __slots__ = ("request", "op", "principal", "secret", "looked_up", "query", "path")
 
     def __init__(self, request: Request, op: spec.Operation) -> None:
         self.request = request
         self.op = op
         self.principal: Any = None
+        self.secret: str | None = None  # a well-formed key not looked up yet (see change())
+        self.looked_up = False
         self.query: dict[str, Any] = {}
         self.path: dict[str, str] = {}
 
@@ -189,6 +197,10 @@ class Api:
         return await self.run(func, *args, **kwargs)
 
     def _authenticate(self, request: Request) -> Any:
+        return self.service.authenticate(self._secret(request))
+
+    @staticmethod
+    def _secret(request: Request) -> str | None:
         headers = request.headers
         secret = headers.get("x-api-key")
         if secret is None:
@@ -199,7 +211,31 @@ class Api:
                     raise _unauth("Authorization must use the Bearer scheme "
                                   "(Authorization: Bearer KEY)")
                 secret = value
-        return self.service.authenticate(secret)
+        return secret
+
+    def _admit(self, call: Call, principal: Any) -> Any:
+        """The per-key rate limit, once the key is known."""
+        if self.limiter is not None:
+            self.limiter.check(principal.name)
+        call.principal = principal
+        return principal
+
+    async def change(self, call: Call, func: Callable[..., Any], *args: Any, **kwargs: Any
+                     ) -> Any:
+        """A write on the caller's behalf, with the key looked up inside the same database
+        job (see endpoint()): on SQLite a look-up on the loop would hand the GIL to the
+        database thread and wait to get it back, which cost more than the create itself.
+        The job reads the key in the transaction that makes the change, so a key revoked
+        before it still fails."""
+        if call.principal is not None:
+            return await self.write(func, call.principal, *args, **kwargs)
+        secret = call.secret
+        assert secret is not None
+
+        def job() -> Any:
+            call.looked_up = True
+            return func(self._admit(call, self.service.principal_of(secret)), *args, **kwargs)
+        return await self.write(job)
 
     async def _body(self, call: Call) -> Any:
         request = call.request
@@ -232,8 +268,16 @@ class Api:
             raise InvalidInput("the client disconnected while sending the body") from None
         return call.op.check_body(parse_json(b"".join(chunks)))
 
-    def endpoint(self, path: str, handlers: dict[str, Handler]) -> Route:
-        """One route per path: method dispatch here, so 405 carries the full Allow list."""
+    def endpoint(self, path: str, handlers: dict[str, Handler],
+                 key_in_job: frozenset[str] = frozenset()) -> Route:
+        """One route per path: method dispatch here, so 405 carries the full Allow list.
+
+        Methods in `key_in_job` are changes whose key is looked up by the database job that
+        makes the change (Api.change); here only its presence and form are checked. Any
+        error found before that job runs is answered as for every other request: the key is
+        looked up first, so an unknown, revoked or expired key is still a 401, a rate-limited
+        one a 429, and only then comes the request's own problem.
+        """
         ops = {m: self.ops[(m, path)] for m in handlers}
         allow = ", ".join(sorted(handlers))
 
@@ -247,15 +291,23 @@ class Api:
             op = ops[method]
             call = Call(request, op)
             try:
-                if not op.public:
-                    call.principal = await self.read(self._authenticate, request)
-                    if self.limiter is not None:
-                        self.limiter.check(call.principal.name)
+                if op.public:
+                    pass
+                elif method in key_in_job:
+                    call.secret = self.service.well_formed_key(self._secret(request))
+                else:
+                    self._admit(call, await self.read(self._authenticate, request))
                 for name, value in request.path_params.items():
                     call.path[name] = op.check_path(name, value)
                 call.query = op.check_query(request.query_params.multi_items())
                 return await handler(call)
             except ApprovalctlError as exc:
+                if call.secret is not None and not call.looked_up:
+                    try:  # the key's own problems come first (see above)
+                        self._admit(call, await self.read(self.service.principal_of,
+                                                          call.secret))
+                    except ApprovalctlError as key_exc:
+                        return error_response(key_exc)
                 return error_response(exc)
             except Exception:  # a bug: log it, never leak a traceback to the caller
                 log.exception("unhandled error in %s %s", request.method, path)
@@ -272,8 +324,8 @@ class Api:
         key = call.request.headers.get("idempotency-key")
         if key is not None and not IDEMPOTENCY_HEADER.fullmatch(key):
             raise InvalidInput("Idempotency-Key must be 1-255 visible ASCII characters")
-        req, replayed = await self.write(
-            self.service.create_idempotent, call.principal, body["tool_name"],
+        req, replayed = await self.change(
+            call, self.service.create_idempotent, body["tool_name"],
             body.get("arguments"), reason=body.get("reason"), risk=body.get("risk"),
             ttl_seconds=body.get("ttl_seconds"), idempotency_key=key)
         headers = {"Location": f"/api/v1/approvals/{req.id}"}
@@ -334,12 +386,12 @@ class Api:
 
     async def decide(self, call: Call) -> Response:
         body = await self._body(call)
-        req = await self.write(self.service.decide, call.principal, call.path["id"],
-                             body["action"], body.get("note"))
+        req = await self.change(call, self.service.decide, call.path["id"], body["action"],
+                                body.get("note"))
         return json_response(req.to_dict())
 
     async def cancel(self, call: Call) -> Response:
-        req = await self.write(self.service.cancel, call.principal, call.path["id"])
+        req = await self.change(call, self.service.cancel, call.path["id"])
         return json_response(req.to_dict())
 
     # ---- operations and admin (extensions for the remote CLI)
@@ -400,10 +452,12 @@ class Api:
 
     def routes(self) -> list[Route]:
         return [
-            self.endpoint("/api/v1/approvals", {"POST": self.create, "GET": self.list_approvals}),
+            self.endpoint("/api/v1/approvals", {"POST": self.create, "GET": self.list_approvals},
+                          key_in_job=frozenset({"POST"})),
             self.endpoint("/api/v1/approvals/stats", {"GET": self.stats}),
             self.endpoint("/api/v1/approvals/{id}", {"GET": self.get, "PUT": self.decide,
-                                                     "DELETE": self.cancel}),
+                                                     "DELETE": self.cancel},
+                          key_in_job=frozenset({"PUT", "DELETE"})),
             self.endpoint("/api/v1/sweep", {"POST": self.sweep}),
             self.endpoint("/api/v1/audit", {"GET": self.audit_list}),
             self.endpoint("/api/v1/audit/verify", {"GET": self.audit_verify}),
