@@ -88,3 +88,23 @@ def test_reads_run_alone_and_in_order(store):
     assert [f.result(timeout=10) for f in futures] == list(range(10))
     assert order == list(range(10))
     db.shutdown()
+
+
+def test_a_change_undone_inside_a_group_leaves_no_audit_row_or_counter(store, service, agent):
+    """Inside a group commit the audit rows, counters and outbox rows of every change are
+    written together at the end; a change whose savepoint is rolled back is dropped from
+    that batch too."""
+    from approvalctl import audit
+
+    with store.group_commit():
+        kept = service.create(agent, "kept")
+        with pytest.raises(RuntimeError), store._write():
+            undone = service.create(agent, "undone")
+            raise RuntimeError("the job failed after its change")
+        also = service.create(agent, "also-kept")
+    assert store.get(undone.id) is None
+    rows = store.audit_rows()
+    assert [(r["seq"], r["request_id"]) for r in rows] == [(1, kept.id), (2, also.id)]
+    assert audit.verify_chain(store.iter_audit()).ok
+    totals = {(name, labels): value for name, labels, value in store.counters()}
+    assert totals[("approval_requests_total", "status=pending")] == 2

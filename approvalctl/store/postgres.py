@@ -337,11 +337,15 @@ class PostgresStore(SQLStore):
 
     def _savepoint(self, conn: Any, pipe: Any) -> Iterator[Any]:
         """One change inside a `group_commit`: undone alone if it fails."""
+        mark = self._deferred_mark()
         try:
             with conn.transaction(), conn.cursor() as cur:  # nested: a SAVEPOINT
                 yield cur if pipe is None else _PipelinedCursor(cur, pipe)
-        except self._psycopg.Error as exc:
-            raise self._unavailable(exc) from None
+        except BaseException as exc:
+            self._undo_deferred(mark)
+            if isinstance(exc, self._psycopg.Error):
+                raise self._unavailable(exc) from None
+            raise
 
     def _sql(self, sql: str) -> str:
         # Shared SQL is written with `?`; none of it contains a literal `?` or `%`.

@@ -79,14 +79,39 @@ class SQLStore(OutboxQueries):
         flush) for all. A change that fails inside is undone alone; the others still commit.
 
         Backends keep `self._local` (a threading.local) and make `_write()` a savepoint
-        while `self._local.group` is set.
+        while `self._local.group` is set; a savepoint that is rolled back also drops what
+        its change deferred (`_undo_deferred`).
+
+        The audit rows, counters and outbox rows of the group's changes are deferred and
+        written together at the end, before the commit: one read of the chain's head, one
+        insert of all audit rows, one counter upsert where each change made one of each.
         """
-        with self._write():
+        with self._write() as cur:
             self._local.group = True
+            self._local.deferred = []
             try:
                 yield
+                changes: list[Change] = []
+                payloads: dict[str, str] = {}
+                for group_changes, group_payloads in self._local.deferred:
+                    changes.extend(group_changes)
+                    payloads.update(group_payloads)
+                self._local.deferred = None
+                if changes:
+                    self._write_changes(cur, changes, payloads)
             finally:
                 self._local.group = False
+                self._local.deferred = None
+
+    def _deferred_mark(self) -> int:
+        deferred = getattr(self._local, "deferred", None)
+        return 0 if deferred is None else len(deferred)
+
+    def _undo_deferred(self, mark: int) -> None:
+        """Forget what changes deferred after `mark`: their savepoint was rolled back."""
+        deferred = getattr(self._local, "deferred", None)
+        if deferred is not None:
+            del deferred[mark:]
 
     def _lock_audit(self, cur: Any) -> None:
         """Serialise audit appends (SQLite's BEGIN IMMEDIATE already does)."""
@@ -104,6 +129,15 @@ class SQLStore(OutboxQueries):
 
     # ---- writes: every state change with its audit row, counters and outbox rows
     def _append_changes(self, cur: Any, changes: list[Change], payloads: dict[str, str]) -> None:
+        """Append changes to the audit chain with their counters and outbox rows, now or,
+        inside a group commit, at its end."""
+        deferred = getattr(self._local, "deferred", None)
+        if deferred is not None:
+            deferred.append((changes, payloads))
+        else:
+            self._write_changes(cur, changes, payloads)
+
+    def _write_changes(self, cur: Any, changes: list[Change], payloads: dict[str, str]) -> None:
         self._lock_audit(cur)
         last = self._exec(cur, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
                           ).fetchone()

@@ -124,6 +124,7 @@ class SQLiteStore(SQLStore):
         self._conn().execute("PRAGMA cache_size = -262144")  # 256 MB, this connection only
 
     def _savepoint(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
+        mark = self._deferred_mark()
         try:
             conn.execute("SAVEPOINT change")
         except sqlite3.Error as exc:
@@ -133,6 +134,7 @@ class SQLiteStore(SQLStore):
         except BaseException as exc:
             conn.execute("ROLLBACK TO change")
             conn.execute("RELEASE change")
+            self._undo_deferred(mark)
             if isinstance(exc, sqlite3.Error):
                 raise _fail(self.path, exc) from None
             raise
