@@ -108,3 +108,30 @@ def test_a_change_undone_inside_a_group_leaves_no_audit_row_or_counter(store, se
     assert audit.verify_chain(store.iter_audit()).ok
     totals = {(name, labels): value for name, labels, value in store.counters()}
     assert totals[("approval_requests_total", "status=pending")] == 2
+
+
+def test_submit_async_hands_a_groups_results_back_to_the_loop(store, service, agent):
+    import asyncio
+
+    db = DatabaseThread(store)
+    ran = []
+
+    async def main():
+        started = threading.Event()
+        db.submit(hold(0.2, started))  # the writes below queue up behind this
+        await asyncio.get_running_loop().run_in_executor(None, started.wait)
+        futures = [db.submit_async(lambda i=i: service.create(agent, f"t{i}"), write=True)
+                   for i in range(5)]
+        bad = db.submit_async(lambda: service.cancel(agent, "zzzzzzzzzzzz"), write=True)
+        gave_up = db.submit_async(lambda: ran.append("should not run"), write=True)
+        gave_up.cancel()  # the caller left before the job started: it is not run
+        created = await asyncio.gather(*futures)
+        with pytest.raises(NotFound):
+            await bad
+        return created
+
+    created = asyncio.run(main())
+    db.shutdown()
+    assert [r.tool_name for r in created] == [f"t{i}" for i in range(5)]
+    assert all(store.get_status(r.id) == "pending" for r in created)
+    assert ran == []

@@ -174,14 +174,14 @@ class Api:
         """Run a blocking service call on the database thread(s), off the event loop."""
         call = functools.partial(func, *args, **kwargs)
         if self.db_thread is not None:
-            return await asyncio.wrap_future(self.db_thread.submit(call))
+            return await self.db_thread.submit_async(call)
         return await asyncio.get_running_loop().run_in_executor(self.db_pool, call)
 
     async def write(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Like run(), for a change: it may share one commit with others queued with it."""
         call = functools.partial(func, *args, **kwargs)
         if self.db_thread is not None:
-            return await asyncio.wrap_future(self.db_thread.submit(call, write=True))
+            return await self.db_thread.submit_async(call, write=True)
         return await asyncio.get_running_loop().run_in_executor(self.db_pool, call)
 
     def close(self) -> None:

@@ -12,6 +12,8 @@ are handed back only once it succeeded, and a failed commit fails every call in 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -22,7 +24,10 @@ from ..errors import Unavailable
 
 MAX_GROUP = 64
 
-_Item = tuple[Callable[[], Any], "Future[Any]", bool]
+#: (the call, its future — a concurrent.futures.Future, or an asyncio.Future from
+#: submit_async — and whether it is a write that may share a commit)
+_Item = tuple[Callable[[], Any], Any, bool]
+_Outcome = tuple[Any, bool, Any]  # (future, succeeded, result or exception)
 
 
 class DatabaseThread:
@@ -37,15 +42,27 @@ class DatabaseThread:
         self._start_lock = threading.Lock()
 
     def submit(self, func: Callable[[], Any], *, write: bool = False) -> Future[Any]:
+        """Queue `func`; its result arrives in the returned concurrent future."""
+        future: Future[Any] = Future()
+        self._put((func, future, write))
+        return future
+
+    def submit_async(self, func: Callable[[], Any], *, write: bool = False
+                     ) -> asyncio.Future[Any]:
+        """Like submit(), from the event loop: results of a whole group come back to the
+        loop in one callback, not one thread-safe wake-up per call."""
+        future = asyncio.get_running_loop().create_future()
+        self._put((func, future, write))
+        return future
+
+    def _put(self, item: _Item) -> None:
         if self._thread is None:  # started on first use: an app never served starts none
             with self._start_lock:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._loop, name="approvalctl-db",
                                                     daemon=True)
                     self._thread.start()
-        future: Future[Any] = Future()
-        self._queue.put((func, future, write))
-        return future
+        self._queue.put(item)
 
     def shutdown(self) -> None:
         if self._thread is not None:
@@ -62,7 +79,7 @@ class DatabaseThread:
                 return
             func, future, write = item
             if not (write and self.group):
-                _run(func, future)
+                _deliver([_run(func, future)])
                 continue
             batch = [item]
             while len(batch) < self.max_group:
@@ -79,39 +96,68 @@ class DatabaseThread:
                     break
                 batch.append(nxt)
             if len(batch) == 1:
-                _run(func, future)
+                _deliver([_run(func, future)])
             else:
                 self._run_group(batch)
 
     def _run_group(self, batch: list[_Item]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+        batch = [item for item in batch if _claim(item[1])]
+        outcomes: list[_Outcome] = []
         try:
             with self.store.group_commit():
-                for func, _, _ in batch:
+                for func, future, _ in batch:
                     try:
-                        outcomes.append((True, func()))
+                        outcomes.append((future, True, func()))
                     except BaseException as exc:  # undone by its savepoint; others go on
-                        outcomes.append((False, exc))
+                        outcomes.append((future, False, exc))
         except BaseException as exc:  # the commit itself failed: nothing in it happened
             error = exc if isinstance(exc, Unavailable) else Unavailable(
                 f"database commit failed: {exc}")
-            for _, future, _ in batch:
-                if future.set_running_or_notify_cancel():
-                    future.set_exception(error)
-            return
-        for (ok, value), (_, future, _) in zip(outcomes, batch):
-            if not future.set_running_or_notify_cancel():
-                continue
+            outcomes = [(future, False, error) for _, future, _ in batch]
+        _deliver(outcomes)
+
+
+def _claim(future: Any) -> bool:
+    """False if the caller gave up before the call started (it is then not run)."""
+    if isinstance(future, Future):
+        return future.set_running_or_notify_cancel()
+    return not future.cancelled()
+
+
+def _run(func: Callable[[], Any], future: Any) -> _Outcome | None:
+    if not _claim(future):
+        return None
+    try:
+        return (future, True, func())
+    except BaseException as exc:
+        return (future, False, exc)
+
+
+def _deliver(outcomes: list[_Outcome | None]) -> None:
+    """Hand results back: concurrent futures directly, asyncio futures in one callback per
+    event loop (each call_soon_threadsafe wakes the loop up)."""
+    by_loop: dict[Any, list[_Outcome]] = {}
+    for outcome in outcomes:
+        if outcome is None:
+            continue
+        future, ok, value = outcome
+        if isinstance(future, Future):
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+        else:
+            by_loop.setdefault(future.get_loop(), []).append(outcome)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+            loop.call_soon_threadsafe(_settle, settled)
 
 
-def _run(func: Callable[[], Any], future: Future[Any]) -> None:
-    if not future.set_running_or_notify_cancel():
-        return
-    try:
-        future.set_result(func())
-    except BaseException as exc:
-        future.set_exception(exc)
+def _settle(outcomes: list[_Outcome]) -> None:
+    for future, ok, value in outcomes:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
