@@ -156,10 +156,11 @@ class Api:
                                f"than zero, got {rate!r}")
         self.limiter = RateLimiter(rate) if rate else None
         self.ops = spec.operations()
-        # SQLite: one database thread with group commit (see dbthread.py). PostgreSQL waits
-        # on the network, so a few threads overlap those waits instead.
+        # Changes go through one database thread with group commit (see dbthread.py), on
+        # both stores. On PostgreSQL, other calls (lists, stats, long-poll checks) wait on
+        # the network and run on a few pool threads that overlap those waits.
         self.sqlite = getattr(store, "dialect", "sqlite") == "sqlite"
-        self.db_thread = DatabaseThread(store) if self.sqlite else None
+        self.db_thread = DatabaseThread(store)
         self.db_pool = None if self.sqlite else ThreadPoolExecutor(
             max_workers=8, thread_name_prefix="approvalctl-db")
         # Point reads by primary key (the key look-up of every request, one request by id)
@@ -173,20 +174,17 @@ class Api:
     async def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking service call on the database thread(s), off the event loop."""
         call = functools.partial(func, *args, **kwargs)
-        if self.db_thread is not None:
+        if self.db_pool is None:
             return await self.db_thread.submit_async(call)
         return await asyncio.get_running_loop().run_in_executor(self.db_pool, call)
 
     async def write(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Like run(), for a change: it may share one commit with others queued with it."""
-        call = functools.partial(func, *args, **kwargs)
-        if self.db_thread is not None:
-            return await self.db_thread.submit_async(call, write=True)
-        return await asyncio.get_running_loop().run_in_executor(self.db_pool, call)
+        return await self.db_thread.submit_async(functools.partial(func, *args, **kwargs),
+                                                 write=True)
 
     def close(self) -> None:
-        if self.db_thread is not None:
-            self.db_thread.shutdown()
+        self.db_thread.shutdown()
         if self.db_pool is not None:
             self.db_pool.shutdown(wait=True)
 

@@ -283,7 +283,12 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
+        tx = getattr(self._local, "tx", None)
         try:
+            if tx is not None:  # inside this thread's transaction (a group): its connection
+                with tx[0].cursor() as cur:
+                    yield cur if tx[1] is None else _PipelinedCursor(cur, tx[1])
+                return
             with self._get_pool().connection() as conn, conn.cursor() as cur:
                 yield cur
         except self._psycopg.Error as exc:
