@@ -28,8 +28,8 @@ def test_queued_writes_share_a_commit_and_a_failure_is_undone_alone(store, servi
     @contextmanager
     def counting():
         groups.append(1)
-        with real():
-            yield
+        with real() as group:
+            yield group
 
     monkeypatch.setattr(store, "group_commit", counting)
     db = DatabaseThread(store)
@@ -55,14 +55,12 @@ def test_queued_writes_share_a_commit_and_a_failure_is_undone_alone(store, servi
 
 
 def test_a_failed_commit_fails_every_call_in_it(store, service, agent, monkeypatch):
+    real = store.group_commit
+
     @contextmanager
     def failing():
-        with store._write():
-            store._local.group = True
-            try:
-                yield
-            finally:
-                store._local.group = False
+        with real() as group:
+            yield group
             raise Unavailable("disk full")  # the commit fails: everything rolls back
 
     monkeypatch.setattr(store, "group_commit", failing)
@@ -90,24 +88,57 @@ def test_reads_run_alone_and_in_order(store):
     db.shutdown()
 
 
-def test_a_change_undone_inside_a_group_leaves_no_audit_row_or_counter(store, service, agent):
-    """Inside a group commit the audit rows, counters and outbox rows of every change are
-    written together at the end; a change whose savepoint is rolled back is dropped from
-    that batch too."""
+def test_a_change_that_fails_half_way_is_run_again_alone(store, service, agent):
+    """Changes in a group run without savepoints. One that fails part-way through its writes
+    spoils the group: it is rolled back whole, and every change in it runs again on its own,
+    so the others still succeed and the failed one leaves nothing behind."""
     from approvalctl import audit
 
-    with store.group_commit():
-        kept = service.create(agent, "kept")
-        with pytest.raises(RuntimeError), store._write():
-            undone = service.create(agent, "undone")
-            raise RuntimeError("the job failed after its change")
-        also = service.create(agent, "also-kept")
-    assert store.get(undone.id) is None
+    attempts = []
+
+    def half_way():
+        attempts.append(1)
+        with store._write() as cur:
+            store._exec(cur, "INSERT INTO metric_counters (name, labels, value) "
+                        "VALUES ('half_way', '', 1)")
+            store._exec(cur, "INSERT INTO requests (id) VALUES (NULL)")  # NOT NULL: fails
+
+    db = DatabaseThread(store)
+    started = threading.Event()
+    db.submit(hold(0.2, started))
+    started.wait()
+    before = [db.submit(lambda i=i: service.create(agent, f"b{i}"), write=True)
+              for i in range(3)]
+    bad = db.submit(half_way, write=True)
+    after = [db.submit(lambda i=i: service.create(agent, f"a{i}"), write=True)
+             for i in range(3)]
+    created = [f.result(timeout=10) for f in before + after]
+    with pytest.raises(Unavailable):
+        bad.result(timeout=10)
+    db.shutdown()
+    assert len(attempts) == 2  # once in the group, once alone
+    assert all(store.get_status(r.id) == "pending" for r in created)
     rows = store.audit_rows()
-    assert [(r["seq"], r["request_id"]) for r in rows] == [(1, kept.id), (2, also.id)]
+    assert [r["request_id"] for r in rows] == [r.id for r in created]
     assert audit.verify_chain(store.iter_audit()).ok
-    totals = {(name, labels): value for name, labels, value in store.counters()}
-    assert totals[("approval_requests_total", "status=pending")] == 2
+    names = {name for name, _, _ in store.counters()}
+    assert "half_way" not in names
+
+
+def test_a_group_reads_each_key_once(store, service, agent):
+    """Within one group commit the API reads each key once (memo); outside a group there
+    is no memo, so every request reads the key afresh."""
+    db = DatabaseThread(store)
+    assert db.memo() is None
+    seen = []
+    started = threading.Event()
+    db.submit(hold(0.2, started))
+    started.wait()
+    futures = [db.submit(lambda: seen.append(db.memo()), write=True) for _ in range(3)]
+    for f in futures:
+        f.result(timeout=10)
+    db.shutdown()
+    assert seen[0] is not None and all(m is seen[0] for m in seen)
 
 
 def test_submit_async_hands_a_groups_results_back_to_the_loop(store, service, agent):

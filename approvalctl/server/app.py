@@ -232,8 +232,20 @@ class Api:
 
         def job() -> Any:
             call.looked_up = True
-            return func(self._admit(call, self.service.principal_of(secret)), *args, **kwargs)
+            return func(self._admit(call, self._principal_in_job(secret)), *args, **kwargs)
         return await self.write(job)
+
+    def _principal_in_job(self, secret: str) -> Any:
+        """The key's principal, read once per group commit: every call in a group arrived
+        before the group's transaction began, so a key revoked before any of them arrived
+        is revoked in the first read too."""
+        memo = self.db_thread.memo()
+        principal = None if memo is None else memo.get(secret)
+        if principal is None:
+            principal = self.service.principal_of(secret)
+            if memo is not None:
+                memo[secret] = principal
+        return principal
 
     async def _body(self, call: Call) -> Any:
         request = call.request

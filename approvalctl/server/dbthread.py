@@ -5,9 +5,10 @@ Why one thread: SQLite allows one writer at a time; with a pool of threads, writ
 same process contend for the lock, and SQLite's busy handler sleeps in steps of up to
 100 ms (a p99 of 700+ ms in tests/load/bench_api.py). Why group commit: a change's cost
 is mostly its COMMIT (request, its five indexes, audit row, counters and outbox pages
-written to the WAL), so writes waiting at the same moment run in one transaction, each in
-its own savepoint, and share that commit. Nobody is answered before the commit: results
-are handed back only once it succeeded, and a failed commit fails every call in it.
+written to the WAL), so writes waiting at the same moment run in one transaction and share
+that commit; if one fails half-way, the transaction is rolled back and each runs alone.
+Nobody is answered before the commit: results are handed back only once it succeeded, and
+a failed commit fails every call in it.
 
 PostgreSQL changes go through the same single thread. Measured with the server and
 PostgreSQL on one 2-core machine (tests/load/bench_pg.py): eight writer threads gave ~500
@@ -27,6 +28,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..errors import Unavailable
+from ..store.sql import GroupSpoiled
 
 MAX_GROUP = 64
 
@@ -46,6 +48,7 @@ class DatabaseThread:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._local = threading.local()
 
     def submit(self, func: Callable[[], Any], *, write: bool = False) -> Future[Any]:
         """Queue `func`; its result arrives in the returned concurrent future."""
@@ -109,18 +112,32 @@ class DatabaseThread:
     def _run_group(self, batch: list[_Item]) -> None:
         batch = [item for item in batch if _claim(item[1])]
         outcomes: list[_Outcome] = []
+        self._local.memo = {}
         try:
-            with self.store.group_commit():
+            with self.store.group_commit() as group:
                 for func, future, _ in batch:
                     try:
                         outcomes.append((future, True, func()))
-                    except BaseException as exc:  # undone by its savepoint; others go on
+                    except BaseException as exc:
                         outcomes.append((future, False, exc))
+                        if group.spoiled:  # it failed half-way: all is rolled back
+                            break
+        except GroupSpoiled:  # run each alone, in its own transaction
+            self._local.memo = None
+            outcomes = [_call(func, future) for func, future, _ in batch]
         except BaseException as exc:  # the commit itself failed: nothing in it happened
             error = exc if isinstance(exc, Unavailable) else Unavailable(
                 f"database commit failed: {exc}")
             outcomes = [(future, False, error) for _, future, _ in batch]
+        finally:
+            self._local.memo = None
         _deliver(outcomes)
+
+    def memo(self) -> dict[Any, Any] | None:
+        """On the database thread, while it runs a group: a dict that lives as long as the
+        group's transaction, for values that cannot change meanwhile as far as the calls
+        in it are concerned (every call in a group was queued before the group began)."""
+        return getattr(self._local, "memo", None)
 
 
 def _claim(future: Any) -> bool:
@@ -133,6 +150,10 @@ def _claim(future: Any) -> bool:
 def _run(func: Callable[[], Any], future: Any) -> _Outcome | None:
     if not _claim(future):
         return None
+    return _call(func, future)
+
+
+def _call(func: Callable[[], Any], future: Any) -> _Outcome:
     try:
         return (future, True, func())
     except BaseException as exc:

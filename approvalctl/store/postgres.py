@@ -202,7 +202,7 @@ class PostgresStore(SQLStore):
         self._pool_lock = threading.Lock()
         self._returned: dict[int, float] = {}  # id(connection) -> when it was last returned
         self._chained: set[int] = set()  # connections whose transaction needs a WAL flush
-        self._local = threading.local()  # this thread's open transaction, for group_commit
+        self._local = threading.local()  # this thread's open transaction and group
         # One direct connection first: it fails fast with the real reason (a pool would
         # retry in the background and only report a timeout), and it runs the migrations.
         with self._probe() as conn:
@@ -286,8 +286,14 @@ class PostgresStore(SQLStore):
         tx = getattr(self._local, "tx", None)
         try:
             if tx is not None:  # inside this thread's transaction (a group): its connection
-                with tx[0].cursor() as cur:
-                    yield cur if tx[1] is None else _PipelinedCursor(cur, tx[1])
+                try:
+                    with tx[0].cursor() as cur:
+                        yield cur if tx[1] is None else _PipelinedCursor(cur, tx[1])
+                except self._psycopg.Error:
+                    group = getattr(self._local, "group", None)
+                    if group is not None:  # PostgreSQL has aborted the whole transaction
+                        group.spoiled = True
+                    raise
                 return
             with self._get_pool().connection() as conn, conn.cursor() as cur:
                 yield cur
@@ -311,8 +317,15 @@ class PostgresStore(SQLStore):
         waits for that flush here, outside the lock, where concurrent writers share fsyncs.
         """
         outer = getattr(self._local, "tx", None)
-        if outer is not None and getattr(self._local, "group", False):
-            yield from self._savepoint(*outer)
+        group = getattr(self._local, "group", None)
+        if outer is not None and group is not None:
+            conn, pipe = outer
+            try:
+                with conn.cursor() as cur:
+                    yield from self._group_change(
+                        group, cur if pipe is None else _PipelinedCursor(cur, pipe))
+            except self._psycopg.Error as exc:
+                raise self._unavailable(exc) from None
             return
         try:
             with self._get_pool().connection() as conn:
@@ -339,18 +352,6 @@ class PostgresStore(SQLStore):
                     conn.execute("SELECT pg_current_xact_id()")
         except self._psycopg.Error as exc:
             raise self._unavailable(exc) from None
-
-    def _savepoint(self, conn: Any, pipe: Any) -> Iterator[Any]:
-        """One change inside a `group_commit`: undone alone if it fails."""
-        mark = self._deferred_mark()
-        try:
-            with conn.transaction(), conn.cursor() as cur:  # nested: a SAVEPOINT
-                yield cur if pipe is None else _PipelinedCursor(cur, pipe)
-        except BaseException as exc:
-            self._undo_deferred(mark)
-            if isinstance(exc, self._psycopg.Error):
-                raise self._unavailable(exc) from None
-            raise
 
     def _sql(self, sql: str) -> str:
         # Shared SQL is written with `?`; none of it contains a literal `?` or `%`.

@@ -60,6 +60,20 @@ def request_from_row(row: tuple) -> ApprovalRequest:
     return ApprovalRequest(row[0], row[1], _loads(row[2]), *row[3:_NCOLUMNS])
 
 
+class GroupSpoiled(Exception):
+    """A change failed part-way inside a group commit: all of it was rolled back."""
+
+
+class Group:
+    """The state of one group commit (see SQLStore.group_commit)."""
+
+    __slots__ = ("spoiled", "deferred")
+
+    def __init__(self) -> None:
+        self.spoiled = False
+        self.deferred: list[tuple[list[Change], dict[str, str]]] = []
+
+
 class SQLStore(OutboxQueries):
     """Shared queries; subclasses provide `_read()`/`_write()` cursors and locking."""
 
@@ -74,44 +88,44 @@ class SQLStore(OutboxQueries):
         raise NotImplementedError
 
     @contextmanager
-    def group_commit(self) -> Iterator[None]:
-        """Several changes in one transaction, each in its own savepoint: one commit (and one
-        flush) for all. A change that fails inside is undone alone; the others still commit.
+    def group_commit(self) -> Iterator[Group]:
+        """Several changes in one transaction: one commit (and one flush) for all.
 
-        Backends keep `self._local` (a threading.local) and make `_write()` a savepoint
-        while `self._local.group` is set; a savepoint that is rolled back also drops what
-        its change deferred (`_undo_deferred`).
+        The changes run without savepoints: each would cost two statements, and on
+        PostgreSQL two round trips, per change. If a change fails part-way through its
+        writes (a `_write()` block raised), the group is spoiled: leave the block (stop
+        running changes), everything is rolled back, and `GroupSpoiled` is raised so the
+        caller can run the changes again one by one (DatabaseThread does). A change that
+        fails before writing (a 404, a 409 found by the compare-and-set) spoils nothing.
 
         The audit rows, counters and outbox rows of the group's changes are deferred and
         written together at the end, before the commit: one read of the chain's head, one
-        insert of all audit rows, one counter upsert where each change made one of each.
+        insert of all audit rows, one counter upsert.
         """
+        group = Group()
         with self._write() as cur:
-            self._local.group = True
-            self._local.deferred = []
+            self._local.group = group
             try:
-                yield
+                yield group
+                if group.spoiled:
+                    raise GroupSpoiled
                 changes: list[Change] = []
                 payloads: dict[str, str] = {}
-                for group_changes, group_payloads in self._local.deferred:
+                for group_changes, group_payloads in group.deferred:
                     changes.extend(group_changes)
                     payloads.update(group_payloads)
-                self._local.deferred = None
                 if changes:
                     self._write_changes(cur, changes, payloads)
             finally:
-                self._local.group = False
-                self._local.deferred = None
+                self._local.group = None
 
-    def _deferred_mark(self) -> int:
-        deferred = getattr(self._local, "deferred", None)
-        return 0 if deferred is None else len(deferred)
-
-    def _undo_deferred(self, mark: int) -> None:
-        """Forget what changes deferred after `mark`: their savepoint was rolled back."""
-        deferred = getattr(self._local, "deferred", None)
-        if deferred is not None:
-            del deferred[mark:]
+    def _group_change(self, group: Group, cur: Any) -> Iterator[Any]:
+        """`_write()` inside a group: no transaction of its own; a failure spoils it."""
+        try:
+            yield cur
+        except BaseException:
+            group.spoiled = True
+            raise
 
     def _lock_audit(self, cur: Any) -> None:
         """Serialise audit appends (SQLite's BEGIN IMMEDIATE already does)."""
@@ -131,9 +145,9 @@ class SQLStore(OutboxQueries):
     def _append_changes(self, cur: Any, changes: list[Change], payloads: dict[str, str]) -> None:
         """Append changes to the audit chain with their counters and outbox rows, now or,
         inside a group commit, at its end."""
-        deferred = getattr(self._local, "deferred", None)
-        if deferred is not None:
-            deferred.append((changes, payloads))
+        group = getattr(self._local, "group", None)
+        if group is not None:
+            group.deferred.append((changes, payloads))
         else:
             self._write_changes(cur, changes, payloads)
 

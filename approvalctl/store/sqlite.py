@@ -95,8 +95,9 @@ class SQLiteStore(SQLStore):
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """BEGIN IMMEDIATE: take the write lock up front, so transactions never deadlock."""
         conn = self._conn()
-        if getattr(self._local, "group", False):
-            yield from self._savepoint(conn)
+        group = getattr(self._local, "group", None)
+        if group is not None:
+            yield from self._group_change(group, conn.cursor())
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -122,24 +123,6 @@ class SQLiteStore(SQLStore):
         # Index inserts in key order of a secondary index land on random pages; with the
         # default 2 MB page cache a million-row copy would spend its time re-reading them.
         self._conn().execute("PRAGMA cache_size = -262144")  # 256 MB, this connection only
-
-    def _savepoint(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
-        mark = self._deferred_mark()
-        try:
-            conn.execute("SAVEPOINT change")
-        except sqlite3.Error as exc:
-            raise _fail(self.path, exc) from None
-        try:
-            yield conn.cursor()
-        except BaseException as exc:
-            conn.execute("ROLLBACK TO change")
-            conn.execute("RELEASE change")
-            self._undo_deferred(mark)
-            if isinstance(exc, sqlite3.Error):
-                raise _fail(self.path, exc) from None
-            raise
-        else:
-            conn.execute("RELEASE change")
 
     def close(self) -> None:
         with self._conns_lock:
