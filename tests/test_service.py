@@ -281,3 +281,36 @@ def test_rbac_checks_are_counted_durably(service, agent, operator) -> None:
     counters = {(n, lab): v for n, lab, v in service.store.counters()}
     assert counters[("rbac_permission_checks_total", "result=denied")] == 1
     assert counters[("rbac_permission_checks_total", "result=allowed")] >= 1
+
+
+def test_response_time_is_the_same_by_id_and_by_prefix(store, agent, operator) -> None:
+    """A decision by full id is one UPDATE whose response time the database works out from
+    the stored created_at; a decision by prefix goes step by step in Python. Both store the
+    same whole milliseconds (truncated) and feed the same histogram bucket."""
+    now = [utcnow().replace(microsecond=123456)]
+    service = ApprovalService(store, Settings(), clock=lambda: now[0])
+    by_id, by_prefix, later = (service.create(agent, "t") for _ in range(3))
+    # created_at is stored as .123 (milliseconds); decided 1.235455 s later by the clock
+    now[0] += timedelta(seconds=1, microseconds=234999)
+    service.decide(operator, by_id.id, "approve", note="ok")
+    service.decide(operator, by_prefix.id[:20], "reject")
+    now[0] += timedelta(days=3)
+    service.decide(operator, later.id, "approve")
+    with store._read() as cur:
+        ms = dict(store._exec(cur, "SELECT id, response_ms FROM requests").fetchall())
+    assert ms[by_id.id] == ms[by_prefix.id] == 1235
+    assert ms[later.id] == 3 * 86_400_000 + 1235
+    decided = store.get(by_id.id)
+    assert decided.decision_note == "ok" and decided.decided_by == operator.name
+    assert decided.decided_at > decided.created_at
+    from approvalctl.counters import RESPONSE_TIME
+
+    series = {(n, lab): v for n, lab, v in store.counters() if n.startswith(RESPONSE_TIME)}
+    assert (RESPONSE_TIME + "_bucket", "le=1") not in series
+    assert series[(RESPONSE_TIME + "_bucket", "le=5")] == 2
+    assert series[(RESPONSE_TIME + "_bucket", "le=+Inf")] == 3
+    assert series[(RESPONSE_TIME + "_count", "")] == 3
+    assert series[(RESPONSE_TIME + "_sum", "")] == pytest.approx(3 * 1.235455 + 3 * 86400)
+    rows = [r for r in store.audit_rows() if r["action"] in ("approve", "reject")]
+    assert [(r["request_id"], r["to_status"]) for r in rows] == [
+        (by_id.id, "approved"), (by_prefix.id, "rejected"), (later.id, "approved")]

@@ -353,6 +353,10 @@ class PostgresStore(SQLStore):
         except self._psycopg.Error as exc:
             raise self._unavailable(exc) from None
 
+    def _ms_since_created(self) -> str:
+        return ("GREATEST(0, ROUND(EXTRACT(EPOCH FROM (?::timestamptz - "
+                "created_at::timestamptz)) * 1000))::bigint")
+
     def _sql(self, sql: str) -> str:
         # Shared SQL is written with `?`; none of it contains a literal `?` or `%`.
         return sql.replace("?", "%s")

@@ -234,6 +234,36 @@ class SQLStore(OutboxQueries):
                                  if change.outbox else {})
         return req
 
+    def decide_pending(self, request_id: str, to_status: str, at: str, decided_by: str,
+                       note: str | None, *, not_user: str | None,
+                       change_for: Callable[[ApprovalRequest], Change]
+                       ) -> ApprovalRequest | None:
+        """A decision in one statement: compare-and-set from pending (and, with `not_user`,
+        not that user's own request), the response time worked out by the database from
+        the stored `created_at`, the row returned. None if nothing matched; the caller
+        then finds out why. `change_for` builds the change from the decided row."""
+        sql = ("UPDATE requests SET status = ?, decided_at = ?, decided_by = ?, "
+               "decision_note = ?, response_ms = " + self._ms_since_created() +
+               " WHERE id = ? AND status = ?" + (" AND user_id <> ?" if not_user else "") +
+               " RETURNING " + ", ".join(REQUEST_COLUMNS))
+        params = (to_status, at, decided_by, note, at, request_id, PENDING) + (
+            (not_user,) if not_user else ())
+        with self._write() as cur:
+            row = self._exec(cur, sql, params).fetchone()
+            if row is None:
+                return None
+            req = request_from_row(row)
+            change = change_for(req)
+            self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
+                                 if change.outbox else {})
+        return req
+
+    def _ms_since_created(self) -> str:
+        """SQL for whole milliseconds from `created_at` to the time bound to its `?`, at
+        least 0 (both are fixed-width UTC text with milliseconds)."""
+        return ("MAX(0, CAST((julianday(?) - julianday(created_at)) * 86400000.0 + 0.5 "
+                "AS INTEGER))")
+
     def expire_overdue(self, now: str, change_for: Callable[[ApprovalRequest], Change],
                        batch: int = 2000) -> list[str]:
         """Expire every pending request whose `expires_at` is at or before `now`.
