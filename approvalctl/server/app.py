@@ -232,7 +232,10 @@ class Api:
 
         def job() -> Any:
             call.looked_up = True
-            return func(self._admit(call, self._principal_in_job(secret)), *args, **kwargs)
+            principal = self._principal_in_job(secret)
+            if call.principal is None:  # a job run again alone (dbthread) is not re-counted
+                self._admit(call, principal)
+            return func(principal, *args, **kwargs)
         return await self.write(job)
 
     def _principal_in_job(self, secret: str) -> Any:
