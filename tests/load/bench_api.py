@@ -70,8 +70,18 @@ async def _worker(port: int, next_request, stop_at: float, lat: list[float],
         writer.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), or NaN elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_phase(port: int, next_request, seconds: float, connections: int,
-              on_body=None) -> dict:
+              on_body=None, server_pid: int | None = None) -> dict:
     lat: list[float] = []
     statuses: dict[int, int] = {}
 
@@ -82,19 +92,24 @@ def run_phase(port: int, next_request, seconds: float, connections: int,
                                for _ in range(connections)))
         return time.perf_counter() - start
 
+    cpu0 = cpu_seconds(server_pid) if server_pid else float("nan")
     try:
         import uvloop
 
         elapsed = uvloop.run(main())
     except ImportError:
         elapsed = asyncio.run(main())
+    cpu = (cpu_seconds(server_pid) - cpu0) if server_pid else float("nan")
     lat.sort()
 
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
 
     return {"requests": len(lat), "rps": len(lat) / elapsed, "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99), "statuses": statuses}
+            "p99_ms": pct(0.99), "statuses": statuses,
+            # the server's CPU per request and its share of the cores: a process at ~1.0
+            # core with cores to spare is bound by the GIL, not by the machine
+            "cpu_us": cpu / max(1, len(lat)) * 1e6, "cores": cpu / elapsed}
 
 
 def http_request(method: str, path: str, key: str | None = None, body: bytes | None = None
@@ -233,7 +248,8 @@ def main() -> None:
         body = b'{"tool_name": "git_push", "arguments": {"branch": "main"}}'
         raw = http_request("POST", "/create", None, body)
         run_phase(port, lambda: raw, 1.0, conns)  # warm-up
-        results["baseline insert"] = run_phase(port, lambda: raw, secs, conns)
+        results["baseline insert"] = run_phase(port, lambda: raw, secs, conns,
+                                               server_pid=proc.pid)
     finally:
         stop(proc)
 
@@ -252,7 +268,7 @@ def main() -> None:
                 created.append(json.loads(data)["id"])
 
         run_phase(port, lambda: create, 1.0, conns, keep_id)  # warm-up
-        results["create"] = run_phase(port, lambda: create, secs, conns, keep_id)
+        results["create"] = run_phase(port, lambda: create, secs, conns, keep_id, proc.pid)
 
         to_decide = iter(created)
         decide_body = b'{"action": "approve", "note": "bench"}'
@@ -262,17 +278,18 @@ def main() -> None:
             return None if rid is None else http_request(
                 "PUT", f"/api/v1/approvals/{rid}", ops_key, decide_body)
 
-        results["decide"] = run_phase(port, next_decide, secs, conns)
+        results["decide"] = run_phase(port, next_decide, secs, conns, server_pid=proc.pid)
 
         list_req = http_request("GET", "/api/v1/approvals?limit=50", ops_key)
         run_phase(port, lambda: list_req, 1.0, conns)
-        results["list (50 items)"] = run_phase(port, lambda: list_req, secs, conns)
+        results["list (50 items)"] = run_phase(port, lambda: list_req, secs, conns,
+                                               server_pid=proc.pid)
 
         def next_get() -> bytes:
             return http_request("GET", f"/api/v1/approvals/{random.choice(seeded)}", ops_key)
 
         run_phase(port, next_get, 1.0, conns)
-        results["get"] = run_phase(port, next_get, secs, conns)
+        results["get"] = run_phase(port, next_get, secs, conns, server_pid=proc.pid)
     finally:
         stop(proc)
 
@@ -281,15 +298,16 @@ def main() -> None:
     print(f"\n{conns} connections, {secs:g} s per phase, {os.cpu_count()} CPUs, "
           f"database of {args.rows:,} requests; 1-min load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after (other work on the machine skews the figures)\n")
-    print("| operation | req/s | p50 ms | p99 ms | of baseline | target | statuses |")
-    print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
+    print("| operation | req/s | p50 ms | p99 ms | of baseline | server CPU µs/req (cores) "
+          "| target | statuses |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for name, r in results.items():
         target = targets.get(name)
         verdict = "-" if target is None else (
             f"≥ {target:,} {'✓' if r['rps'] >= target else '✗'}, p99 ≤ 50 "
             f"{'✓' if r['p99_ms'] <= 50 else '✗'}")
         print(f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['rps'] / base:.2f} | {verdict} | "
+              f"{r['rps'] / base:.2f} | {r['cpu_us']:,.0f} ({r['cores']:.2f}) | {verdict} | "
               f"{', '.join(f'{k}: {v}' for k, v in sorted(r['statuses'].items()))} |")
 
 
