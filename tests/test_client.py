@@ -96,7 +96,7 @@ def test_bad_or_revoked_keys_are_unauthenticated(live):
 
 
 def test_unreachable_server_is_unavailable_with_a_clear_message():
-    from tests.conftest import free_port
+    from conftest import free_port
 
     port = free_port()
     with Client(f"http://127.0.0.1:{port}", "k") as client, \

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PG_BASE, env_for, pg_schema_url
+from conftest import PG_BASE, env_for, pg_schema_url, stop_process
 
 from approvalctl.errors import Unavailable
 from approvalctl.models import Principal
@@ -262,10 +261,4 @@ def test_server_answers_503_while_postgres_is_down_then_recovers(private_cluster
         listed = httpx.get(api, params={"status": "all"}, headers=headers, timeout=10).json()
         assert sorted(r["tool_name"] for r in listed["items"]) == ["a", "c"]
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        server.stderr.close()
+        stop_process(server)

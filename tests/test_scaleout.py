@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import bulk_create, env_for
+from conftest import bulk_create, env_for, stop_process
 
 from approvalctl import counters
 from approvalctl.models import Principal, to_iso, utcnow
@@ -63,17 +63,11 @@ class Servers:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        for proc in self.procs:
+        for proc in self.procs:  # all at once, then wait for each
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
         for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stderr:
-                proc.stderr.close()
+            stop_process(proc)
 
 
 @pytest.fixture

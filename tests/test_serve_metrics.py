@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import env_for
+from conftest import env_for, stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -48,14 +49,7 @@ def start_exporter(db: Path, port: int) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stderr:
-        proc.stderr.close()
+    stop_process(proc, signal.SIGTERM, timeout=10)
 
 
 @pytest.fixture

@@ -26,11 +26,8 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import shutil
-import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,11 +38,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from approvalctl import audit, counters  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_core  # noqa: E402  (its database builder)
+from bench_api import free_port, stop  # noqa: E402
+
 from approvalctl.models import Principal  # noqa: E402
 from approvalctl.service import ApprovalService  # noqa: E402
 from approvalctl.store import open_store  # noqa: E402
-from approvalctl.store.sql import AUDIT_COLUMNS, REQUEST_COLUMNS  # noqa: E402
 
 PG_BASE = os.environ.get("APPROVALCTL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 CACHE = Path(os.environ.get("APPROVALCTL_BENCH_CACHE", "/tmp/approvalctl-bench-pg"))
@@ -72,94 +72,6 @@ def drop_pg_schema(schema: str) -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-def iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
-
-
-def ulid(ms: int, rand: int) -> str:
-    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
-    value = (ms << 80) | (rand & ((1 << 80) - 1))
-    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
-
-
-def build_source(path: Path, n: int, seed: int = 6) -> None:
-    """N requests over 30 days (1 % pending; the rest approved/rejected/expired/cancelled),
-    their chained audit rows and the counters, as the tool would have written them."""
-    t0 = time.perf_counter()
-    tmp = path.with_suffix(".building")
-    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-        p.unlink(missing_ok=True)
-    open_store(str(tmp)).close()
-    rng = random.Random(seed)
-    now = int(time.time() * 1000)
-    start = now - 30 * 86_400_000
-    created = sorted(rng.randrange(start, now - 3_600_000) for _ in range(n))
-    requests, events, deltas = [], [], []
-    for i, c in enumerate(created):
-        user, tool = f"agent-{rng.randrange(50):02d}", f"tool_{rng.randrange(20)}"
-        x = rng.random()
-        status = ("pending" if i >= n - n // 100 else "approved" if x < .6 else "rejected"
-                  if x < .75 else "expired" if x < .95 else "cancelled")
-        rid = ulid(c, rng.getrandbits(79))
-        decided_at = decided_by = note = response_ms = None
-        if status in ("approved", "rejected"):
-            response_ms = min(int(rng.expovariate(1 / 90_000)), 3_599_999)
-            decided_at, decided_by = iso(c + response_ms), f"op{rng.randrange(3)}"
-        elif status == "expired":
-            decided_at = iso(c + 3_600_000)
-        elif status == "cancelled":
-            decided_at, decided_by = iso(c + 60_000), user
-        args = json.dumps({"target": f"prod-{rng.randrange(40)}", "ticket":
-                           f"OPS-{rng.randrange(10_000)}"}, sort_keys=True)
-        row = (rid, tool, args, f"scheduled change {i}", ("low", "medium", "high")[i % 3], user,
-               status, iso(c), iso(c + (30 * 86_400_000 if status == "pending" else 3_600_000)),
-               decided_at, decided_by, note, response_ms)
-        requests.append(row)
-        events.append((row[7], 0, row))
-        if status != "pending":
-            events.append((decided_at, 1, row))
-    events.sort(key=lambda e: (e[0], e[1]))
-    trail, prev = [], audit.GENESIS
-    actions = {"approved": "approve", "rejected": "reject", "expired": "expire",
-               "cancelled": "cancel"}
-    for seq, (at, kind, r) in enumerate(events, start=1):
-        if kind == 0:
-            actor, action, frm, to = r[5], "create", None, "pending"
-            detail = {"risk": r[4], "tool_name": r[1], "user_id": r[5]}
-            deltas.extend(counters.for_status("pending"))
-        else:
-            action, frm, to = actions[r[6]], "pending", r[6]
-            actor = "system" if action == "expire" else r[10]
-            detail = {"expires_at": r[8]} if action == "expire" else {}
-            deltas.extend(counters.for_decision(to, (r[12] or 0) / 1000))
-        rec = {"seq": seq, "at": at, "actor": actor, "action": action, "request_id": r[0],
-               "from_status": frm, "to_status": to, "detail": json.dumps(detail,
-                                                                         sort_keys=True)}
-        rec["prev_hash"] = prev
-        rec["hash"] = prev = audit.row_hash(prev, rec)
-        trail.append(tuple(rec[c] for c in AUDIT_COLUMNS))
-        if len(deltas) > 100_000:
-            deltas = counters.merge(deltas)
-    conn = sqlite3.connect(tmp, isolation_level=None)
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("BEGIN")
-    conn.executemany(f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}, response_ms) VALUES "
-                     f"({', '.join('?' * (len(REQUEST_COLUMNS) + 1))})", requests)
-    conn.executemany(f"INSERT INTO audit_log ({', '.join(AUDIT_COLUMNS)}) VALUES "
-                     f"({', '.join('?' * len(AUDIT_COLUMNS))})", trail)
-    conn.executemany("INSERT INTO metric_counters (name, labels, value) VALUES (?, ?, ?)",
-                     counters.merge(deltas))
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    tmp.replace(path)
-    for suffix in ("-wal", "-shm"):
-        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-    print(f"  built {path}: {n:,} requests, {len(trail):,} audit rows, "
-          f"{path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t0:.0f} s",
-          file=sys.stderr)
-
-
 def migrate(source: str, target: str) -> tuple[float, dict]:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "approvalctl", "migrate", "--to", target,
@@ -175,7 +87,7 @@ def bench_migrate(n: int, rebuild: bool) -> list[str]:
     CACHE.mkdir(parents=True, exist_ok=True)
     source = CACHE / f"source-{n}.db"
     if rebuild or not source.exists():
-        build_source(source, n)
+        bench_core.build(source, n, seed=6)  # 1 % pending, the rest decided, 30 days
     work = CACHE / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
@@ -200,12 +112,6 @@ def bench_migrate(n: int, rebuild: bool) -> list[str]:
 
 
 # ---------------------------------------------------------------- HTTP
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(db: str, workers: int, home: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**ENV, "APPROVALCTL_DB": db, "XDG_CONFIG_HOME": str(home / "config"),
@@ -224,15 +130,6 @@ def start_server(db: str, workers: int, home: Path) -> tuple[subprocess.Popen, i
             time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"serve did not start: {proc.stderr.read()}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def _load(port: int, requests: list[bytes], concurrency: int
@@ -315,7 +212,7 @@ def bench_http(count: int, concurrency: int) -> list[str]:
                     assert not bad, f"decide failed: {bad[:3]}"
                     d_rate, d50, d99 = _figures(lat, elapsed)
                 finally:
-                    stop_server(proc)
+                    stop(proc)
             finally:
                 if schema:
                     drop_pg_schema(schema)
