@@ -9,6 +9,8 @@ reads) are buffered here in memory and flushed with the next write or at exit.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .models import DECIDED_BY_HUMAN, EXPIRED
 
@@ -26,12 +28,6 @@ Counter = tuple[str, str, float]  # (name, labels as 'k=v,k2=v2', delta)
 
 def labels(**kv: str) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(kv.items()))
-
-
-def parse_labels(text: str) -> dict[str, str]:
-    if not text:
-        return {}
-    return dict(part.split("=", 1) for part in text.split(","))
 
 
 def for_status(status: str) -> list[Counter]:
@@ -69,10 +65,25 @@ class PendingCounters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._deltas: list[Counter] = []
+        self._local = threading.local()
 
     def add(self, name: str, lab: str, delta: float = 1) -> None:
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is not None:
+            buffer.append((name, lab, delta))
+            return
         with self._lock:
             self._deltas.append((name, lab, delta))
+
+    @contextmanager
+    def capture(self, buffer: list[Counter]) -> Iterator[None]:
+        """Deltas added on this thread meanwhile go to `buffer` instead (a group commit
+        writes them itself, or drops them if it is rolled back)."""
+        self._local.buffer = buffer
+        try:
+            yield
+        finally:
+            self._local.buffer = None
 
     def take(self) -> list[Counter]:
         with self._lock:

@@ -6,6 +6,7 @@ Field names here are the contract: they are the database columns, the JSON keys 
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from dataclasses import dataclass, field
@@ -63,10 +64,13 @@ _id_lock = threading.Lock()
 _last = {"ms": 0, "seq": 0}
 
 
-# Ids need to be unique, not secret: the random module (seeded from the OS, and re-seeded in
-# a forked child) instead of os.urandom, whose system call releases the GIL; in the server
-# that hands the interpreter to the event loop in the middle of every database job.
-_bits = random.getrandbits
+# Ids need to be unique, not secret: a generator seeded from the OS (and re-seeded in a
+# forked child) instead of os.urandom, whose system call releases the GIL; in the server
+# that hands the interpreter to the event loop in the middle of every database job. A
+# private one, so that random.seed() anywhere else in the process cannot repeat ids.
+_rng = random.Random()
+os.register_at_fork(after_in_child=_rng.seed)
+_bits = _rng.getrandbits
 
 
 def new_id(now: datetime | None = None) -> str:
@@ -120,10 +124,6 @@ class ApprovalRequest:
         "created_at", "expires_at", "decided_at", "decided_by", "decision_note",
     )
 
-    @property
-    def is_final(self) -> bool:
-        return self.status in FINAL_STATUSES
-
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its recursive deep copy was a third of the API's cost per
         # request. `arguments` is plain JSON data, so a shallow copy of it is enough. The
@@ -139,9 +139,6 @@ class ApprovalRequest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ApprovalRequest:
         return cls(**{k: data.get(k) for k in cls.FIELDS})
-
-    def age_seconds(self, now: datetime | None = None) -> float:
-        return ((now or utcnow()) - from_iso(self.created_at)).total_seconds()
 
 
 @dataclass

@@ -3,9 +3,11 @@
     user      create; read and cancel their own requests
     viewer    read all requests; stats
     operator  viewer + approve/reject/cancel any request; sweep
-    admin     operator + API keys and the audit trail
+    admin     operator + creating requests, API keys and the audit trail
 
-Every check is counted in `rbac_permission_checks_total{result}`.
+Admin may also create requests (beyond DESIGN.md's matrix) because the local CLI acts as
+admin: an admin key gives the remote CLI everything the local one can do. Every `allowed`
+check is counted in `rbac_permission_checks_total{result}` (`sees_all` is not a check).
 """
 
 from __future__ import annotations

@@ -217,65 +217,58 @@ class ApprovalService:
         pending, someone's own request): the step-by-step path below then finds the exact
         answer. Deciders see every request, so there is no visibility check to skip."""
         rid = normalise_id(str(id_or_prefix))
-        if len(rid) != 26 or not rid.isalnum() or not rbac.sees_all(actor):
+        if len(rid) != 26 or not rid.isalnum():
             return None
         try:
             note = _text(note, "note", limit=MAX_TEXT)
         except InvalidInput:
             return None
+        if not rbac.allowed(actor, rbac.READ_ALL):  # what resolve() would have checked
+            return None
         now = self.clock()
+        return self.store.transition(
+            rid, target, to_iso(now), actor.name, note, timed=True,
+            not_user=None if self.settings.allow_self_approval else actor.name,
+            change_for=self._decision(actor, target, action, note, now))
 
-        def change_for(req: ApprovalRequest) -> Change:
-            response = max(0.0, (now - from_iso(req.created_at)).total_seconds())
-            return Change(request_id=req.id, actor=actor.name, action=action,
-                          from_status=PENDING, to_status=target, at=req.decided_at or "",
-                          detail={"note": note} if note else {},
-                          counters=counters.for_decision(target, response),
-                          outbox=[(c, "decided") for c in self.settings.channels_for("decided")])
-
-        return self.store.decide_pending(
-            rid, target, to_iso(now), actor.name, note, change_for=change_for,
-            not_user=None if self.settings.allow_self_approval else actor.name)
-
-    def cancel(self, actor: Principal, id_or_prefix: str, note: str | None = None
-               ) -> ApprovalRequest:
+    def cancel(self, actor: Principal, id_or_prefix: str) -> ApprovalRequest:
         req = self.resolve(actor, id_or_prefix)
         if not (rbac.allowed(actor, rbac.CANCEL_ANY) or
                 (req.user_id == actor.name and rbac.allowed(actor, rbac.CANCEL_OWN))):
             raise Forbidden(f"role '{actor.role}' may not cancel request {req.id}")
-        return self._finish(actor, req, CANCELLED, "cancel", _text(note, "note",
-                                                                   limit=MAX_TEXT))
+        return self._finish(actor, req, CANCELLED, "cancel", None)
 
     def _finish(self, actor: Principal, req: ApprovalRequest, target: str, action: str,
                 note: str | None) -> ApprovalRequest:
         if not can_transition(req.status, target):
             raise ApprovalConflict(f"request {req.id} is already {req.status}", req.status)
         now = self.clock()
-        response = max(0.0, (now - from_iso(req.created_at)).total_seconds())
-        event = "decided"
-        change = Change(request_id=req.id, actor=actor.name, action=action,
-                        from_status=PENDING, to_status=target, at=to_iso(now),
-                        detail={"note": note} if note else {},
-                        counters=counters.for_decision(target, response),
-                        outbox=[(c, event) for c in self.settings.channels_for(event)])
-        done = self.store.transition(change, actor.name, note,
-                                     int(response * 1000) if target in DECIDED_BY_HUMAN
-                                     else None)
+        done = self.store.transition(req.id, target, to_iso(now), actor.name, note,
+                                     timed=target in DECIDED_BY_HUMAN, not_user=None,
+                                     change_for=self._decision(actor, target, action, note, now))
         if done is None:
             current = self.store.get_status(req.id)
             raise ApprovalConflict(f"request {req.id} is already {current}", current)
         return done
 
-    # ------------------------------------------------------------ expiry
-    def _expiry_change(self, req: ApprovalRequest) -> Change:
-        now = to_iso(self.clock())
-        return Change(request_id=req.id, actor=SYSTEM, action="expire", from_status=PENDING,
-                      to_status=EXPIRED, at=now, detail={"expires_at": req.expires_at},
-                      counters=counters.for_decision(EXPIRED, 0),
-                      outbox=[(c, "expired") for c in self.settings.channels_for("expired")])
+    def _decision(self, actor: Principal, target: str, action: str, note: str | None,
+                  now: datetime) -> Callable[[ApprovalRequest], Change]:
+        """The change that moves a request from pending to `target` at `now`, built from
+        the row as the compare-and-set returned it."""
+        outbox = [(c, "decided") for c in self.settings.channels_for("decided")]
 
+        def change(req: ApprovalRequest) -> Change:
+            response = max(0.0, (now - from_iso(req.created_at)).total_seconds())
+            return Change(request_id=req.id, actor=actor.name, action=action,
+                          from_status=PENDING, to_status=target, at=to_iso(now),
+                          detail={"note": note} if note else {},
+                          counters=counters.for_decision(target, response), outbox=outbox)
+
+        return change
+
+    # ------------------------------------------------------------ expiry
     def _expiry_changes(self, now: str) -> Callable[[ApprovalRequest], Change]:
-        """`_expiry_change` for a whole sweep as of `now`.
+        """The change that expires a request, for a whole sweep as of `now`.
 
         A big sweep expires 100,000 requests: what every expiry shares (the time, the
         counters, the channels) is worked out once, not per request.
@@ -314,7 +307,7 @@ class ApprovalService:
             if status != PENDING:
                 return self.store.get(req.id)  # type: ignore[return-value]
             if self.clock() >= expires:
-                self.store.expire_overdue(to_iso(self.clock()), self._expiry_change)
+                self.sweep()
                 continue
             if deadline is not None and time.monotonic() >= deadline:
                 return self.store.get(req.id)  # type: ignore[return-value]

@@ -183,9 +183,11 @@ def test_changes_check_the_key_before_anything_else(http, live):
     req = create(http, live)
     gone = live.key("gone-writer", "admin")
     live.service.revoke_key(live.service.authenticate(live.keys["admin"]), "gone-writer")
+    brief = live.key("brief-writer", "admin", expires_seconds=0.3)
     _, unknown = keys.generate()
+    time.sleep(0.4)
     before = live.store.audit_rows()
-    for key, word in ((gone, "revoked"), (unknown, "unknown")):
+    for key, word in ((gone, "revoked"), (unknown, "unknown"), (brief, "expired")):
         headers = {"X-API-Key": key}
         for r in (http.post(API, json={"tool_name": "deploy"}, headers=headers),
                   http.post(API, json={"tool_name": 5}, headers=headers),  # bad body

@@ -135,8 +135,9 @@ while not go.exists():
     time.sleep(0.005)
 expired = []
 while True:
-    batch = store.expire_overdue(__import__("approvalctl.models").models.to_iso(
-        __import__("approvalctl.models").models.utcnow()), svc._expiry_change, batch=250)
+    now = __import__("approvalctl.models").models.to_iso(
+        __import__("approvalctl.models").models.utcnow())
+    batch = store.expire_overdue(now, svc._expiry_changes(now), batch=250)
     if not batch:
         break
     expired.extend(batch)

@@ -141,3 +141,16 @@ def test_requeue_one_or_all_failed(hooked, store, agent):
     assert store.requeue_outbox(now=iso()) == 3
     assert store.list_outbox(status="failed") == []
     assert len(store.claim_outbox(now=iso(), lease_until=iso(60), limit=10)) == 4
+
+
+def test_a_request_created_and_decided_in_one_group_keeps_both_snapshots(hooked, store,
+                                                                          agent, operator):
+    """Inside one group commit each change keeps its own notification payload: the
+    `created` row shows the request as created, the `decided` row as decided."""
+    with store.group_commit():
+        req = hooked.create(agent, "deploy")
+        hooked.decide(operator, req.id, "approve")
+    payloads = {(r["event"], r["channel"]): json.loads(r["payload"])["status"]
+                for r in store.list_outbox()}
+    assert payloads == {("created", "slack"): "pending", ("created", "webhook:0"): "pending",
+                        ("decided", "slack"): "approved"}

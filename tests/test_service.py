@@ -284,11 +284,19 @@ def test_rbac_checks_are_counted_durably(service, agent, operator) -> None:
 
 
 def test_response_time_is_the_same_by_id_and_by_prefix(store, agent, operator) -> None:
-    """A decision by full id is one UPDATE whose response time the database works out from
-    the stored created_at; a decision by prefix goes step by step in Python. Both store the
-    same whole milliseconds (truncated) and feed the same histogram bucket."""
+    """A decision by full id takes the one-statement path (no read first); a decision by
+    prefix resolves the id first. Both store the same whole milliseconds, worked out by the
+    database from the stored created_at, and feed the same histogram bucket."""
     now = [utcnow().replace(microsecond=123456)]
     service = ApprovalService(store, Settings(), clock=lambda: now[0])
+    at_once, one_statement = service._decide_at_once, []
+
+    def spy(*args):
+        done = at_once(*args)
+        one_statement.append(done is not None)
+        return done
+
+    service._decide_at_once = spy
     by_id, by_prefix, later = (service.create(agent, "t") for _ in range(3))
     # created_at is stored as .123 (milliseconds); decided 1.235455 s later by the clock
     now[0] += timedelta(seconds=1, microseconds=234999)
@@ -296,6 +304,7 @@ def test_response_time_is_the_same_by_id_and_by_prefix(store, agent, operator) -
     service.decide(operator, by_prefix.id[:20], "reject")
     now[0] += timedelta(days=3)
     service.decide(operator, later.id, "approve")
+    assert one_statement == [True, False, True]  # by id, by prefix, by id
     with store._read() as cur:
         ms = dict(store._exec(cur, "SELECT id, response_ms FROM requests").fetchall())
     assert ms[by_id.id] == ms[by_prefix.id] == 1235

@@ -3,8 +3,9 @@
 Every handler does the same five things: authenticate the key, check the request against the
 OpenAPI document, call one service method, serialise the result, and turn the core's named
 errors into `application/problem+json`. Who may do what is decided by the service, never
-here. The service's calls are synchronous database work, so they run in the thread pool and
-the event loop stays free for long-polls.
+here. The service's calls are synchronous database work, so they run off the event loop
+(changes on the database thread of dbthread.py, point reads inline on SQLite) and the loop
+stays free for long-polls.
 """
 
 from __future__ import annotations
@@ -156,17 +157,17 @@ class Api:
                                f"than zero, got {rate!r}")
         self.limiter = RateLimiter(rate) if rate else None
         self.ops = spec.operations()
-        # Changes go through one database thread with group commit (see dbthread.py), on
-        # both stores. On PostgreSQL, other calls (lists, stats, long-poll checks) wait on
-        # the network and run on a few pool threads that overlap those waits.
-        self.sqlite = getattr(store, "dialect", "sqlite") == "sqlite"
+        # Changes (write()) go through one database thread with group commit on both
+        # stores (see dbthread.py). Everything else (run()) goes to that thread too on
+        # SQLite; on PostgreSQL it waits on the network, so a few pool threads overlap it.
+        sqlite = getattr(store, "dialect", "sqlite") == "sqlite"
         self.db_thread = DatabaseThread(store)
-        self.db_pool = None if self.sqlite else ThreadPoolExecutor(
+        self.db_pool = None if sqlite else ThreadPoolExecutor(
             max_workers=8, thread_name_prefix="approvalctl-db")
-        # Point reads by primary key (the key look-up of every request, one request by id)
-        # take microseconds on SQLite and WAL readers never wait for the writer, so they run
-        # on the loop's own connection and save a thread hop; over a network they do not.
-        self.inline_reads = self.sqlite
+        # Point reads by primary key (the key look-up of reads, one request by id) take
+        # microseconds on SQLite and WAL readers never wait for the writer, so they run on
+        # the loop's own connection and save a thread hop; over a network they do not.
+        self.inline_reads = sqlite
         self.stopping = False
         self._last_purge = 0.0
 
@@ -211,12 +212,11 @@ class Api:
                 secret = value
         return secret
 
-    def _admit(self, call: Call, principal: Any) -> Any:
+    def _admit(self, call: Call, principal: Any) -> None:
         """The per-key rate limit, once the key is known."""
         if self.limiter is not None:
             self.limiter.check(principal.name)
         call.principal = principal
-        return principal
 
     async def change(self, call: Call, func: Callable[..., Any], *args: Any, **kwargs: Any
                      ) -> Any:
@@ -225,10 +225,8 @@ class Api:
         database thread and wait to get it back, which cost more than the create itself.
         The job reads the key in the transaction that makes the change, so a key revoked
         before it still fails."""
-        if call.principal is not None:
-            return await self.write(func, call.principal, *args, **kwargs)
         secret = call.secret
-        assert secret is not None
+        assert secret is not None  # set by endpoint() for the methods in key_in_job
 
         def job() -> Any:
             call.looked_up = True

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from typing import Any
 
 from ..errors import Unavailable
 from ..store.sql import GroupSpoiled
+
+log = logging.getLogger("approvalctl.server")
 
 MAX_GROUP = 64
 
@@ -44,7 +47,7 @@ class DatabaseThread:
     def __init__(self, store: Any, *, max_group: int = MAX_GROUP) -> None:
         self.store = store
         self.max_group = max_group
-        self.group = hasattr(store, "group_commit")
+        self._closed = False
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -65,6 +68,8 @@ class DatabaseThread:
         return future
 
     def _put(self, item: _Item) -> None:
+        if self._closed:
+            raise Unavailable("the server is shutting down")
         if self._thread is None:  # started on first use: an app never served starts none
             with self._start_lock:
                 if self._thread is None:
@@ -74,9 +79,20 @@ class DatabaseThread:
         self._queue.put(item)
 
     def shutdown(self) -> None:
+        """Finish what is queued, stop the thread; later calls fail with Unavailable."""
+        self._closed = True
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=30)
+        late: list[_Outcome | None] = []
+        while True:  # queued in the instant before _closed was set: answer, never strand
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and _claim(item[1]):
+                late.append((item[1], False, Unavailable("the server is shutting down")))
+        _deliver(late)
 
     # ---- the thread
     def _loop(self) -> None:
@@ -87,45 +103,44 @@ class DatabaseThread:
             if item is None:
                 return
             func, future, write = item
-            if not (write and self.group):
+            if not write:
                 _deliver([_run(func, future)])
                 continue
-            batch = [item]
+            batch, stop = [item], False
             while len(batch) < self.max_group:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is None or not nxt[2]:
-                    carry = nxt  # a read or the stop signal: after this group
-                    if nxt is None:
-                        carry = None
-                        self._run_group(batch)
-                        return
+                if nxt is None or not nxt[2]:  # a read or the stop signal: after this group
+                    carry, stop = nxt, nxt is None
                     break
                 batch.append(nxt)
             if len(batch) == 1:
                 _deliver([_run(func, future)])
             else:
                 self._run_group(batch)
+            if stop:
+                return
 
     def _run_group(self, batch: list[_Item]) -> None:
         batch = [item for item in batch if _claim(item[1])]
+        if not batch:
+            return
         outcomes: list[_Outcome] = []
         self._local.memo = {}
         try:
             with self.store.group_commit() as group:
                 for func, future, _ in batch:
-                    try:
-                        outcomes.append((future, True, func()))
-                    except BaseException as exc:
-                        outcomes.append((future, False, exc))
-                        if group.spoiled:  # it failed half-way: all is rolled back
-                            break
+                    outcomes.append(_call(func, future))
+                    if group.spoiled:  # a change failed half-way: all is rolled back
+                        break
         except GroupSpoiled:  # run each alone, in its own transaction
             self._local.memo = None
             outcomes = [_call(func, future) for func, future, _ in batch]
         except BaseException as exc:  # the commit itself failed: nothing in it happened
+            if not isinstance(exc, Unavailable):
+                log.exception("group commit of %d changes failed", len(batch))
             error = exc if isinstance(exc, Unavailable) else Unavailable(
                 f"database commit failed: {exc}")
             outcomes = [(future, False, error) for _, future, _ in batch]
@@ -184,7 +199,10 @@ def _settle(outcomes: list[_Outcome]) -> None:
     for future, ok, value in outcomes:
         if future.cancelled():
             continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+        try:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        except (TypeError, RuntimeError) as exc:  # e.g. StopIteration cannot be set
+            future.set_exception(RuntimeError(f"{value!r} ({exc})"))

@@ -1,6 +1,6 @@
 """The notification outbox queries, shared by both backends (mixed into `SQLStore`).
 
-Rows are written by `SQLStore._append_changes` in the same transaction as the state change
+Rows are written by `SQLStore._write_changes` in the same transaction as the state change
 that causes them. Here is everything the delivery side does with them afterwards:
 
 - `claim_outbox` leases due rows to one worker (`claimed_until`): a second worker skips a

@@ -3,8 +3,8 @@
 Several `serve` processes, sweeps and notification workers on several machines may share
 one database. What makes that safe lives here:
 
-- every write is one transaction (`_write`), so a change, its audit row, counters and outbox
-  rows exist together or not at all;
+- every write is one transaction (`_write`, or several changes in one `group_commit`), so
+  a change, its audit row, counters and outbox rows exist together or not at all;
 - audit appends take a transaction-scoped advisory lock (`_lock_audit`), so concurrent
   writers extend the hash chain one after another and it never forks;
 - sweeps and outbox claims select with `FOR UPDATE SKIP LOCKED`, so any number of them run
@@ -285,14 +285,12 @@ class PostgresStore(SQLStore):
     def _read(self) -> Iterator[Any]:
         tx = getattr(self._local, "tx", None)
         try:
-            if tx is not None:  # inside this thread's transaction (a group): its connection
+            if tx is not None:  # inside this thread's open transaction: its connection
                 try:
-                    with tx[0].cursor() as cur:
-                        yield cur if tx[1] is None else _PipelinedCursor(cur, tx[1])
+                    with self._tx_cursor(*tx) as cur:
+                        yield cur
                 except self._psycopg.Error:
-                    group = getattr(self._local, "group", None)
-                    if group is not None:  # PostgreSQL has aborted the whole transaction
-                        group.spoiled = True
+                    self._spoil_group()  # PostgreSQL has aborted the whole transaction
                     raise
                 return
             with self._get_pool().connection() as conn, conn.cursor() as cur:
@@ -301,8 +299,14 @@ class PostgresStore(SQLStore):
             raise self._unavailable(exc) from None
 
     @contextmanager
+    def _tx_cursor(self, conn: Any, pipe: Any) -> Iterator[Any]:
+        with conn.cursor() as cur:
+            yield cur if pipe is None else _PipelinedCursor(cur, pipe)
+
+    @contextmanager
     def _write(self, *, pipeline: bool | None = None) -> Iterator[Any]:
-        """One transaction: committed when the block ends, rolled back if it raises.
+        """One transaction: committed when the block ends, rolled back if it raises. Inside
+        a `group_commit` it is part of the group's transaction (see SQLStore.group_commit).
 
         With `pipeline=true` in the URL, statements are pipelined: each is sent without
         waiting for the one before, and the client waits only where it needs a result (a
@@ -319,11 +323,12 @@ class PostgresStore(SQLStore):
         outer = getattr(self._local, "tx", None)
         group = getattr(self._local, "group", None)
         if outer is not None and group is not None:
-            conn, pipe = outer
+            # Pipelined, a statement's error surfaces only at the next sync: sync at the end
+            # of each change, so a failing one spoils the group here, not at its COMMIT.
             try:
-                with conn.cursor() as cur:
+                with self._tx_cursor(*outer) as cur:
                     yield from self._group_change(
-                        group, cur if pipe is None else _PipelinedCursor(cur, pipe))
+                        group, cur, None if outer[1] is None else outer[1].sync)
             except self._psycopg.Error as exc:
                 raise self._unavailable(exc) from None
             return

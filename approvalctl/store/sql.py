@@ -67,11 +67,12 @@ class GroupSpoiled(Exception):
 class Group:
     """The state of one group commit (see SQLStore.group_commit)."""
 
-    __slots__ = ("spoiled", "deferred")
+    __slots__ = ("spoiled", "changes", "checks")
 
     def __init__(self) -> None:
         self.spoiled = False
-        self.deferred: list[tuple[list[Change], dict[str, str]]] = []
+        self.changes: list[tuple[Change, str]] = []  # each with its notification payload
+        self.checks: list[counters.Counter] = []  # RBAC checks made by the group's calls
 
 
 class SQLStore(OutboxQueries):
@@ -93,39 +94,47 @@ class SQLStore(OutboxQueries):
 
         The changes run without savepoints: each would cost two statements, and on
         PostgreSQL two round trips, per change. If a change fails part-way through its
-        writes (a `_write()` block raised), the group is spoiled: leave the block (stop
-        running changes), everything is rolled back, and `GroupSpoiled` is raised so the
-        caller can run the changes again one by one (DatabaseThread does). A change that
-        fails before writing (a 404, a 409 found by the compare-and-set) spoils nothing.
+        writes (a `_write()` block raised) or a read fails (the backend may have aborted the
+        transaction), the group is spoiled: leave the block (stop running changes),
+        everything is rolled back, and `GroupSpoiled` is raised so the caller can run the
+        changes again one by one (DatabaseThread does). A change that fails before writing
+        (a 404, a 409 found by the compare-and-set) spoils nothing.
 
         The audit rows, counters and outbox rows of the group's changes are deferred and
         written together at the end, before the commit: one read of the chain's head, one
-        insert of all audit rows, one counter upsert.
+        insert of all audit rows, one counter upsert. RBAC checks made meanwhile on this
+        thread are kept with the group, so a spoiled group's are dropped with it.
         """
         group = Group()
         with self._write() as cur:
             self._local.group = group
             try:
-                yield group
+                with counters.pending.capture(group.checks):
+                    yield group
                 if group.spoiled:
                     raise GroupSpoiled
-                changes: list[Change] = []
-                payloads: dict[str, str] = {}
-                for group_changes, group_payloads in group.deferred:
-                    changes.extend(group_changes)
-                    payloads.update(group_payloads)
-                if changes:
-                    self._write_changes(cur, changes, payloads)
+                if group.changes or group.checks:
+                    self._write_changes(cur, group.changes, group.checks)
             finally:
                 self._local.group = None
 
-    def _group_change(self, group: Group, cur: Any) -> Iterator[Any]:
-        """`_write()` inside a group: no transaction of its own; a failure spoils it."""
+    def _group_change(self, group: Group, cur: Any,
+                      sync: Callable[[], Any] | None = None) -> Iterator[Any]:
+        """`_write()` inside a group: no transaction of its own; a failure spoils it.
+        `sync` makes a pipelined backend report this change's errors here, not later."""
         try:
             yield cur
+            if sync is not None:
+                sync()
         except BaseException:
             group.spoiled = True
             raise
+
+    def _spoil_group(self) -> None:
+        """A read failed inside a group: the transaction may be gone (see group_commit)."""
+        group = getattr(self._local, "group", None)
+        if group is not None:
+            group.spoiled = True
 
     def _lock_audit(self, cur: Any) -> None:
         """Serialise audit appends (SQLite's BEGIN IMMEDIATE already does)."""
@@ -145,19 +154,24 @@ class SQLStore(OutboxQueries):
     def _append_changes(self, cur: Any, changes: list[Change], payloads: dict[str, str]) -> None:
         """Append changes to the audit chain with their counters and outbox rows, now or,
         inside a group commit, at its end."""
+        entries = [(ch, payloads[ch.request_id] if ch.outbox else "") for ch in changes]
         group = getattr(self._local, "group", None)
         if group is not None:
-            group.deferred.append((changes, payloads))
+            group.changes.extend(entries)
         else:
-            self._write_changes(cur, changes, payloads)
+            self._write_changes(cur, entries)
 
-    def _write_changes(self, cur: Any, changes: list[Change], payloads: dict[str, str]) -> None:
+    def _write_changes(self, cur: Any, entries: list[tuple[Change, str]],
+                       checks: list[counters.Counter] | None = None) -> None:
+        """Chain `entries` (changes with their payloads) onto the audit trail and write their
+        counters (with `checks` and the buffered RBAC checks) and outbox rows."""
         self._lock_audit(cur)
         last = self._exec(cur, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
                           ).fetchone()
         seq, prev = (last[0], last[1]) if last else (0, audit.GENESIS)
-        audit_rows, counter_rows, outbox_rows = [], [], []
-        for ch in changes:
+        audit_rows, outbox_rows = [], []
+        counter_rows = list(checks or ())
+        for ch, payload in entries:
             seq += 1
             row = {"seq": seq, "at": ch.at, "actor": ch.actor, "action": ch.action,
                    "request_id": ch.request_id, "from_status": ch.from_status,
@@ -168,8 +182,7 @@ class SQLStore(OutboxQueries):
             audit_rows.append(tuple(row[c] for c in AUDIT_COLUMNS))
             counter_rows.extend(ch.counters)
             for channel, event in ch.outbox:
-                outbox_rows.append((event, channel, ch.request_id, payloads[ch.request_id],
-                                    ch.at, ch.at))
+                outbox_rows.append((event, channel, ch.request_id, payload, ch.at, ch.at))
         counter_rows.extend(counters.pending.take())
         self._insert_change_rows(cur, audit_rows, counters.merge(counter_rows), outbox_rows)
 
@@ -217,37 +230,20 @@ class SQLStore(OutboxQueries):
             self._append_changes(cur, [change], {req.id: payload})
         return req
 
-    def transition(self, change: Change, decided_by: str | None, note: str | None,
-                   response_ms: int | None) -> ApprovalRequest | None:
-        """Compare-and-set from pending; None when the request was no longer pending."""
-        with self._write() as cur:
-            row = self._exec(
-                cur, "UPDATE requests SET status = ?, decided_at = ?, decided_by = ?, "
-                "decision_note = ?, response_ms = ? WHERE id = ? AND status = ? RETURNING "
-                + ", ".join(REQUEST_COLUMNS),
-                (change.to_status, change.at, decided_by, note, response_ms, change.request_id,
-                 PENDING)).fetchone()
-            if row is None:
-                return None
-            req = request_from_row(row)
-            self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
-                                 if change.outbox else {})
-        return req
-
-    def decide_pending(self, request_id: str, to_status: str, at: str, decided_by: str,
-                       note: str | None, *, not_user: str | None,
-                       change_for: Callable[[ApprovalRequest], Change]
-                       ) -> ApprovalRequest | None:
-        """A decision in one statement: compare-and-set from pending (and, with `not_user`,
-        not that user's own request), the response time worked out by the database from
-        the stored `created_at`, the row returned. None if nothing matched; the caller
-        then finds out why. `change_for` builds the change from the decided row."""
+    def transition(self, request_id: str, to_status: str, at: str, decided_by: str,
+                   note: str | None, *, timed: bool, not_user: str | None,
+                   change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
+        """Compare-and-set from pending in one statement (and, with `not_user`, not that
+        user's own request), returning the row; None if nothing matched, and the caller
+        finds out why. With `timed`, the database works out `response_ms` from the stored
+        `created_at`. `change_for` builds the change from the row it returned."""
         sql = ("UPDATE requests SET status = ?, decided_at = ?, decided_by = ?, "
-               "decision_note = ?, response_ms = " + self._ms_since_created() +
+               "decision_note = ?, response_ms = " + (self._ms_since_created() if timed
+                                                      else "NULL") +
                " WHERE id = ? AND status = ?" + (" AND user_id <> ?" if not_user else "") +
                " RETURNING " + ", ".join(REQUEST_COLUMNS))
-        params = (to_status, at, decided_by, note, at, request_id, PENDING) + (
-            (not_user,) if not_user else ())
+        params = (to_status, at, decided_by, note) + ((at,) if timed else ()) + (
+            request_id, PENDING) + ((not_user,) if not_user else ())
         with self._write() as cur:
             row = self._exec(cur, sql, params).fetchone()
             if row is None:
@@ -288,7 +284,7 @@ class SQLStore(OutboxQueries):
                 for r, c in zip(reqs, changes):
                     r.status, r.decided_at = c.to_status, c.at
                     if c.outbox:  # only notification rows carry the payload; it is costly
-                        payloads[r.id] = json.dumps(r.to_dict(), sort_keys=True)
+                        payloads[r.id] = _sorted_json(r.to_dict())
                 self._append_changes(cur, changes, payloads)
                 expired.extend(r.id for r in reqs)
             if len(rows) < batch:

@@ -89,6 +89,7 @@ class SQLiteStore(SQLStore):
             cur = self._conn().cursor()
             yield cur
         except sqlite3.Error as exc:
+            self._spoil_group()  # SQLite rolls back on some errors (IOERR, FULL, NOMEM)
             raise _fail(self.path, exc) from None
 
     @contextmanager
@@ -97,7 +98,10 @@ class SQLiteStore(SQLStore):
         conn = self._conn()
         group = getattr(self._local, "group", None)
         if group is not None:
-            yield from self._group_change(group, conn.cursor())
+            try:
+                yield from self._group_change(group, conn.cursor())
+            except sqlite3.Error as exc:
+                raise _fail(self.path, exc) from None
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
