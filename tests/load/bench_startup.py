@@ -43,7 +43,8 @@ def _env(pythonpath: str, db: Path) -> dict[str, str]:
     return env
 
 
-def _run(python: str, env: dict[str, str], args: list[str], *extra: str) -> tuple[float, str]:
+def _run(python: str, env: dict[str, str], args: list[str],
+         *extra: str) -> tuple[float, str]:
     start = time.perf_counter()
     # cwd: `-m` puts the working directory first on sys.path, ahead of PYTHONPATH.
     proc = subprocess.run([python, *extra, "-m", "approvalctl", *args], env=env,
@@ -56,8 +57,8 @@ def _run(python: str, env: dict[str, str], args: list[str], *extra: str) -> tupl
 
 def _create(python: str, env: dict[str, str]) -> str:
     # Created on an agent's behalf: the local operator may not approve their own request.
-    proc = subprocess.run([python, "-m", "approvalctl", "request", "bench_tool", "--json"],
-                          env={**env, "APPROVALCTL_USER": "bench-agent"},
+    proc = subprocess.run([python, "-m", "approvalctl", "request", "bench_tool",
+                           "--json"], env={**env, "APPROVALCTL_USER": "bench-agent"},
                           cwd=Path(env["APPROVALCTL_DB"]).parent, capture_output=True, text=True, timeout=120, check=True)
     return re.search(r'"id": "([^"]+)"', proc.stdout).group(1)
 
