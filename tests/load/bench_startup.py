@@ -48,7 +48,8 @@ def _run(python: str, env: dict[str, str], args: list[str],
     start = time.perf_counter()
     # cwd: `-m` puts the working directory first on sys.path, ahead of PYTHONPATH.
     proc = subprocess.run([python, *extra, "-m", "approvalctl", *args], env=env,
-                          cwd=Path(env["APPROVALCTL_DB"]).parent, capture_output=True, text=True, timeout=120)
+                          cwd=Path(env["APPROVALCTL_DB"]).parent, capture_output=True, text=True,
+                          timeout=120)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{args}: exit {proc.returncode}: {proc.stderr[-500:]}")
@@ -59,7 +60,8 @@ def _create(python: str, env: dict[str, str]) -> str:
     # Created on an agent's behalf: the local operator may not approve their own request.
     proc = subprocess.run([python, "-m", "approvalctl", "request", "bench_tool",
                            "--json"], env={**env, "APPROVALCTL_USER": "bench-agent"},
-                          cwd=Path(env["APPROVALCTL_DB"]).parent, capture_output=True, text=True, timeout=120, check=True)
+                          cwd=Path(env["APPROVALCTL_DB"]).parent, capture_output=True, text=True,
+                          timeout=120, check=True)
     return re.search(r'"id": "([^"]+)"', proc.stdout).group(1)
 
 
