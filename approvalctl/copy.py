@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import audit
-from .errors import ApprovalctlError, InvalidInput
+from .errors import InvalidInput
 from .store import SQLStore, is_postgres_url, open_store
 from .store.sql import TABLES
 
@@ -34,10 +34,6 @@ DEFAULT_BATCH = 5000
 
 #: progress(table, rows copied so far, rows to copy in all)
 Progress = Callable[[str, int, int], None]
-
-
-class VerificationFailed(ApprovalctlError):
-    """The target does not hold exactly the source's data after a copy."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from ..errors import ApprovalctlError, InvalidInput
+from ..errors import ApprovalctlError, InvalidInput, exit_code
 
 app = typer.Typer(
     name="approvalctl",
@@ -183,7 +183,7 @@ def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None 
 
 def fail(exc: ApprovalctlError) -> typer.Exit:
     message(f"error: {exc.detail}")
-    return typer.Exit(exc.exit_code)
+    return typer.Exit(exit_code(exc))
 
 
 @contextmanager

@@ -33,7 +33,13 @@ from starlette.routing import Route, request_response
 
 from .. import __version__, metrics, rbac
 from ..config import Settings
-from ..errors import ApprovalctlError, InvalidInput, RateLimited
+from ..errors import (  # noqa: F401  (PayloadTooLarge, UnsupportedMediaType: re-exported)
+    ApprovalctlError,
+    InvalidInput,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+)
 from ..models import PENDING, from_iso, to_iso, utcnow
 from ..service import IDEMPOTENCY_HOURS, ApprovalService
 from . import spec
@@ -50,20 +56,6 @@ POLL_SECONDS = 0.2
 IDEMPOTENCY_HEADER = re.compile(r"[!-~]{1,255}")
 PROBLEM = "application/problem+json"
 INLINE_PAGE = 100
-
-
-class PayloadTooLarge(InvalidInput):
-    """The request body exceeds MAX_BODY."""
-
-    http_status = 413
-    title = "Payload too large"
-
-
-class UnsupportedMediaType(InvalidInput):
-    """A body that is not application/json."""
-
-    http_status = 415
-    title = "Unsupported media type"
 
 
 # ---------------------------------------------------------------- responses

@@ -28,8 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ..errors import Unavailable
-from ..store.sql import GroupSpoiled
+from ..errors import GroupSpoiled, Unavailable
 
 log = logging.getLogger("approvalctl.server")
 
