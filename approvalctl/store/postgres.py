@@ -36,11 +36,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import Unavailable
-from ..models import to_iso, utcnow
-from .schema import MIGRATION_SET, MIGRATIONS, statements
+from . import migrations
 from .sql import AUDIT_COLUMNS, BUMP_SQL, OUTBOX_INSERT_COLUMNS, TABLES, SQLStore
 
-MIGRATIONS_TABLE = "approvalctl_migrations"
+MIGRATIONS_TABLE = migrations.TABLE
 def _flag(value: str) -> float:
     if value.lower() in ("1", "true", "on", "yes"):
         return 1.0
@@ -217,7 +216,7 @@ class PostgresStore(SQLStore):
             self._migrate_key = _lock_key("approvalctl-migrate", schema)
             if migrate:
                 self._migrate(conn)
-            elif require_schema and not self._applied(conn):
+            elif require_schema and not migrations.applied(conn, self.dialect):
                 raise Unavailable(f"PostgreSQL database at {self.url} has no approvalctl "
                                   "schema; run `approvalctl migrate` against it first")
 
@@ -465,37 +464,21 @@ class PostgresStore(SQLStore):
             pool.close()
 
     # ---- migrations
-    def _applied(self, conn: Any) -> list[tuple[str, str]]:
-        exists = conn.execute("SELECT to_regclass(%s)", (MIGRATIONS_TABLE,)).fetchone()[0]
-        if exists is None:
-            return []
-        return conn.execute(f"SELECT name, applied_at FROM {MIGRATIONS_TABLE} "
-                            "WHERE migration_set = %s ORDER BY applied_at, name",
-                            (MIGRATION_SET,)).fetchall()
-
     def _migrate(self, conn: Any) -> list[str]:
-        done = {name for name, _ in self._applied(conn)}
-        if all(name in done for name, _ in MIGRATIONS):
-            return []
-        applied = []
-        for name, body in MIGRATIONS:
-            if name in done:
-                continue
+        @contextmanager
+        def read() -> Iterator[Any]:
+            yield conn
+
+        @contextmanager
+        def transaction() -> Iterator[Any]:
             with conn.transaction():
-                # Whoever holds the lock migrates; a racing opener waits, then sees the row.
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._migrate_key,))
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
-                             "migration_set TEXT NOT NULL, name TEXT NOT NULL, "
-                             "applied_at TEXT NOT NULL, PRIMARY KEY (migration_set, name))")
-                if conn.execute(f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE migration_set = %s "
-                                "AND name = %s", (MIGRATION_SET, name)).fetchone():
-                    continue
-                for stmt in statements("postgresql", body):
-                    conn.execute(stmt)
-                conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (migration_set, name, applied_at)"
-                             " VALUES (%s, %s, %s)", (MIGRATION_SET, name, to_iso(utcnow())))
-                applied.append(name)
-        return applied
+                yield conn
+
+        def lock(cur: Any) -> None:
+            # Whoever holds the lock migrates; a racing opener waits, then sees the row.
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._migrate_key,))
+
+        return migrations.migrate(self.dialect, read, transaction, lock)
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied. Cheap when up to date."""
@@ -504,5 +487,4 @@ class PostgresStore(SQLStore):
 
     def migration_state(self) -> list[dict[str, str | None]]:
         with self._probe() as conn:
-            applied = dict(self._applied(conn))
-        return [{"name": name, "applied_at": applied.get(name)} for name, _ in MIGRATIONS]
+            return migrations.state(conn, self.dialect)

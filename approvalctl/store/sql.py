@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from .. import audit, counters
+from ..errors import GroupSpoiled
 from ..models import PENDING, STATUSES, ApprovalRequest, Change
 from .outbox import OutboxQueries
 
@@ -58,10 +59,6 @@ def request_from_row(row: tuple) -> ApprovalRequest:
     # Positional, in REQUEST_COLUMNS order (the dataclass's field order): a page of 50
     # built through dict(zip(...)) and **kwargs cost a sixth of a listing.
     return ApprovalRequest(row[0], row[1], _loads(row[2]), *row[3:_NCOLUMNS])
-
-
-class GroupSpoiled(Exception):
-    """A change failed part-way inside a group commit: all of it was rolled back."""
 
 
 class Group:
