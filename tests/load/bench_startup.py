@@ -9,7 +9,8 @@ A variant is `LABEL=PYTHON[:PYTHONPATH]`: an interpreter (its site-packages deci
 version) and the directory holding the `approvalctl` package to measure. On a shared machine
 absolute times drift with the load, so the runs are interleaved — each round runs every
 variant once per command, in a fresh random order — and the report gives each variant's
-median and p90 over the same moments. Each run is `python -m approvalctl ...` on a SQLite
+median and p90 over the same moments, with the median CPU time of the child (which other
+jobs on the machine do not inflate). Each run is `python -m approvalctl ...` on a SQLite
 database seeded with two pending requests (`approve` decides a fresh one each run) with
 bytecode caching on, as in a normal installation. Modules are counted from one
 `python -X importtime` run per variant and command.
@@ -21,6 +22,7 @@ import argparse
 import os
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,8 +45,14 @@ def _env(pythonpath: str, db: Path) -> dict[str, str]:
     return env
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run(python: str, env: dict[str, str], args: list[str],
-         *extra: str) -> tuple[float, str]:
+         *extra: str) -> tuple[float, float, str]:
+    cpu = _cpu()
     start = time.perf_counter()
     # cwd: `-m` puts the working directory first on sys.path, ahead of PYTHONPATH.
     proc = subprocess.run([python, *extra, "-m", "approvalctl", *args], env=env,
@@ -53,7 +61,7 @@ def _run(python: str, env: dict[str, str], args: list[str],
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{args}: exit {proc.returncode}: {proc.stderr[-500:]}")
-    return elapsed, proc.stderr
+    return elapsed, _cpu() - cpu, proc.stderr
 
 
 def _create(python: str, env: dict[str, str]) -> str:
@@ -84,12 +92,13 @@ def main() -> None:
         _create(python, envs[label])  # migrate and warm the bytecode cache
         _run(python, envs[label], ["list"])
     times: dict[tuple[str, str], list[float]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
     modules: dict[tuple[str, str], int] = {}
     heavy: dict[tuple[str, str], list[str]] = {}
     rounds = [(v, c) for v in variants for c in COMMANDS]
     for (label, python, _), cmd in rounds:
         args = [a.format(id=_create(python, envs[label])) for a in COMMANDS[cmd]]
-        _, err = _run(python, envs[label], args, "-X", "importtime")
+        _, _, err = _run(python, envs[label], args, "-X", "importtime")
         modules[label, cmd] = len(_IMPORT_LINE.findall(err))
         heavy[label, cmd] = sorted({m.split(".")[0] for m in _IMPORT_LINE.findall(err)}
                                    & {"pydantic", "rich", "sqlite_utils", "click"})
@@ -98,9 +107,11 @@ def main() -> None:
         for (label, python, _), cmd in rounds:
             args = [a.format(id=_create(python, envs[label])) if "{id}" in a else a
                     for a in COMMANDS[cmd]]
-            elapsed, _ = _run(python, envs[label], args)
+            elapsed, cpu, _ = _run(python, envs[label], args)
             times.setdefault((label, cmd), []).append(elapsed * 1000)
-    print(f"{opts.runs} interleaved runs per cell; wall ms median / p90 (modules imported, "
+            cpus.setdefault((label, cmd), []).append(cpu * 1000)
+    print(f"{opts.runs} interleaved runs per cell; wall ms median / p90, CPU ms median "
+          "(user + system of the child) (modules imported, "
           "and which of pydantic, rich, sqlite_utils, click)")
     print("| command | " + " | ".join(v[0] for v in variants) + " |")
     print("| --- |" + " ---: |" * len(variants))
@@ -109,7 +120,9 @@ def main() -> None:
         for label, _, _ in variants:
             t = sorted(times[label, cmd])
             p90 = t[min(len(t) - 1, int(len(t) * 0.9))]
-            cells.append(f"{statistics.median(t):.0f} / {p90:.0f} ({modules[label, cmd]} modules"
+            cpu = statistics.median(cpus[label, cmd])
+            cells.append(f"{statistics.median(t):.0f} / {p90:.0f}, CPU {cpu:.0f} "
+                         f"({modules[label, cmd]} modules"
                          + "".join(f", {m}" for m in heavy[label, cmd]) + ")")
         print(f"| `{cmd}` | " + " | ".join(cells) + " |")
 
