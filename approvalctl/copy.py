@@ -131,7 +131,7 @@ class Checksum:
 
     Each row is hashed in marshal's version-2 encoding: one exact, self-delimiting byte
     string per tuple of str/int/float/None, the same whichever driver read it (version 2
-    has no back-references or interning flags), and about twice as fast as repr. Rows are
+    has no back-references or interning flags), and faster than repr. Rows are
     encoded one by one, so the sum does not depend on how they were batched.
     """
 

@@ -312,8 +312,8 @@ class PostgresStore(SQLStore):
         fetch, a rowcount) and at COMMIT — a change with its audit row, counters and outbox
         rows costs about three round trips instead of nine, most of them inside the audit
         lock. That pays when the database is across a network; on a local socket psycopg's
-        pipeline bookkeeping costs more CPU (~20 % per change, measured) than the round trips
-        it saves, hence off by default. An error anywhere still rolls everything back.
+        pipeline bookkeeping costs more CPU per change than the round trips it saves
+        (docs/benchmarks.md), hence off by default. An error anywhere still rolls everything back.
 
         A transaction that appended to the audit chain committed without waiting for its WAL
         flush (see `_lock_audit`); before returning — before anyone is told it happened — it
@@ -397,8 +397,8 @@ class PostgresStore(SQLStore):
         """The audit rows, counters and outbox rows of a change in ONE statement.
 
         These run while the audit-chain lock is held, so every round trip here is time no
-        other writer can append: three statements (each ~30 µs of psycopg plus a trip to
-        the server) become one, with data-modifying CTEs. They touch different tables and
+        other writer can append: three statements (each with psycopg's own overhead plus a
+        trip to the server) become one, with data-modifying CTEs. They touch different tables and
         need not see each other's rows, so the shared snapshot of one statement is fine;
         the statement is part of the change's transaction like the three were. Big batches
         (a sweep of thousands) keep the plain statements, far from the parameter limit.
