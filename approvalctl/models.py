@@ -1,7 +1,7 @@
 """The approval request, its states and the legal moves between them.
 
 Field names here are the contract: they are the database columns, the JSON keys of
-`--json` output and the HTTP bodies alike (see DESIGN.md section 3).
+`--json` output and the HTTP bodies alike (see docs/design.md section 3).
 """
 
 from __future__ import annotations

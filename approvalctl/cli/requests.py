@@ -20,8 +20,6 @@ from .app import (
     state_of,
 )
 
-#: Exit codes of `wait` and `request --wait`, by final status (DESIGN.md section 4).
-
 JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
 
 
