@@ -22,6 +22,7 @@ Internal signals, never shown to a user as such (each is caught by its own modul
 
     DeliveryError(Exception)         a notification attempt failed (notify/)
     GroupSpoiled(Exception)          a group commit was rolled back (store/sql.py)
+    UniqueViolation(Unavailable)     a concurrent insert of the same key (store/postgres.py)
     PromQLError(ValueError)          an expression does not parse (lint/)
 """
 
@@ -173,6 +174,11 @@ class DeliveryError(Exception):
         self.detail = detail
         self.transient = transient
         self.retry_after = retry_after
+
+
+class UniqueViolation(Unavailable):
+    """PostgreSQL: a concurrent writer inserted the same key first (store/postgres.py retries
+    an idempotent create as a replay; anywhere else it is the 503 it derives from)."""
 
 
 class GroupSpoiled(Exception):

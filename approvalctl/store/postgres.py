@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import Unavailable
+from ..errors import UniqueViolation as _UniqueViolation
 from . import migrations
 from .sql import AUDIT_COLUMNS, BUMP_SQL, OUTBOX_INSERT_COLUMNS, TABLES, SQLStore
 
@@ -181,10 +182,6 @@ class _PipelinedCursor:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._cur)
-
-
-class _UniqueViolation(Unavailable):
-    """A concurrent writer inserted the same key first (only idempotency keys can race)."""
 
 
 class PostgresStore(SQLStore):
