@@ -249,16 +249,7 @@ def _error_from(response: httpx.Response) -> errors.ApprovalctlError:
 
 
 # ---------------------------------------------------------------- for agents
-class ApprovalDenied(errors.ApprovalctlError):
-    """The operator rejected the request, or it expired, was cancelled, or the wait ran out."""
-
-    exit_code = 10
-
-    def __init__(self, detail: str, request: ApprovalRequest) -> None:
-        super().__init__(detail)
-        self.request = request
-        self.exit_code = {"rejected": 10, "expired": 11, "cancelled": 12}.get(
-            request.status, 124)
+ApprovalDenied = errors.ApprovalDenied
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -4,6 +4,12 @@ The config file is YAML at `$APPROVALCTL_CONFIG`, else
 `$XDG_CONFIG_HOME/approvalctl/config.yaml`. Secrets are never flags: the API key comes from
 `APPROVALCTL_API_KEY` or the file, and notification secrets are named by environment
 variable.
+
+`SCHEMA` (JSON Schema 2020-12) is the one description of the file: `load_file()` checks the
+whole file against it and reports the first problem in one line naming the key
+(`config file F: notifications.slack.events[0]: unknown event 'create' ...`). Adding a
+setting is one line in `SCHEMA["properties"]`; its value is then `Settings.get(key)`
+(or give it a `Settings` field in `load()` when it needs a default or a type).
 """
 
 from __future__ import annotations
@@ -18,8 +24,169 @@ from .errors import InvalidInput
 DEFAULT_TTL_SECONDS = 3600.0
 NOTIFY_EVENTS = ("created", "decided", "expired")
 
-_KNOWN_KEYS = {"db", "server", "api_key", "allow_self_approval", "default_ttl", "user",
-               "notifications", "rate_limit", "templates_dir"}
+_EVENTS = {"type": "array", "items": {"enum": list(NOTIFY_EVENTS)}, "uniqueItems": True}
+_URL = {"type": "string", "pattern": "^https?://[^\\s/]+"}
+_ENV = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
+#: Seconds, or a short duration ("30s", "5m"); exclusiveMinimum applies only to numbers and
+#: pattern only to strings, so one schema with plain error messages covers both.
+_SECONDS = {"type": ["number", "string"], "exclusiveMinimum": 0, "pattern": "^[0-9.smhdw]+$"}
+_DURATION_KEYS = ("timeout", "initial_delay", "max_delay", "lease", "poll_interval")
+
+NOTIFICATIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "slack": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["events"],
+            "properties": {"webhook_url": _URL, "webhook_url_env": _ENV, "events": _EVENTS,
+                           "timeout": _SECONDS},
+        },
+        "email": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["host", "from", "to", "events"],
+            "properties": {
+                "host": {"type": "string", "minLength": 1},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "starttls": {"type": "boolean"},
+                "ssl": {"type": "boolean"},
+                "username": {"type": "string", "minLength": 1},
+                "password_env": _ENV,
+                "from": {"type": "string", "pattern": "@"},
+                "to": {"type": "array", "minItems": 1,
+                       "items": {"type": "string", "pattern": "@"}},
+                "events": _EVENTS,
+                "timeout": _SECONDS,
+            },
+        },
+        "webhooks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["url", "secret_env", "events"],
+                "properties": {"url": _URL, "secret_env": _ENV, "events": _EVENTS,
+                               "timeout": _SECONDS},
+            },
+        },
+        "retry": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+                "initial_delay": _SECONDS,
+                "max_delay": _SECONDS,
+            },
+        },
+        "worker": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"poll_interval": _SECONDS, "lease": _SECONDS,
+                           "batch": {"type": "integer", "minimum": 1, "maximum": 100}},
+        },
+    },
+}
+
+_TEXT = {"type": "string", "minLength": 1}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "db": _TEXT,
+        "server": _TEXT,
+        "api_key": _TEXT,
+        "allow_self_approval": {"type": "boolean",
+                                "x-invalid": "allow_self_approval must be true or false"},
+        "default_ttl": {"type": ["number", "string"]},  # durations.parse_duration checks it
+        "user": _TEXT,
+        "notifications": NOTIFICATIONS_SCHEMA,
+        "rate_limit": {"type": "number", "exclusiveMinimum": 0,
+                       "x-invalid": "rate_limit must be a number of requests per second "
+                                    "greater than zero, got {value!r}"},
+        "templates_dir": _TEXT,
+    },
+}
+_DURATION_KEYS = ("timeout", "initial_delay", "max_delay", "lease", "poll_interval")
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out.lstrip(".")
+
+
+def _describe(error: Any) -> str:
+    """One line naming the bad key, from a jsonschema ValidationError."""
+    where = _path(error.absolute_path)
+    custom = error.schema.get("x-invalid") if isinstance(error.schema, dict) else None
+    if custom and error.validator not in ("required", "additionalProperties"):
+        return custom.format(value=error.instance)
+    if error.validator in ("pattern", "exclusiveMinimum", "type") and \
+            where.endswith(_DURATION_KEYS):
+        return f"{where}: {error.instance!r} is not a duration (e.g. 30s, 5m, or seconds)"
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        if not where:
+            return f"unknown setting {extra[0]!r} (known: {', '.join(known)})"
+        return f"{where}.{extra[0]}: unknown setting (known: {', '.join(known)})"
+    if error.validator == "required":
+        return f"{where}: {error.message.split(' is a required')[0]} is required"
+    if error.validator == "enum":
+        return f"{where}: unknown event {error.instance!r} (expected one of " \
+               f"{', '.join(NOTIFY_EVENTS)})"
+    if error.validator == "pattern" and where.endswith(("url", "url_env", "secret_env",
+                                                        "password_env")):
+        what = "an environment variable name" if where.endswith("_env") else \
+            "an http:// or https:// URL"
+        return f"{where}: {error.instance!r} is not {what}"
+    if error.validator == "pattern" and ("from" in where or ".to" in where):
+        return f"{where}: {error.instance!r} is not an e-mail address"
+    return f"{where}: {error.message}" if where else error.message
+
+
+def validate_config(data: Any, where: str = "config", top: str | None = None) -> None:
+    """Raise InvalidInput (`{where}: ...`, one line) unless `data` fits `SCHEMA`.
+
+    `top` replaces `where` for a problem with a top-level key (the file's name, say).
+
+    jsonschema-rs accepts a good file without importing jsonschema (every command reads the
+    file); only a refused one is explained by jsonschema, which names the keyword and key.
+    """
+    import jsonschema_rs
+
+    if _compiled().is_valid(data):
+        return
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
+    if error is None:  # the compiled validator is stricter (ECMA-262 patterns): its reason
+        try:
+            _compiled().validate(data)
+        except jsonschema_rs.ValidationError as exc:
+            raise InvalidInput(f"{where}: {exc.message}") from None
+        return  # pragma: no cover - is_valid and validate agree
+    # The notifications block keeps the `config: notifications...` form its checks had.
+    nested = list(error.absolute_path)[:1] == ["notifications"]
+    prefix = where if nested else (top or where)
+    raise InvalidInput(f"{prefix}: {_describe(error)}")
+
+
+_COMPILED: list[Any] = []
+
+
+def _compiled() -> Any:
+    if not _COMPILED:
+        import jsonschema_rs
+
+        _COMPILED.append(jsonschema_rs.validator_for(SCHEMA))
+    return _COMPILED[0]
 
 
 def xdg_config_home() -> Path:
@@ -51,10 +218,7 @@ def load_file(path: Path | None = None) -> dict[str, Any]:
         raise InvalidInput(f"cannot read config file {path}: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"config file {path} must be a mapping of settings")
-    unknown = sorted(set(data) - _KNOWN_KEYS)
-    if unknown:
-        raise InvalidInput(f"config file {path}: unknown setting {unknown[0]!r} "
-                           f"(known: {', '.join(sorted(_KNOWN_KEYS))})")
+    validate_config(data, top=f"config file {path}")
     return data
 
 
@@ -70,6 +234,15 @@ class Settings:
     rate_limit: float | None = None  # requests per second per key (server)
     templates_dir: str | None = None
     source: str | None = None
+    #: The config file's settings as read (validated against SCHEMA); see `get`.
+    file: dict[str, Any] = field(default_factory=dict, repr=False)
+    _notifications_checked: bool = field(default=False, repr=False, compare=False)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A config-file setting by its SCHEMA name (for keys without a field of their own)."""
+        if key not in SCHEMA["properties"]:
+            raise KeyError(f"{key!r} is not a setting in config.SCHEMA")
+        return self.file.get(key, default)
 
     @classmethod
     def load(cls, *, db: str | None = None, server: str | None = None,
@@ -82,8 +255,6 @@ class Settings:
 
         ttl = data.get("default_ttl", DEFAULT_TTL_SECONDS)
         allow = data.get("allow_self_approval", False)
-        if not isinstance(allow, bool):
-            raise InvalidInput(f"config file {path}: allow_self_approval must be true or false")
         return cls(
             db=db or env.get("APPROVALCTL_DB") or data.get("db") or str(default_db_path()),
             server=server or env.get("APPROVALCTL_SERVER") or data.get("server") or None,
@@ -95,6 +266,7 @@ class Settings:
             rate_limit=data.get("rate_limit"),
             templates_dir=data.get("templates_dir"),
             source=str(path) if data else None,
+            file=data,
         )
 
     def channels_for(self, event: str) -> list[str]:
@@ -107,27 +279,13 @@ class Settings:
         if event not in NOTIFY_EVENTS:
             raise ValueError(f"unknown notification event {event!r}")
         n = self.notifications or {}
-        if not isinstance(n, dict):
-            raise InvalidInput("config: notifications must be a mapping (slack, email, "
-                               "webhooks)")
-        targets = [(name, n[name], f"notifications.{name}") for name in ("slack", "email")
-                   if isinstance(n.get(name), dict)]
-        hooks = n.get("webhooks") or []
-        if not isinstance(hooks, list):
-            raise InvalidInput("config: notifications.webhooks must be a list")
-        targets += [(f"webhook:{i}", hook, f"notifications.webhooks[{i}]")
-                    for i, hook in enumerate(hooks) if isinstance(hook, dict)]
-        out = []
-        for name, conf, where in targets:
-            events = conf.get("events") or []
-            bad = [e for e in events if e not in NOTIFY_EVENTS] if isinstance(events, list) \
-                else [events]
-            if bad:
-                raise InvalidInput(f"config: {where}.events: unknown event {bad[0]!r} "
-                                   f"(expected one of {', '.join(NOTIFY_EVENTS)})")
-            if event in events:
-                out.append(name)
-        return out
+        if n and not self._notifications_checked:
+            # A file was checked when read; this covers Settings built in code.
+            validate_config({"notifications": n})
+            self._notifications_checked = True
+        targets = [(name, n[name]) for name in ("slack", "email") if name in n]
+        targets += [(f"webhook:{i}", hook) for i, hook in enumerate(n.get("webhooks") or [])]
+        return [name for name, conf in targets if event in conf["events"]]
 
 
 def local_user() -> str:

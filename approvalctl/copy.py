@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import audit
-from .errors import ApprovalctlError, InvalidInput
+from .errors import InvalidInput
 from .store import SQLStore, is_postgres_url, open_store
 from .store.sql import TABLES
 
@@ -34,10 +34,6 @@ DEFAULT_BATCH = 5000
 
 #: progress(table, rows copied so far, rows to copy in all)
 Progress = Callable[[str, int, int], None]
-
-
-class VerificationFailed(ApprovalctlError):
-    """The target does not hold exactly the source's data after a copy."""
 
 
 @dataclass
@@ -135,7 +131,7 @@ class Checksum:
 
     Each row is hashed in marshal's version-2 encoding: one exact, self-delimiting byte
     string per tuple of str/int/float/None, the same whichever driver read it (version 2
-    has no back-references or interning flags), and about twice as fast as repr. Rows are
+    has no back-references or interning flags), and faster than repr. Rows are
     encoded one by one, so the sum does not depend on how they were batched.
     """
 

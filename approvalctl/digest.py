@@ -4,7 +4,7 @@
 "arguments": …})))``, JCS being the JSON Canonicalization Scheme of RFC 8785 (sorted keys by
 UTF-16 code units, ECMAScript number formatting, minimal string escapes). Every JSON form of
 a request carries it; a consumer presents it to prove it is about to run the very call the
-operator saw (DESIGN.md §10). Canonicalisation is done by the maintained `rfc8785` package
+operator saw. Canonicalisation is done by the maintained `rfc8785` package
 (Trail of Bits), whose own suite runs the RFC's published vectors; tests/test_digest.py runs
 them again here.
 

@@ -1,19 +1,41 @@
-"""The exceptions the core raises, and the CLI exit code / HTTP status each maps to.
+"""Every exception approvalctl defines, and the CLI exit code / HTTP status each maps to.
 
     ApprovalctlError                 exit 1   500
     ├── InvalidInput                 exit 2   400
-    │   └── IdempotencyMismatch      exit 2   422
+    │   ├── IdempotencyMismatch      exit 2   422
+    │   ├── PayloadTooLarge          exit 2   413
+    │   └── UnsupportedMediaType     exit 2   415
     ├── NotFound                     exit 3   404
     ├── ApprovalConflict             exit 4   409
     ├── Unauthenticated              exit 5   401
     ├── Forbidden                    exit 5   403
     ├── RateLimited                  exit 5   429
-    └── Unavailable                  exit 6   503
+    ├── Unavailable                  exit 6   503
+    ├── VerificationFailed           exit 1         (`migrate copy --verify`)
+    └── ApprovalDenied               exit 10/11/12/124 (not approved: `STATUS_EXIT_CODES`)
 
 The faces (CLI, HTTP) translate these and nothing else; any other exception is a bug.
+`exit_code()` is the one mapping from an error or a request's final status to the exit
+code the CLI and `require_approval` report (docs/design.md, "Exit codes").
+
+Internal signals, never shown to a user as such (each is caught by its own module):
+
+    DeliveryError(Exception)         a notification attempt failed (notify/)
+    GroupSpoiled(Exception)          a group commit was rolled back (store/sql.py)
+    UniqueViolation(Unavailable)     a concurrent insert of the same key (store/postgres.py)
+    PromQLError(ValueError)          an expression does not parse (lint/)
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import ApprovalRequest
+
+#: Exit code for a request's status once a wait ends: 0 only for approved.
+STATUS_EXIT_CODES = {"approved": 0, "rejected": 10, "expired": 11, "cancelled": 12,
+                     "pending": 124}
 
 
 class ApprovalctlError(Exception):
@@ -41,6 +63,20 @@ class IdempotencyMismatch(InvalidInput):
 
     http_status = 422
     title = "Idempotency key reused"
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body exceeds the server's size bound."""
+
+    http_status = 413
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A body that is not application/json."""
+
+    http_status = 415
+    title = "Unsupported media type"
 
 
 class NotFound(ApprovalctlError):
@@ -97,3 +133,62 @@ class Unavailable(ApprovalctlError):
     exit_code = 6
     http_status = 503
     title = "Service unavailable"
+
+
+class VerificationFailed(ApprovalctlError):
+    """The target does not hold exactly the source's data after a copy."""
+
+
+class ApprovalDenied(ApprovalctlError):
+    """The operator rejected the request, or it expired, was cancelled, or the wait ran out."""
+
+    exit_code = STATUS_EXIT_CODES["rejected"]
+
+    def __init__(self, detail: str, request: ApprovalRequest) -> None:
+        super().__init__(detail)
+        self.request = request
+        # A status with no code of its own (never "approved" here) reads as still pending.
+        self.exit_code = STATUS_EXIT_CODES.get(request.status) or STATUS_EXIT_CODES["pending"]
+
+
+def exit_code(outcome: BaseException | str) -> int:
+    """The documented exit code of an error, or of a request status after a wait.
+
+    An `ApprovalctlError` carries its own; any other exception is 1; a status is looked up in
+    `STATUS_EXIT_CODES` (an unknown one is 1: never 0 for something not approved).
+    """
+    if isinstance(outcome, ApprovalctlError):
+        return outcome.exit_code
+    if isinstance(outcome, BaseException):
+        return 1
+    return STATUS_EXIT_CODES.get(outcome, 1)
+
+
+# ---------------------------------------------------------------- internal signals
+class DeliveryError(Exception):
+    """One notification attempt failed; `transient` says whether a later one may succeed."""
+
+    def __init__(self, detail: str, *, transient: bool, retry_after: float | None = None
+                 ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class UniqueViolation(Unavailable):
+    """PostgreSQL: a concurrent writer inserted the same key first (store/postgres.py retries
+    an idempotent create as a replay; anywhere else it is the 503 it derives from)."""
+
+
+class GroupSpoiled(Exception):
+    """A change failed part-way inside a group commit: all of it was rolled back."""
+
+
+class PromQLError(ValueError):
+    """The expression does not parse or does not type-check; `pos` is the offset."""
+
+    def __init__(self, message: str, pos: int) -> None:
+        super().__init__(message)
+        self.pos = pos
+

@@ -1,11 +1,11 @@
-"""Who may do what: the role matrix of DESIGN.md section 5, enforced in one place.
+"""Who may do what: the role matrix of docs/design.md section 5, enforced in one place.
 
     user      create; read and cancel their own requests
     viewer    read all requests; stats
     operator  viewer + approve/reject/cancel any request; sweep
     admin     operator + creating requests, API keys and the audit trail
 
-Admin may also create requests (beyond DESIGN.md's matrix) because the local CLI acts as
+Admin may also create requests (as docs/design.md's matrix says) because the local CLI acts as
 admin: an admin key gives the remote CLI everything the local one can do. Every `allowed`
 check is counted in `rbac_permission_checks_total{result}` (`sees_all` is not a check).
 """

@@ -66,6 +66,11 @@ def test_default_user_is_the_login_name_and_self_approval_is_refused(isolated_en
     ("colour: blue\n", "unknown setting 'colour'"),
     ("allow_self_approval: maybe\n", "allow_self_approval must be true or false"),
     ("default_ttl: forever\n", "default_ttl"),
+    # one schema for the whole file: every key is checked when the file is read
+    ("rate_limit: 0\n", "rate_limit must be a number of requests per second greater than "
+                        "zero, got 0"),
+    ("server: 5\n", "server: 5 is not of type 'string'"),
+    ("notifications:\n  teams: {}\n", "notifications.teams: unknown setting"),
 ])
 def test_broken_config_is_named(isolated_env: Path, text: str, needle: str) -> None:
     write_config(isolated_env, text)
@@ -125,3 +130,14 @@ def test_usage_error_exits_2() -> None:
     assert result.exit_code == 2
     result = run("list", "--limit", "many")
     assert result.exit_code == 2
+
+
+def test_a_new_setting_is_one_line_of_schema(isolated_env: Path, monkeypatch) -> None:
+    from approvalctl import config
+
+    write_config(isolated_env, "use_within: 5m\n")
+    assert "unknown setting 'use_within'" in run("list").stderr
+    monkeypatch.setitem(config.SCHEMA["properties"], "use_within", {"type": "string"})
+    monkeypatch.setattr(config, "_COMPILED", [])
+    assert run("list").exit_code == 0
+    assert config.Settings.load().get("use_within") == "5m"

@@ -181,4 +181,4 @@ def test_request_with_an_unknown_event_in_config_fails_cleanly(db_url, isolated_
     configure(isolated_env, slack={"webhook_url": SLACK_URL, "events": ["approved"]})
     code, out, err = run(db_url, "request", "deploy")
     assert (code, out) == (2, "")
-    assert "notifications.slack.events: unknown event 'approved'" in err
+    assert "notifications.slack.events[0]: unknown event 'approved'" in err

@@ -62,7 +62,7 @@ def test_no_channels_no_rows(service, store, agent):
 def test_unknown_event_name_in_config_is_a_clear_error(store, agent):
     settings = Settings(db="", notifications={"slack": {"webhook_url": "https://x.test/",
                                                         "events": ["create"]}})
-    with pytest.raises(InvalidInput, match=r"notifications\.slack\.events: unknown event "
+    with pytest.raises(InvalidInput, match=r"notifications\.slack\.events\[0\]: unknown event "
                                            r"'create'"):
         ApprovalService(store, settings).create(agent, "deploy")
     assert store.list_requests(status=None, tool_name=None, user_id=None, after=None,

@@ -2,7 +2,7 @@
 zero failures allowed.
 
 Phases: examples, coverage and fuzzing. The stateful phase is left out on purpose: DELETE
-on a request *cancels* it (DESIGN.md section 5) and the cancelled request stays readable
+on a request *cancels* it (docs/design.md section 5) and the cancelled request stays readable
 for the audit trail, which the stateful use-after-free check reports as a deleted resource
 still being served. Bounded by example count and time so the suite stays fast; set
 APPROVALCTL_SCHEMATHESIS_EXAMPLES / _SEED to dig deeper or reproduce a run.

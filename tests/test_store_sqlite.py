@@ -20,7 +20,7 @@ def backend_kind() -> str:
     return "sqlite"
 
 
-EXPECTED_TABLES = {"_sqlite_migrations", "requests", "audit_log", "metric_counters",
+EXPECTED_TABLES = {"approvalctl_migrations", "requests", "audit_log", "metric_counters",
                    "api_keys", "idempotency_keys", "outbox"}
 
 
@@ -66,7 +66,7 @@ def test_concurrent_first_opens_migrate_once(db_path) -> None:
         p.join(30)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     conn = sqlite3.connect(db_path)
-    names = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")]
+    names = [r[0] for r in conn.execute("SELECT name FROM approvalctl_migrations")]
     assert names == [n for n, _ in MIGRATIONS]
 
 

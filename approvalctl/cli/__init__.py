@@ -8,14 +8,10 @@ from __future__ import annotations
 from . import requests  # noqa: F401  (the core verbs first)
 
 # isort: split
-from . import fastparams, keys, migrate, monitoring, notify, server  # noqa: F401
+from . import keys, migrate, monitoring, notify, server  # noqa: F401
 from .app import app
 
 __all__ = ["app", "main"]
-
-# Values are coerced when a command runs, so installing after the imports is in time; it
-# keeps pydantic (~90 ms) off every plain invocation.
-fastparams.install()
 
 
 def main() -> None:

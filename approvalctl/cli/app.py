@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from ..errors import ApprovalctlError, InvalidInput
+from ..errors import ApprovalctlError, InvalidInput, exit_code
 
 app = typer.Typer(
     name="approvalctl",
@@ -175,7 +175,7 @@ def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None 
         table.add_column(col, no_wrap=i == 0, overflow="fold")
     # Cells are Text, not str: values come from agents, and rich would read "[...]" in a
     # str as markup (a stray "[/x]" crashed the listing) and ":name:" as an emoji. It also
-    # spares rich parsing every cell, a quarter of the time a 50-row table takes.
+    # spares rich parsing every cell, a large share of the time a table takes.
     for row in rows:
         table.add_row(*[Text("" if v is None else str(v)) for v in row])
     console.print(table)
@@ -183,7 +183,7 @@ def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None 
 
 def fail(exc: ApprovalctlError) -> typer.Exit:
     message(f"error: {exc.detail}")
-    return typer.Exit(exc.exit_code)
+    return typer.Exit(exit_code(exc))
 
 
 @contextmanager

@@ -53,7 +53,8 @@ def migrate_cmd(
 
 def _copy(store: Any, to: str, *, resume: bool, dry_run: bool, batch: int,
           as_json: bool) -> None:
-    from ..copy import VerificationFailed, copy_database
+    from ..copy import copy_database
+    from ..errors import VerificationFailed
 
     to = to.strip()
     if not to:

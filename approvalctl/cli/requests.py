@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from ..durations import format_duration, parse_duration
-from ..errors import ApprovalctlError, InvalidInput
+from ..errors import ApprovalctlError, InvalidInput, exit_code
 from .app import (
     app,
     backend,
@@ -19,9 +19,6 @@ from .app import (
     print_table,
     state_of,
 )
-
-#: Exit codes of `wait` and `request --wait`, by final status (DESIGN.md section 4).
-WAIT_EXIT = {"approved": 0, "rejected": 10, "expired": 11, "cancelled": 12, "pending": 124}
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
 
@@ -54,7 +51,7 @@ def _finish_wait(req: Any, as_json: bool) -> None:
         who = f" by {req.decided_by}" if req.decided_by and req.status != "expired" else ""
         note = f": {req.decision_note}" if req.decision_note else ""
         message(f"{req.id}: {req.status}{who}{note}")
-    raise typer.Exit(WAIT_EXIT[req.status])
+    raise typer.Exit(exit_code(req.status))
 
 
 @command(app, "request")
@@ -164,7 +161,7 @@ def _decide_many(ids: list[str], past: str, call: Any, as_json: bool) -> None:
     if as_json:
         emit([r.to_dict() for r in done])
     if first_error is not None:
-        raise typer.Exit(first_error.exit_code)
+        raise typer.Exit(exit_code(first_error))
 
 
 IDS_ARG = typer.Argument(..., metavar="ID...", help="Ids or unique id prefixes.")

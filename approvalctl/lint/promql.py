@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..errors import PromQLError
+
 # ---------------------------------------------------------------- the tree
 SCALAR, VECTOR, MATRIX, STRING = "scalar", "instant vector", "range vector", "string"
 
@@ -143,14 +145,6 @@ def walk(node: Node, parents: tuple[Node, ...] = ()):
     yield node, parents
     for child in node.children():
         yield from walk(child, parents + (node,))
-
-
-class PromQLError(ValueError):
-    """The expression does not parse or does not type-check."""
-
-    def __init__(self, message: str, pos: int) -> None:
-        super().__init__(message)
-        self.pos = pos
 
 
 # ---------------------------------------------------------------- functions

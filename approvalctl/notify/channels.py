@@ -21,22 +21,12 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .. import __version__
+from ..errors import DeliveryError
 from . import messages
 from .config import EmailConfig, SlackConfig, WebhookConfig
 
 SIGNATURE_HEADER = "X-Approvalctl-Signature"
 USER_AGENT = f"approvalctl/{__version__}"
-
-
-class DeliveryError(Exception):
-    """One attempt failed; `transient` says whether a later attempt may succeed."""
-
-    def __init__(self, detail: str, *, transient: bool, retry_after: float | None = None
-                 ) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.transient = transient
-        self.retry_after = retry_after
 
 
 # ---------------------------------------------------------------- HTTP (Slack, webhooks)

@@ -1,6 +1,7 @@
-"""The `notifications:` block of the config file: its JSON Schema, and resolving it.
+"""The `notifications:` block of the config file, resolved into channel settings.
 
-`load_config()` validates the block with jsonschema, then resolves what the schema cannot
+The block's JSON Schema is part of the config file's one schema (`config.SCHEMA`).
+`load_config()` validates the block against it, then resolves what the schema cannot
 check: secrets named by environment variable must be set, a Slack channel has exactly one
 URL source, a login has both a user name and a password. Every problem is an `InvalidInput`
 naming the key (`notifications.webhooks[0].secret_env: ...`), so `approvalctl` exits 2 with
@@ -14,74 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import NOTIFY_EVENTS as EVENTS
+from ..config import NOTIFICATIONS_SCHEMA, validate_config
 from ..errors import InvalidInput
 
-_EVENTS = {"type": "array", "items": {"enum": list(EVENTS)}, "uniqueItems": True}
-_URL = {"type": "string", "pattern": "^https?://[^\\s/]+"}
-_ENV = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
-#: Seconds, or a short duration ("30s", "5m"); exclusiveMinimum applies only to numbers and
-#: pattern only to strings, so one schema with plain error messages covers both.
-_SECONDS = {"type": ["number", "string"], "exclusiveMinimum": 0, "pattern": "^[0-9.smhdw]+$"}
-_DURATION_KEYS = ("timeout", "initial_delay", "max_delay", "lease", "poll_interval")
-
-SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "slack": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["events"],
-            "properties": {"webhook_url": _URL, "webhook_url_env": _ENV, "events": _EVENTS,
-                           "timeout": _SECONDS},
-        },
-        "email": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["host", "from", "to", "events"],
-            "properties": {
-                "host": {"type": "string", "minLength": 1},
-                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                "starttls": {"type": "boolean"},
-                "ssl": {"type": "boolean"},
-                "username": {"type": "string", "minLength": 1},
-                "password_env": _ENV,
-                "from": {"type": "string", "pattern": "@"},
-                "to": {"type": "array", "minItems": 1,
-                       "items": {"type": "string", "pattern": "@"}},
-                "events": _EVENTS,
-                "timeout": _SECONDS,
-            },
-        },
-        "webhooks": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["url", "secret_env", "events"],
-                "properties": {"url": _URL, "secret_env": _ENV, "events": _EVENTS,
-                               "timeout": _SECONDS},
-            },
-        },
-        "retry": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
-                "initial_delay": _SECONDS,
-                "max_delay": _SECONDS,
-            },
-        },
-        "worker": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {"poll_interval": _SECONDS, "lease": _SECONDS,
-                           "batch": {"type": "integer", "minimum": 1, "maximum": 100}},
-        },
-    },
-}
+SCHEMA = NOTIFICATIONS_SCHEMA  # the `notifications:` block's part of config.SCHEMA
 
 DEFAULT_TIMEOUT = 10.0
 #: Leave this much of a lease unused before an attempt starts, beyond the send timeout,
@@ -157,38 +94,6 @@ class NotifyConfig:
         return None
 
 
-def _path(parts: Any) -> str:
-    out = "notifications"
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
-
-
-def _describe(error: Any) -> str:
-    """One line naming the bad key, from a jsonschema ValidationError."""
-    where = _path(error.absolute_path)
-    if error.validator in ("pattern", "exclusiveMinimum", "type") and \
-            where.endswith(_DURATION_KEYS):
-        return f"{where}: {error.instance!r} is not a duration (e.g. 30s, 5m, or seconds)"
-    if error.validator == "additionalProperties":
-        known = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(known))
-        return f"{where}.{extra[0]}: unknown setting (known: {', '.join(known)})"
-    if error.validator == "required":
-        return f"{where}: {error.message.split(' is a required')[0]} is required"
-    if error.validator == "enum":
-        return f"{where}: unknown event {error.instance!r} (expected one of " \
-               f"{', '.join(EVENTS)})"
-    if error.validator == "pattern" and where.endswith(("url", "url_env", "secret_env",
-                                                        "password_env")):
-        what = "an environment variable name" if where.endswith("_env") else \
-            "an http:// or https:// URL"
-        return f"{where}: {error.instance!r} is not {what}"
-    if error.validator == "pattern" and ("from" in where or ".to" in where):
-        return f"{where}: {error.instance!r} is not an e-mail address"
-    return f"{where}: {error.message}"
-
-
 def _seconds(value: Any, where: str, default: float) -> float:
     if value is None:
         return default
@@ -208,14 +113,8 @@ def _secret(env: Mapping[str, str], name: str, where: str) -> str:
 
 def validate(block: Any) -> None:
     """Raise InvalidInput naming the first bad key of a `notifications:` block."""
-    if not block:
-        return
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(block))
-    if error is not None:
-        raise InvalidInput(f"config: {_describe(error)}")
+    if block:
+        validate_config({"notifications": block})
 
 
 def load_config(block: Any, *, env: Mapping[str, str] | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .channels import DeliveryError
+from ..errors import DeliveryError
 from .config import RetrySettings
 
 

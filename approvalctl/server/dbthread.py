@@ -2,19 +2,19 @@
 group commit for writes that queue up together.
 
 Why one thread: SQLite allows one writer at a time; with a pool of threads, writers in the
-same process contend for the lock, and SQLite's busy handler sleeps in steps of up to
-100 ms (a p99 of 700+ ms in tests/load/bench_api.py). Why group commit: a change's cost
+same process contend for the lock, and SQLite's busy handler sleeps in steps that add up to
+a long tail of response times (tests/load/bench_api.py). Why group commit: a change's cost
 is mostly its COMMIT (request, its five indexes, audit row, counters and outbox pages
 written to the WAL), so writes waiting at the same moment run in one transaction and share
 that commit; if one fails half-way, the transaction is rolled back and each runs alone.
 Nobody is answered before the commit: results are handed back only once it succeeded, and
 a failed commit fails every call in it.
 
-PostgreSQL changes go through the same single thread. Measured with the server and
-PostgreSQL on one 2-core machine (tests/load/bench_pg.py): eight writer threads gave ~500
-creates/s at ~1.5 ms of server CPU each, most of it threads handing the GIL around and each
-change paying its own audit lock, chain read and WAL flush; one thread with group commit
-gave ~1,100 creates/s at ~0.7 ms, and two, three or four threads were each worse than one.
+PostgreSQL changes go through the same single thread: with several writer threads most of
+the server's CPU went to threads handing the GIL around, and each change paid its own audit
+lock, chain read and WAL flush; one thread with group commit did more than twice the
+creates per second, and two, three or four threads were each worse than one
+(tests/load/bench_pg.py; figures in docs/benchmarks.md, "Figures behind the code").
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ..errors import Unavailable
-from ..store.sql import GroupSpoiled
+from ..errors import GroupSpoiled, Unavailable
 
 log = logging.getLogger("approvalctl.server")
 

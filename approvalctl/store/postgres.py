@@ -36,11 +36,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import Unavailable
-from ..models import to_iso, utcnow
-from .schema import MIGRATION_SET, MIGRATIONS, statements
+from ..errors import UniqueViolation as _UniqueViolation
+from . import migrations
 from .sql import AUDIT_COLUMNS, BUMP_SQL, OUTBOX_INSERT_COLUMNS, TABLES, SQLStore
 
-MIGRATIONS_TABLE = "approvalctl_migrations"
+MIGRATIONS_TABLE = migrations.TABLE
 def _flag(value: str) -> float:
     if value.lower() in ("1", "true", "on", "yes"):
         return 1.0
@@ -184,10 +184,6 @@ class _PipelinedCursor:
         return iter(self._cur)
 
 
-class _UniqueViolation(Unavailable):
-    """A concurrent writer inserted the same key first (only idempotency keys can race)."""
-
-
 class PostgresStore(SQLStore):
     dialect = "postgresql"
 
@@ -217,7 +213,7 @@ class PostgresStore(SQLStore):
             self._migrate_key = _lock_key("approvalctl-migrate", schema)
             if migrate:
                 self._migrate(conn)
-            elif require_schema and not self._applied(conn):
+            elif require_schema and not migrations.applied(conn, self.dialect):
                 raise Unavailable(f"PostgreSQL database at {self.url} has no approvalctl "
                                   "schema; run `approvalctl migrate` against it first")
 
@@ -313,8 +309,8 @@ class PostgresStore(SQLStore):
         fetch, a rowcount) and at COMMIT — a change with its audit row, counters and outbox
         rows costs about three round trips instead of nine, most of them inside the audit
         lock. That pays when the database is across a network; on a local socket psycopg's
-        pipeline bookkeeping costs more CPU (~20 % per change, measured) than the round trips
-        it saves, hence off by default. An error anywhere still rolls everything back.
+        pipeline bookkeeping costs more CPU per change than the round trips it saves
+        (docs/benchmarks.md), hence off by default. An error anywhere still rolls everything back.
 
         A transaction that appended to the audit chain committed without waiting for its WAL
         flush (see `_lock_audit`); before returning — before anyone is told it happened — it
@@ -398,8 +394,8 @@ class PostgresStore(SQLStore):
         """The audit rows, counters and outbox rows of a change in ONE statement.
 
         These run while the audit-chain lock is held, so every round trip here is time no
-        other writer can append: three statements (each ~30 µs of psycopg plus a trip to
-        the server) become one, with data-modifying CTEs. They touch different tables and
+        other writer can append: three statements (each with psycopg's own overhead plus a
+        trip to the server) become one, with data-modifying CTEs. They touch different tables and
         need not see each other's rows, so the shared snapshot of one statement is fine;
         the statement is part of the change's transaction like the three were. Big batches
         (a sweep of thousands) keep the plain statements, far from the parameter limit.
@@ -465,37 +461,21 @@ class PostgresStore(SQLStore):
             pool.close()
 
     # ---- migrations
-    def _applied(self, conn: Any) -> list[tuple[str, str]]:
-        exists = conn.execute("SELECT to_regclass(%s)", (MIGRATIONS_TABLE,)).fetchone()[0]
-        if exists is None:
-            return []
-        return conn.execute(f"SELECT name, applied_at FROM {MIGRATIONS_TABLE} "
-                            "WHERE migration_set = %s ORDER BY applied_at, name",
-                            (MIGRATION_SET,)).fetchall()
-
     def _migrate(self, conn: Any) -> list[str]:
-        done = {name for name, _ in self._applied(conn)}
-        if all(name in done for name, _ in MIGRATIONS):
-            return []
-        applied = []
-        for name, body in MIGRATIONS:
-            if name in done:
-                continue
+        @contextmanager
+        def read() -> Iterator[Any]:
+            yield conn
+
+        @contextmanager
+        def transaction() -> Iterator[Any]:
             with conn.transaction():
-                # Whoever holds the lock migrates; a racing opener waits, then sees the row.
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._migrate_key,))
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
-                             "migration_set TEXT NOT NULL, name TEXT NOT NULL, "
-                             "applied_at TEXT NOT NULL, PRIMARY KEY (migration_set, name))")
-                if conn.execute(f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE migration_set = %s "
-                                "AND name = %s", (MIGRATION_SET, name)).fetchone():
-                    continue
-                for stmt in statements("postgresql", body):
-                    conn.execute(stmt)
-                conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (migration_set, name, applied_at)"
-                             " VALUES (%s, %s, %s)", (MIGRATION_SET, name, to_iso(utcnow())))
-                applied.append(name)
-        return applied
+                yield conn
+
+        def lock(cur: Any) -> None:
+            # Whoever holds the lock migrates; a racing opener waits, then sees the row.
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._migrate_key,))
+
+        return migrations.migrate(self.dialect, read, transaction, lock)
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied. Cheap when up to date."""
@@ -504,5 +484,4 @@ class PostgresStore(SQLStore):
 
     def migration_state(self) -> list[dict[str, str | None]]:
         with self._probe() as conn:
-            applied = dict(self._applied(conn))
-        return [{"name": name, "applied_at": applied.get(name)} for name, _ in MIGRATIONS]
+            return migrations.state(conn, self.dialect)

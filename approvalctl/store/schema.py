@@ -1,6 +1,8 @@
 """The ordered schema migrations, written once for both backends.
 
-Each migration is a name and a list of statements. The few places where SQLite and
+Each migration is a name and a list of steps: SQL statements, or (for what SQL cannot say)
+callables `step(cursor, dialect)`; `store/migrations.py` runs them, one transaction per
+migration. The few places where SQLite and
 PostgreSQL disagree are spelled with placeholders: `{autoinc}` (an integer primary key that
 numbers itself) and `{append_only}` (the triggers that make the audit log append-only).
 In PostgreSQL every text column is declared `COLLATE "C"`: ids, ISO times and keys then
@@ -12,6 +14,7 @@ Add a migration at the end; never edit one that has shipped.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 MIGRATION_SET = "approvalctl"
 
@@ -45,7 +48,7 @@ _APPEND_ONLY = {
     ],
 }
 
-MIGRATIONS: list[tuple[str, list[str]]] = [
+MIGRATIONS: list[tuple[str, list[Any]]] = [
     (
         "0001_requests",
         [
@@ -168,11 +171,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
 ]
 
 
-def statements(dialect: str, body: list[str]) -> list[str]:
-    """The statements of one migration, spelled for `dialect`."""
-    out: list[str] = []
+def statements(dialect: str, body: list[Any]) -> list[Any]:
+    """The steps of one migration, statements spelled for `dialect` (callables as given)."""
+    out: list[Any] = []
     for stmt in body:
-        if stmt == "{append_only}":
+        if callable(stmt):
+            out.append(stmt)
+        elif stmt == "{append_only}":
             out.extend(_APPEND_ONLY[dialect])
         else:
             stmt = stmt.format(**_DIALECT[dialect])

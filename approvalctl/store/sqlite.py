@@ -1,8 +1,7 @@
 """The embedded default: one SQLite file, opened with WAL and migrated on open.
 
-Hot paths use the standard library's sqlite3 directly (importing sqlite-utils costs ~0.1 s
-of start-up); sqlite-utils' `Migrations` applies the schema, imported only when a migration
-is actually pending.
+Everything uses the standard library's sqlite3 directly (importing sqlite-utils would add to
+every start-up); `store/migrations.py` applies the schema.
 """
 
 from __future__ import annotations
@@ -15,10 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import Unavailable
-from .schema import MIGRATION_SET, MIGRATIONS, statements
+from . import migrations
 from .sql import SQLStore
 
-MIGRATIONS_TABLE = "_sqlite_migrations"
+MIGRATIONS_TABLE = migrations.TABLE
 
 
 def _fail(path: Path, exc: sqlite3.Error) -> Unavailable:
@@ -141,36 +140,11 @@ class SQLiteStore(SQLStore):
         return f" INDEXED BY {index}"
 
     # ---- migrations
-    def _applied(self) -> list[tuple[str, str]]:
-        with self._read() as cur:
-            exists = cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                                 (MIGRATIONS_TABLE,)).fetchone()
-            if not exists:
-                return []
-            return cur.execute(f"SELECT name, applied_at FROM {MIGRATIONS_TABLE} "
-                               "WHERE migration_set = ? ORDER BY rowid",
-                               (MIGRATION_SET,)).fetchall()
-
     def migration_state(self) -> list[dict[str, str | None]]:
-        applied = dict(self._applied())
-        return [{"name": name, "applied_at": applied.get(name)} for name, _ in MIGRATIONS]
+        with self._read() as cur:
+            return migrations.state(cur, self.dialect)
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied. Cheap when up to date."""
-        applied = {name for name, _ in self._applied()}
-        if all(name in applied for name, _ in MIGRATIONS):
-            return []
-        from sqlite_utils import Database, Migrations
-
-        migrations = Migrations(MIGRATION_SET)
-        for name, body in MIGRATIONS:
-            def run(db: Database, body: list[str] = body) -> None:
-                for stmt in statements("sqlite", body):
-                    db.execute(stmt)
-            migrations(name=name)(run)
-        db = Database(self._conn())
-        # One writer migrates; a racing process waits on the lock, then finds nothing to do.
-        with self._write():
-            pending = [m.name for m in migrations.pending(db)]
-            migrations.apply(db)
-        return pending
+        # BEGIN IMMEDIATE is the lock: a racing process waits, then finds nothing to do.
+        return migrations.migrate(self.dialect, self._read, self._write)
