@@ -188,7 +188,9 @@ def test_webhook_payload_and_signature_verify_as_a_receiver_would(store, agent, 
     sent = httpx_mock.get_requests()[0]
     raw = sent.content
     outbox_id = store.list_outbox()[0]["id"]
-    assert json.loads(raw) == {"id": outbox_id, "event": "created", "request": req.to_dict()}
+    seq, head = store.audit_head()  # the chain head the creation left: an anchor
+    assert json.loads(raw) == {"id": outbox_id, "event": "created", "request": req.to_dict(),
+                               "audit": {"seq": seq, "hash": head}}
     assert sent.headers["X-Approvalctl-Event"] == "created"
     assert sent.headers["X-Approvalctl-Delivery"] == str(outbox_id)
 
