@@ -93,7 +93,9 @@ def verify_chain(rows: Iterable[Mapping[str, Any]]) -> VerifyResult:
                                                    f"format {newest_format} rows")
         newest_format = fmt
         if row_hash(prev_hash, row) != row["hash"]:
-            return VerifyResult(False, count, seq, f"row {seq} was modified after it was written")
+            return VerifyResult(False, count, seq, f"row {seq} ({row['action']} of request "
+                                f"{row['request_id']}) was modified after it was written",
+                                row["request_id"])
         prev_hash, prev_seq = row["hash"], seq
     return VerifyResult(True, count)
 
