@@ -64,10 +64,14 @@ def seal(change: Change, row: tuple | list, req: ApprovalRequest) -> Change:
     """Record on `change` the request's digest and the hash of `row`, the request row (in
     REQUEST_COLUMNS order, `arguments` as stored text) exactly as the change leaves it."""
     change.state = audit.state_hash([row[i] for i in _STATE_INDEX])
-    try:
-        change.digest = digest(req.tool_name, req.arguments)
-    except DigestError:  # refused at creation once digests are stored; never crash here
-        change.digest = None
+    # Stored on the request (DESIGN §10) it is read back, not recomputed: canonical JSON
+    # costs more than the rest of a change's bookkeeping together.
+    change.digest = getattr(req, "digest", None)
+    if change.digest is None:
+        try:
+            change.digest = digest(req.tool_name, req.arguments)
+        except DigestError:  # refused at creation once digests are stored; never crash here
+            change.digest = None
     return change
 
 
@@ -236,16 +240,16 @@ class SQLStore(OutboxQueries):
         # The stored response (idempotency) and the notification payload (outbox rows) are
         # the same JSON; a plain create needs neither, so it is not encoded for nothing.
         payload = _sorted_json(req.to_dict()) if idempotency or change.outbox else ""
+        values = tuple(_sorted_json(req.arguments) if c == "arguments"
+                       else getattr(req, c) for c in REQUEST_COLUMNS)
+        seal(change, values, req)  # before the transaction: no writer waits for the hashing
         with self._write() as cur:
             if idempotency:
                 found = self._idempotent(cur, idempotency[0], idempotency[1])
                 if found:
                     return found  # type: ignore[return-value]
-            values = tuple(_sorted_json(req.arguments) if c == "arguments"
-                           else getattr(req, c) for c in REQUEST_COLUMNS)
             self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
                        + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", values)
-            seal(change, values, req)
             if idempotency:
                 self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
                            "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
