@@ -125,14 +125,47 @@ def check_anchor(seq: int, expected: str, found: str | None, head_seq: int) -> s
 
 # ---------------------------------------------------------------- requests vs audit rows
 def last_rows(rows: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
-    """The last row of each request from audit rows ordered by (request_id, seq)."""
-    last = None
+    """The last row of each request from audit rows ordered by (request_id, seq), with
+    `history` set to what is wrong with that request's history (None: nothing).
+
+    A history starts with the creation, and each row starts from the status the row before
+    left: a row appended at the end of the chain with a recomputed hash cannot turn a
+    rejection into an approval, because no legal move leaves a final status.
+    """
+    last: dict[str, Any] | None = None
     for row in rows:
-        if last is not None and row["request_id"] != last["request_id"]:
+        if last is not None and row["request_id"] == last["request_id"]:
+            if last["history"] is None:
+                last = {**row, "history": _step(last, row)}
+            else:
+                last = {**row, "history": last["history"]}
+            continue
+        if last is not None:
             yield last
-        last = row
+        first = None if row["action"] == "create" and row["from_status"] is None else (
+            f"the history of request {row['request_id']} starts with audit row {row['seq']} "
+            f"({row['action']}), not with its creation")
+        last = {**row, "history": first}
     if last is not None:
         yield last
+
+
+def _step(prev: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:
+    from .models import FINAL_STATUSES, can_transition
+
+    rid, seq = row["request_id"], row["seq"]
+    if row["from_status"] != prev["to_status"]:
+        return (f"audit row {seq} ({row['action']}) moves request {rid} from "
+                f"{row['from_status']!r}, but row {prev['seq']} left it {prev['to_status']!r}")
+    if row["action"] == PRUNE:
+        ok = row["from_status"] in FINAL_STATUSES
+    else:  # a row that changes nothing (e.g. a use of an approval) keeps the status
+        ok = row["from_status"] == row["to_status"] or \
+            can_transition(row["from_status"], row["to_status"])
+    if not ok or prev["action"] == PRUNE:
+        return (f"audit row {seq} ({row['action']}) moves request {rid} from "
+                f"{row['from_status']!r} to {row['to_status']!r}, which no change can do")
+    return None
 
 
 @dataclass
@@ -154,6 +187,8 @@ def cross_check(requests: Iterable[Mapping[str, Any]],
     reqs, audits = iter(requests), iter(last)
     r, a = next(reqs, None), next(audits, None)
     while r is not None or a is not None:
+        if a is not None and a.get("history") and (r is None or a["request_id"] <= r["id"]):
+            return Finding(a["request_id"], a["history"], a["seq"])
         if a is None or (r is not None and r["id"] < a["request_id"]):
             return Finding(r["id"], f"request {r['id']} has no audit rows: it was inserted "  # type: ignore[index]
                            "behind the tool's back")

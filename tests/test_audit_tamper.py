@@ -219,3 +219,29 @@ def test_a_malformed_anchor_is_a_usage_error(world, db_url) -> None:
     assert result.exit_code == 2
     assert "SEQ:HASH" in result.stderr
 
+
+
+def test_an_approval_appended_with_a_valid_hash_after_a_rejection(world, raw_db,
+                                                                  db_url) -> None:
+    """A forger appends a correctly chained `approve` row after the rejection and makes the
+    request agree with it: no row was changed and anchors still hold, but no legal change
+    leaves `rejected`."""
+    rid = world["rejected"]
+    held = anchor(db_url)
+    raw_db.execute("UPDATE requests SET status = 'approved', decided_by = 'olivia' "
+                   "WHERE id = ?", (rid,))
+    req = raw_db.fetch_dict("SELECT * FROM requests WHERE id = ?", (rid,))
+    last = raw_db.fetch_dict("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1")
+    from approvalctl.digest import digest
+
+    row = {"seq": last["seq"] + 1, "at": req["decided_at"], "actor": "olivia",
+           "action": "approve", "request_id": rid, "from_status": "rejected",
+           "to_status": "approved", "detail": "{}", "format": 2,
+           "digest": digest(req["tool_name"], json.loads(req["arguments"])),
+           "state": audit.state_hash([req[f] for f in audit.STATE_FIELDS])}
+    row["prev_hash"] = last["hash"]
+    row["hash"] = audit.row_hash(last["hash"], row)
+    cols = list(row)
+    raw_db.execute(f"INSERT INTO audit_log ({', '.join(cols)}) VALUES "
+                   f"({', '.join('?' * len(cols))})", [row[c] for c in cols])
+    broken(verify(db_url, held), rid, "'rejected'", "no change can do")
