@@ -152,3 +152,16 @@ def test_a_format_2_row_passed_off_as_format_1_is_caught(trail, admin, raw) -> N
     result = trail.audit_verify(admin)
     assert (result.ok, result.bad_seq) == (False, 6)
     assert "format 1 after format 2" in result.problem
+
+
+def test_verify_reads_in_chunks_and_finds_what_lies_past_the_first(service, agent, operator,
+                                                                    raw_db, store) -> None:
+    """Keyset pages of two rows: every page boundary of the merge is crossed."""
+    ids = [service.create(agent, f"tool{i}", {"i": i}).id for i in range(7)]
+    for rid in ids[::2]:
+        service.decide(operator, rid, "approve")
+    assert store.verify_audit([], chunk=2).ok
+    assert store.verify_audit([], chunk=2).rows == 11
+    raw_db.execute("UPDATE requests SET arguments = '{\"i\": 99}' WHERE id = ?", (ids[5],))
+    result = store.verify_audit([], chunk=2)
+    assert (result.ok, result.request_id) == (False, ids[5])
