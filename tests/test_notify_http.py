@@ -72,7 +72,8 @@ def test_slack_block_kit_message_is_exact(store, agent, httpx_mock):
                                          f"*Approve:* `approvalctl approve {req.id}`\n"
                                          f"*Reject:* `approvalctl reject {req.id}`"}},
             {"type": "context", "elements": [
-                {"type": "mrkdwn", "text": f"approvalctl · request {req.id} · pending"}]},
+                {"type": "mrkdwn", "text": f"approvalctl · request {req.id} · pending · "
+                                           f"audit 1:{store.audit_head()[1]}"}]},
         ],
     }
     assert sent[0].headers["content-type"] == "application/json"

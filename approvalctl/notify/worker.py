@@ -71,6 +71,8 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
     if target is None:
         raise channels.DeliveryError(f"channel {channel} is not configured (any more)",
                                      transient=False)
+    if audit is not None and not isinstance(target, WebhookConfig):
+        request = {**request, "audit": audit}  # the footer of Slack and e-mail messages
     try:
         if isinstance(target, SlackConfig):
             channels.send_slack(client, target, event, request, cfg.templates_dir)
