@@ -215,6 +215,10 @@ def compare(req: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:
         return (f"status is {req['status']!r} but audit row {seq} ({row['action']}) left it "
                 f"{row['to_status']!r}")
     if row.get("format", 1) == FORMAT:
+        if req.get("digest") is not None and req["digest"] != row["digest"]:
+            # the stored digest is what a consumer must present: it may not drift either
+            return (f"its stored digest {str(req['digest'])[:19]}… differs from audit row "
+                    f"{seq}'s {str(row['digest'])[:19]}…")
         if state_hash([req[f] for f in STATE_FIELDS]) == row["state"]:
             return None
         from .digest import DigestError, digest
