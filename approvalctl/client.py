@@ -184,12 +184,23 @@ class Client:
         return self._call("GET", f"{API}/audit", params={"request_id": request_id,
                                                          "limit": limit})
 
-    def audit_verify(self):  # -> audit.VerifyResult
+    def audit_verify(self, anchors: list[str] | tuple[str, ...] = ()
+                     ):  # -> audit.VerifyResult
         from .audit import VerifyResult
 
-        data = self._call("GET", f"{API}/audit/verify")
+        data = self._call("GET", f"{API}/audit/verify",
+                          params={"anchors": ",".join(anchors) if anchors else None})
         return VerifyResult(ok=data["ok"], rows=data["rows"], bad_seq=data["first_bad_seq"],
-                            problem=data["problem"])
+                            problem=data["problem"], request_id=data.get("request_id"))
+
+    def audit_anchor(self) -> dict[str, Any]:
+        return self._call("GET", f"{API}/audit/anchor")
+
+    def prune(self, older_than_seconds: float, *, dry_run: bool = False) -> dict[str, Any]:
+        # deleting a long backlog runs batch after batch on the server: wait for it
+        return self._call("POST", f"{API}/prune", json={
+            "older_than_seconds": older_than_seconds, "dry_run": dry_run},
+            timeout=max(self.timeout, 3600))
 
     # ---- API keys
     def create_key(self, name: str, role: str, expires_seconds: float | None = None

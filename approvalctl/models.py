@@ -167,11 +167,15 @@ class Change:
 
     request_id: str
     actor: str
-    action: str  # create | approve | reject | cancel | expire
+    action: str  # create | approve | reject | cancel | expire | prune
     from_status: str | None
     to_status: str
     at: str
     detail: dict[str, Any] = field(default_factory=dict)
     counters: list[tuple[str, str, float]] = field(default_factory=list)
     outbox: list[tuple[str, str]] = field(default_factory=list)  # (channel, event) rows
+    # Set by the store from the row the change leaves (audit row format 2): the request's
+    # digest and the hash of its whole row (audit.state_hash).
+    digest: str | None = None
+    state: str | None = None
 

@@ -3,7 +3,7 @@
     user      create; read and cancel their own requests
     viewer    read all requests; stats
     operator  viewer + approve/reject/cancel any request; sweep
-    admin     operator + creating requests, API keys and the audit trail
+    admin     operator + creating requests, API keys, the audit trail and pruning
 
 Admin may also create requests (as docs/design.md's matrix says) because the local CLI acts as
 admin: an admin key gives the remote CLI everything the local one can do. Every `allowed`
@@ -28,11 +28,12 @@ CANCEL_ANY = "cancel_any"
 SWEEP = "sweep"
 MANAGE_KEYS = "manage_keys"
 AUDIT = "audit"
+PRUNE = "prune"
 
 _USER = frozenset({CREATE, READ_OWN, CANCEL_OWN})
 _VIEWER = frozenset({READ_OWN, READ_ALL, STATS})
 _OPERATOR = _VIEWER | {DECIDE, CANCEL_ANY, CANCEL_OWN, SWEEP}
-_ADMIN = _OPERATOR | {CREATE, MANAGE_KEYS, AUDIT}
+_ADMIN = _OPERATOR | {CREATE, MANAGE_KEYS, AUDIT, PRUNE}
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "user": _USER,

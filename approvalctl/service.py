@@ -53,6 +53,9 @@ MAX_ARGUMENTS_BYTES = 64 * 1024
 MAX_TTL_SECONDS = 30 * 86400
 MAX_LIMIT = 1000
 IDEMPOTENCY_HOURS = 24
+#: `prune` keeps at least a day: younger decisions may still be waited on or used.
+MIN_PRUNE_AGE = 86400
+MAX_PRUNE_AGE = 100 * 365 * 86400
 SYSTEM = "system"
 
 ACTIONS = {"approve": APPROVED, "reject": REJECTED}
@@ -354,9 +357,55 @@ class ApprovalService:
             row["detail"] = json.loads(row["detail"])
         return rows
 
-    def audit_verify(self, actor: Principal) -> audit.VerifyResult:
+    def audit_verify(self, actor: Principal, anchors: list[str] | tuple[str, ...] = ()
+                     ) -> audit.VerifyResult:
+        """The chain, each anchor (`SEQ:HASH` as `audit anchor` prints it) and every
+        request row against its last audit row; the first problem found is named."""
         rbac.require(actor, rbac.AUDIT, "verify the audit trail")
-        return audit.verify_chain(self.store.iter_audit())
+        if len(anchors) > audit.MAX_ANCHORS:
+            raise InvalidInput(f"at most {audit.MAX_ANCHORS} anchors at a time")
+        try:
+            parsed = [audit.parse_anchor(a) for a in anchors]
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        return self.store.verify_audit(parsed)
+
+    def audit_anchor(self, actor: Principal) -> dict[str, Any]:
+        """`{"seq": N, "hash": "…"}` of the chain's newest row, to keep outside the database."""
+        rbac.require(actor, rbac.AUDIT, "read the audit trail")
+        seq, head = self.store.audit_head()
+        return {"seq": seq, "hash": head}
+
+    # ------------------------------------------------------------ retention
+    def prune(self, actor: Principal, older_than_seconds: float, *,
+              dry_run: bool = False) -> dict[str, Any]:
+        """Delete final requests created and decided more than `older_than_seconds` ago,
+        and their outbox rows. Each gets a `prune` audit row recording the deleted row, so
+        `audit verify` still holds; audit rows themselves are never deleted.
+
+        Returns `{"cutoff", "dry_run", "requests", "outbox"}` (counts deleted, or that would
+        be with `dry_run`). InvalidInput below MIN_PRUNE_AGE.
+        """
+        rbac.require(actor, rbac.PRUNE, "prune old requests")
+        if isinstance(older_than_seconds, bool) or \
+                not isinstance(older_than_seconds, (int, float)) or \
+                not MIN_PRUNE_AGE <= older_than_seconds <= MAX_PRUNE_AGE:
+            raise InvalidInput(f"older-than must be between {MIN_PRUNE_AGE // 86400} day and "
+                               f"{MAX_PRUNE_AGE // 86400} days, got {older_than_seconds!r}")
+        now = self.clock()
+        cutoff = to_iso(now - timedelta(seconds=older_than_seconds))
+        if dry_run:
+            n, m = self.store.count_prunable(cutoff)
+        else:
+            at = to_iso(now)
+
+            def change(req: ApprovalRequest) -> Change:
+                return Change(request_id=req.id, actor=actor.name, action=audit.PRUNE,
+                              from_status=req.status, to_status="pruned", at=at,
+                              detail={"cutoff": cutoff})
+
+            n, m = self.store.prune(cutoff, change)
+        return {"cutoff": cutoff, "dry_run": dry_run, "requests": n, "outbox": m}
 
     # ------------------------------------------------------------ API keys
     def create_key(self, actor: Principal, name: str, role: str,

@@ -213,12 +213,12 @@ def bulk_create(store, n: int, *, created_at: str | None = None, ttl_seconds: fl
         to_iso,
         utcnow,
     )
-    from approvalctl.store.sql import REQUEST_COLUMNS
+    from approvalctl.store.sql import REQUEST_COLUMNS, seal
 
     start = from_iso(created_at) if created_at else None
     ids: list[str] = []
     for offset in range(0, n, batch):
-        reqs, changes, payloads = [], [], {}
+        reqs, changes, payloads, rows = [], [], {}, []
         for i in range(offset, min(n, offset + batch)):
             now = start or utcnow()
             req = ApprovalRequest(
@@ -233,11 +233,12 @@ def bulk_create(store, n: int, *, created_at: str | None = None, ttl_seconds: fl
                                   detail={"tool_name": req.tool_name, "risk": req.risk,
                                           "user_id": user_id},
                                   counters=counters.for_status(PENDING), outbox=[]))
+            rows.append(tuple(json.dumps(req.arguments, sort_keys=True) if c == "arguments"
+                              else getattr(req, c) for c in REQUEST_COLUMNS))
+            seal(changes[-1], rows[-1], req)
         with store._write() as cur:
             store._many(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS)
-                        + ") VALUES (" + ", ".join("?" * len(REQUEST_COLUMNS)) + ")",
-                        [tuple(json.dumps(r.arguments, sort_keys=True) if c == "arguments"
-                               else getattr(r, c) for c in REQUEST_COLUMNS) for r in reqs])
+                        + ") VALUES (" + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", rows)
             store._append_changes(cur, changes, payloads)
         ids.extend(r.id for r in reqs)
     return ids

@@ -72,7 +72,8 @@ def test_slack_block_kit_message_is_exact(store, agent, httpx_mock):
                                          f"*Approve:* `approvalctl approve {req.id}`\n"
                                          f"*Reject:* `approvalctl reject {req.id}`"}},
             {"type": "context", "elements": [
-                {"type": "mrkdwn", "text": f"approvalctl · request {req.id} · pending"}]},
+                {"type": "mrkdwn", "text": f"approvalctl · request {req.id} · pending · "
+                                           f"audit 1:{store.audit_head()[1]}"}]},
         ],
     }
     assert sent[0].headers["content-type"] == "application/json"
@@ -188,7 +189,9 @@ def test_webhook_payload_and_signature_verify_as_a_receiver_would(store, agent, 
     sent = httpx_mock.get_requests()[0]
     raw = sent.content
     outbox_id = store.list_outbox()[0]["id"]
-    assert json.loads(raw) == {"id": outbox_id, "event": "created", "request": req.to_dict()}
+    seq, head = store.audit_head()  # the chain head the creation left: an anchor
+    assert json.loads(raw) == {"id": outbox_id, "event": "created", "request": req.to_dict(),
+                               "audit": {"seq": seq, "hash": head}}
     assert sent.headers["X-Approvalctl-Event"] == "created"
     assert sent.headers["X-Approvalctl-Delivery"] == str(outbox_id)
 

@@ -84,3 +84,27 @@ def test_sweep_and_stats(service, operator, traced) -> None:
     _assert_indexed(plans)
     percentile = [p for s, p in plans.items() if "OFFSET" in s]
     assert percentile and all("requests_response_time" in p for p in percentile)
+
+
+def test_prune_and_audit_verify_read_by_index(service, traced) -> None:
+    """prune walks the creation-time index (a batch costs what it deletes); verify's merge of
+    requests with their audit rows walks the primary key and (request_id, seq)."""
+    _, seen = traced
+    admin = Principal("root-admin", "admin")
+    service.prune(admin, 90 * 86400, dry_run=True)
+    service.prune(admin, 90 * 86400)
+    assert service.audit_verify(admin).ok
+    conn = service.store._conn()
+    conn.set_trace_callback(None)
+    plans = {}
+    for sql in seen:
+        if sql.lstrip().upper().startswith(("SELECT", "DELETE")) and \
+                re.search(r"\b(FROM|UPDATE)\s+(requests|outbox)\b|request_id, seq", sql):
+            plans[sql] = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+    assert any("DELETE FROM requests" in s for s in plans)
+    assert any("request_id, seq" in s for s in plans)
+    for sql, plan in plans.items():
+        steps = plan.split(" | ")
+        for table in ("requests", "outbox", "audit_log"):
+            assert f"SCAN {table}" not in steps, f"full table scan: {sql}\n  {plan}"
+        assert "TEMP B-TREE" not in plan, f"sorts rows: {sql}\n  {plan}"

@@ -3,6 +3,7 @@ audit trail."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import typer
@@ -270,14 +271,79 @@ def audit_list_cmd(
 
 
 @command(audit_app, "verify")
-def audit_verify_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
-    """Check the hash chain; names the first broken row and exits 1 if tampered with."""
-    result = backend(ctx).audit_verify()
+def audit_verify_cmd(
+    ctx: typer.Context,
+    anchors: list[str] = typer.Option(
+        [], "--anchor", metavar="SEQ:HASH",
+        help="An anchor from `audit anchor` (repeatable): fail unless the chain still holds "
+             "that row with that hash."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Check the hash chain, the anchors, and every request against its last audit row;
+    names the first problem and exits 1 if anything was tampered with."""
+    result = backend(ctx).audit_verify(list(anchors))
     if as_json:
         emit(result.to_dict())
     if result.ok:
-        message(f"audit trail intact: {result.rows} rows verified")
+        extra = f", {len(anchors)} anchor{'s' if len(anchors) != 1 else ''} held" \
+            if anchors else ""
+        message(f"audit trail intact: {result.rows} rows verified, every request matches its "
+                f"last audit row{extra}")
         return
-    message(f"audit trail BROKEN at row {result.bad_seq}: {result.problem}")
+    where = f" at row {result.bad_seq}" if result.bad_seq is not None else ""
+    message(f"audit trail BROKEN{where}: {result.problem}")
     raise typer.Exit(1)
+
+
+@command(audit_app, "anchor")
+def audit_anchor_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """Print the chain's head as {"seq": N, "hash": "…"} on one line, to keep outside the
+    database (e.g. `approvalctl audit anchor >> /secure/anchors.log` from cron); check it
+    later with `audit verify --anchor N:HASH`."""
+    import json
+
+    head = backend(ctx).audit_anchor()
+    if as_json:
+        emit(head)
+    else:
+        sys.stdout.write(json.dumps({"seq": head["seq"], "hash": head["hash"]}) + "\n")
+
+
+@command(app, "prune")
+def prune_cmd(
+    ctx: typer.Context,
+    older_than: str = typer.Option(..., "--older-than", metavar="DURATION",
+                                   help="Delete final requests created and decided longer "
+                                        "ago than this (at least 1d), e.g. 90d."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count only; delete nothing."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Delete old decided requests and their notification rows (admin). Audit rows stay:
+    each pruned request gets a `prune` audit row, so `audit verify` keeps passing. Asks on
+    a terminal; off a terminal it needs --yes (or --dry-run)."""
+    seconds = parse_duration(older_than, what="--older-than")
+    if not dry_run and not yes and not sys.stdin.isatty():
+        raise InvalidInput("prune deletes requests: pass --yes to confirm (or --dry-run to "
+                           "count them), stdin is not a terminal")
+    api = backend(ctx)
+    result = None
+    if not dry_run and not yes:
+        plan = api.prune(seconds, dry_run=True)
+        if not plan["requests"]:
+            result = {**plan, "dry_run": False}  # nothing to ask about
+        elif not typer.confirm(f"Delete {plan['requests']} decided request"
+                               f"{'s' if plan['requests'] != 1 else ''} created before "
+                               f"{plan['cutoff']} and {plan['outbox']} notification rows?",
+                               default=False, err=True):
+            message("nothing deleted")
+            raise typer.Exit(1)
+    if result is None:
+        result = api.prune(seconds, dry_run=dry_run)
+    if as_json:
+        emit(result)
+        return
+    verb = "would delete" if result["dry_run"] else "deleted"
+    message(f"{verb} {result['requests']} request{'s' if result['requests'] != 1 else ''} "
+            f"created before {result['cutoff']} and {result['outbox']} notification rows")
 

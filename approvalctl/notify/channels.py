@@ -101,15 +101,18 @@ def verify(secret: str, body: bytes, header: str, *, tolerance: float = 300,
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
-def webhook_body(outbox_id: int, event: str, request: dict[str, Any]) -> bytes:
-    """The JSON a webhook receives. Stable across retries: `id` lets a receiver dedupe."""
-    return json.dumps({"id": outbox_id, "event": event, "request": request},
+def webhook_body(outbox_id: int, event: str, request: dict[str, Any],
+                 audit: dict[str, Any] | None = None) -> bytes:
+    """The JSON a webhook receives. Stable across retries: `id` lets a receiver dedupe.
+    `audit` is the audit chain's head `{"seq", "hash"}` right after the change: a receiver
+    that keeps it holds an anchor for `audit verify --anchor SEQ:HASH`."""
+    return json.dumps({"id": outbox_id, "event": event, "request": request, "audit": audit},
                       sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def send_webhook(client: Any, cfg: WebhookConfig, outbox_id: int, event: str,
-                 request: dict[str, Any]) -> None:
-    body = webhook_body(outbox_id, event, request)
+                 request: dict[str, Any], audit: dict[str, Any] | None = None) -> None:
+    body = webhook_body(outbox_id, event, request, audit)
     _post(client, cfg.url, "webhook", cfg.timeout, content=body, headers={
         "Content-Type": "application/json", "User-Agent": USER_AGENT,
         SIGNATURE_HEADER: sign(cfg.secret, body), "X-Approvalctl-Event": event,

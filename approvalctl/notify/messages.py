@@ -102,8 +102,16 @@ def variables(event: str, request: dict[str, Any], fmt: str) -> dict[str, str]:
         "approve_command": f"approvalctl approve {request.get('id')}",
         "reject_command": f"approvalctl reject {request.get('id')}",
         "next_step": _next_step(event, request, fmt),
+        "audit": _anchor(request.get("audit")),
     }
     return {k: _escape("" if v is None else str(v), fmt) for k, v in raw.items()}
+
+
+def _anchor(head: Any) -> str:
+    """The audit chain head as `audit verify --anchor` takes it (`SEQ:HASH`), or `-`."""
+    if isinstance(head, dict) and "seq" in head and "hash" in head:
+        return f"{head['seq']}:{head['hash']}"
+    return "-"
 
 
 def render(name: str, event: str, request: dict[str, Any],

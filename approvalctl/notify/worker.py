@@ -63,19 +63,23 @@ class Report:
 
 
 def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
-            request: dict[str, Any], client: Any) -> None:
-    """One delivery attempt on `channel`; raises channels.DeliveryError on failure."""
+            request: dict[str, Any], client: Any, audit: dict[str, Any] | None = None
+            ) -> None:
+    """One delivery attempt on `channel`; raises channels.DeliveryError on failure.
+    `audit` is the chain head `{"seq", "hash"}` the change that queued it left."""
     target = cfg.channel(channel)
     if target is None:
         raise channels.DeliveryError(f"channel {channel} is not configured (any more)",
                                      transient=False)
+    if audit is not None and not isinstance(target, WebhookConfig):
+        request = {**request, "audit": audit}  # the footer of Slack and e-mail messages
     try:
         if isinstance(target, SlackConfig):
             channels.send_slack(client, target, event, request, cfg.templates_dir)
         elif isinstance(target, EmailConfig):
             channels.send_email(target, event, request, cfg.templates_dir)
         elif isinstance(target, WebhookConfig):
-            channels.send_webhook(client, target, outbox_id, event, request)
+            channels.send_webhook(client, target, outbox_id, event, request, audit)
     except channels.DeliveryError:
         raise
     except Exception as exc:  # a broken template override, a bug: dead-letter, say why
@@ -139,6 +143,13 @@ def process_due(store: Any, cfg: NotifyConfig, *, client: Any = None,
     return report
 
 
+def audit_head(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The chain head an outbox row carries (None for rows queued before migration 0008)."""
+    if row.get("audit_seq") is None:
+        return None
+    return {"seq": row["audit_seq"], "hash": row["audit_hash"]}
+
+
 def _attempt_row(cfg: NotifyConfig, row: dict[str, Any], client: Any
                  ) -> channels.DeliveryError | None:
     """Attempt one row (in a sending thread); returns the error, or None when delivered."""
@@ -147,7 +158,8 @@ def _attempt_row(cfg: NotifyConfig, row: dict[str, Any], client: Any
     except ValueError as exc:
         return channels.DeliveryError(f"unreadable outbox payload: {exc}", transient=False)
     try:
-        attempt(cfg, row["channel"], row["id"], row["event"], request, client)
+        attempt(cfg, row["channel"], row["id"], row["event"], request, client,
+                audit_head(row))
     except channels.DeliveryError as exc:
         return exc
     return None

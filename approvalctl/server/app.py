@@ -181,6 +181,13 @@ class Api:
         if self.db_pool is not None:
             self.db_pool.shutdown(wait=True)
 
+    async def run_apart(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A long admin job (verifying or pruning millions of rows) on a thread of its own,
+        with its own connection: the database thread keeps serving everyone else, and the
+        job's short write batches take turns with it for the lock."""
+        call = functools.partial(func, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
     async def read(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A point read: inline on SQLite, on the database threads otherwise."""
         if self.inline_reads:
@@ -410,8 +417,19 @@ class Api:
         return json_response(rows)
 
     async def audit_verify(self, call: Call) -> Response:
-        result = await self.run(self.service.audit_verify, call.principal)
+        anchors = call.query.get("anchors")
+        result = await self.run_apart(self.service.audit_verify, call.principal,
+                                      anchors.split(",") if anchors else ())
         return json_response(result.to_dict())
+
+    async def audit_anchor(self, call: Call) -> Response:
+        return json_response(await self.run(self.service.audit_anchor, call.principal))
+
+    async def prune(self, call: Call) -> Response:
+        body = await self._body(call)
+        return json_response(await self.run_apart(self.service.prune, call.principal,
+                                                  body["older_than_seconds"],
+                                                  dry_run=body.get("dry_run", False)))
 
     async def list_keys(self, call: Call) -> Response:
         return json_response(await self.run(self.service.list_keys, call.principal))
@@ -465,6 +483,8 @@ class Api:
             self.endpoint("/api/v1/sweep", {"POST": self.sweep}),
             self.endpoint("/api/v1/audit", {"GET": self.audit_list}),
             self.endpoint("/api/v1/audit/verify", {"GET": self.audit_verify}),
+            self.endpoint("/api/v1/audit/anchor", {"GET": self.audit_anchor}),
+            self.endpoint("/api/v1/prune", {"POST": self.prune}),
             self.endpoint("/api/v1/keys", {"GET": self.list_keys, "POST": self.create_key}),
             self.endpoint("/api/v1/keys/{name}", {"DELETE": self.revoke_key}),
             self.endpoint("/healthz", {"GET": self.health}),

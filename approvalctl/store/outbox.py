@@ -19,7 +19,8 @@ from typing import Any
 from .. import counters
 
 OUTBOX_FIELDS = ("id", "event", "channel", "request_id", "payload", "status", "attempts",
-                 "next_attempt_at", "claimed_until", "last_error", "created_at", "sent_at")
+                 "next_attempt_at", "claimed_until", "last_error", "created_at", "sent_at",
+                 "audit_seq", "audit_hash")
 _SELECT_OUTBOX = "SELECT " + ", ".join(OUTBOX_FIELDS) + " FROM outbox"
 OUTBOX_STATUSES = ("pending", "sent", "failed")
 RESULTS = ("sent", "retry", "failed")

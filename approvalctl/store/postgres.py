@@ -295,6 +295,17 @@ class PostgresStore(SQLStore):
             raise self._unavailable(exc) from None
 
     @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        """A read-only REPEATABLE READ transaction: one snapshot for every query in it."""
+        try:
+            with self._get_pool().connection() as conn, conn.transaction(), \
+                    conn.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield cur
+        except self._psycopg.Error as exc:
+            raise self._unavailable(exc) from None
+
+    @contextmanager
     def _tx_cursor(self, conn: Any, pipe: Any) -> Iterator[Any]:
         with conn.cursor() as cur:
             yield cur if pipe is None else _PipelinedCursor(cur, pipe)

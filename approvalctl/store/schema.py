@@ -168,6 +168,21 @@ MIGRATIONS: list[tuple[str, list[Any]]] = [
             "CREATE INDEX IF NOT EXISTS requests_tool_all ON requests (tool_name, id)",
         ],
     ),
+    (
+        "0008_audit_covers_state",
+        [
+            # Row format 2 (approvalctl/audit.py): the hash also covers the request's digest
+            # and a hash of its whole row as the change left it; format-1 rows keep theirs.
+            "ALTER TABLE audit_log ADD COLUMN format INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE audit_log ADD COLUMN digest TEXT",
+            "ALTER TABLE audit_log ADD COLUMN state TEXT",
+            # the chain head as the change that queued a notification left it
+            "ALTER TABLE outbox ADD COLUMN audit_seq {bigint}",
+            "ALTER TABLE outbox ADD COLUMN audit_hash TEXT",
+            # prune deletes a batch of requests' outbox rows without a full scan
+            "CREATE INDEX outbox_request ON outbox (request_id)",
+        ],
+    ),
 ]
 
 

@@ -13,18 +13,20 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from .. import audit, counters
+from ..digest import DigestError, digest
 from ..errors import GroupSpoiled
-from ..models import PENDING, STATUSES, ApprovalRequest, Change
+from ..models import FINAL_STATUSES, PENDING, STATUSES, ApprovalRequest, Change
 from .outbox import OutboxQueries
 
 REQUEST_COLUMNS = ApprovalRequest.FIELDS
 _SELECT = "SELECT " + ", ".join(REQUEST_COLUMNS) + " FROM requests"
 AUDIT_COLUMNS = ("seq", "at", "actor", "action", "request_id", "from_status", "to_status",
-                 "detail", "prev_hash", "hash")
+                 "detail", "prev_hash", "hash", "format", "digest", "state")
 KEY_COLUMNS = ("name", "key_id", "secret_hash", "role", "created_at", "created_by",
                "expires_at", "revoked_at", "last_used_at")
 OUTBOX_COLUMNS = ("id", "event", "channel", "request_id", "payload", "status", "attempts",
-                  "next_attempt_at", "claimed_until", "last_error", "created_at", "sent_at")
+                  "next_attempt_at", "claimed_until", "last_error", "created_at", "sent_at",
+                  "audit_seq", "audit_hash")
 #: Every table `migrate --to` copies, in an order that respects references, with its key.
 TABLES = {
     "requests": ("id", REQUEST_COLUMNS + ("response_ms",)),
@@ -38,7 +40,7 @@ TABLES = {
 AUDIT_INSERT = ("INSERT INTO audit_log (" + ", ".join(AUDIT_COLUMNS) + ") VALUES ("
                 + ", ".join("?" * len(AUDIT_COLUMNS)) + ")")
 OUTBOX_INSERT_COLUMNS = ("event", "channel", "request_id", "payload", "next_attempt_at",
-                         "created_at")
+                         "created_at", "audit_seq", "audit_hash")
 OUTBOX_INSERT = ("INSERT INTO outbox (" + ", ".join(OUTBOX_INSERT_COLUMNS) + ") VALUES ("
                  + ", ".join("?" * len(OUTBOX_INSERT_COLUMNS)) + ")")
 BUMP_SQL = ("INSERT INTO metric_counters (name, labels, value) VALUES {values} ON CONFLICT "
@@ -53,6 +55,25 @@ _sorted_json = json.JSONEncoder(sort_keys=True).encode
 _detail_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 assert REQUEST_COLUMNS[2] == "arguments"  # request_from_row relies on the column order
 _NCOLUMNS = len(REQUEST_COLUMNS)
+_STATE_INDEX = [REQUEST_COLUMNS.index(f) for f in audit.STATE_FIELDS]
+_STATUS, _DECIDED_AT = REQUEST_COLUMNS.index("status"), REQUEST_COLUMNS.index("decided_at")
+#: Request rows per batch of `prune` (and of the reads of `audit verify`).
+PRUNE_BATCH = 500
+
+
+def seal(change: Change, row: tuple | list, req: ApprovalRequest) -> Change:
+    """Record on `change` the request's digest and the hash of `row`, the request row (in
+    REQUEST_COLUMNS order, `arguments` as stored text) exactly as the change leaves it."""
+    change.state = audit.state_hash([row[i] for i in _STATE_INDEX])
+    # Stored on the request (DESIGN §10) it is read back, not recomputed: canonical JSON
+    # costs more than the rest of a change's bookkeeping together.
+    change.digest = getattr(req, "digest", None)
+    if change.digest is None:
+        try:
+            change.digest = digest(req.tool_name, req.arguments)
+        except DigestError:  # refused at creation once digests are stored; never crash here
+            change.digest = None
+    return change
 
 
 def request_from_row(row: tuple) -> ApprovalRequest:
@@ -170,16 +191,21 @@ class SQLStore(OutboxQueries):
         counter_rows = list(checks or ())
         for ch, payload in entries:
             seq += 1
+            if ch.state is None:  # fail closed: an unsealed change would not verify
+                raise ValueError(f"change {ch.action} of {ch.request_id} was not sealed")
             row = {"seq": seq, "at": ch.at, "actor": ch.actor, "action": ch.action,
                    "request_id": ch.request_id, "from_status": ch.from_status,
                    "to_status": ch.to_status,
-                   "detail": _detail_json(ch.detail)}
+                   "detail": _detail_json(ch.detail), "format": audit.FORMAT,
+                   "digest": ch.digest, "state": ch.state}
             row["prev_hash"] = prev
             row["hash"] = prev = audit.row_hash(prev, row)
             audit_rows.append(tuple(row[c] for c in AUDIT_COLUMNS))
             counter_rows.extend(ch.counters)
+            # the chain head as this change leaves it: notifications carry it outside
             for channel, event in ch.outbox:
-                outbox_rows.append((event, channel, ch.request_id, payload, ch.at, ch.at))
+                outbox_rows.append((event, channel, ch.request_id, payload, ch.at, ch.at,
+                                    seq, prev))
         counter_rows.extend(counters.pending.take())
         self._insert_change_rows(cur, audit_rows, counters.merge(counter_rows), outbox_rows)
 
@@ -211,15 +237,16 @@ class SQLStore(OutboxQueries):
         # The stored response (idempotency) and the notification payload (outbox rows) are
         # the same JSON; a plain create needs neither, so it is not encoded for nothing.
         payload = _sorted_json(req.to_dict()) if idempotency or change.outbox else ""
+        values = tuple(_sorted_json(req.arguments) if c == "arguments"
+                       else getattr(req, c) for c in REQUEST_COLUMNS)
+        seal(change, values, req)  # before the transaction: no writer waits for the hashing
         with self._write() as cur:
             if idempotency:
                 found = self._idempotent(cur, idempotency[0], idempotency[1])
                 if found:
                     return found  # type: ignore[return-value]
             self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
-                       + ", ".join("?" * len(REQUEST_COLUMNS)) + ")",
-                       tuple(_sorted_json(req.arguments) if c == "arguments"
-                             else getattr(req, c) for c in REQUEST_COLUMNS))
+                       + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", values)
             if idempotency:
                 self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
                            "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -246,7 +273,7 @@ class SQLStore(OutboxQueries):
             if row is None:
                 return None
             req = request_from_row(row)
-            change = change_for(req)
+            change = seal(change_for(req), row, req)
             self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
                                  if change.outbox else {})
         return req
@@ -278,8 +305,11 @@ class SQLStore(OutboxQueries):
                            "WHERE id = ? AND status = ?",
                            [(c.to_status, c.at, c.request_id, PENDING) for c in changes])
                 payloads = {}
-                for r, c in zip(reqs, changes):
+                for raw, r, c in zip(rows, reqs, changes):
                     r.status, r.decided_at = c.to_status, c.at
+                    raw = list(raw)
+                    raw[_STATUS], raw[_DECIDED_AT] = c.to_status, c.at
+                    seal(c, raw, r)
                     if c.outbox:  # only notification rows carry the payload; it is costly
                         payloads[r.id] = _sorted_json(r.to_dict())
                 self._append_changes(cur, changes, payloads)
@@ -436,6 +466,109 @@ class SQLStore(OutboxQueries):
             if len(rows) < chunk:
                 return
             after = rows[-1][0]
+
+    def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest audit row; (0, GENESIS) for an empty trail."""
+        with self._read() as cur:
+            row = self._exec(cur, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+                             ).fetchone()
+        return (row[0], row[1]) if row else (0, audit.GENESIS)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        """A cursor on one read-only snapshot of the database (see the backends)."""
+        with self._read() as cur:
+            yield cur
+
+    def _keyset(self, cur: Any, sql: str, after: tuple, chunk: int,
+                key: Callable[[tuple], tuple]) -> Iterator[tuple]:
+        """Rows of `sql` (which ends with a keyset condition on its last `len(after)`
+        parameters and `LIMIT ?`), chunk by chunk, without holding more than a chunk."""
+        while True:
+            rows = self._exec(cur, sql, (*after, chunk)).fetchall()
+            yield from rows
+            if len(rows) < chunk:
+                return
+            after = key(rows[-1])
+
+    def verify_audit(self, anchors: list[tuple[int, str]] = (),  # type: ignore[assignment]
+                     chunk: int = 5000) -> audit.VerifyResult:
+        """The chain, then each anchor, then every request against its last audit row, all
+        on one snapshot (a live server's writes cannot make a false finding), streamed in
+        chunks: memory stays flat at millions of rows."""
+        cols = ", ".join(AUDIT_COLUMNS)
+        iseq, irid = AUDIT_COLUMNS.index("seq"), AUDIT_COLUMNS.index("request_id")
+        with self._snapshot() as cur:
+            chain = self._keyset(cur, f"SELECT {cols} FROM audit_log WHERE seq > ? "
+                                 "ORDER BY seq LIMIT ?", (-1,), chunk, lambda r: (r[iseq],))
+            result = audit.verify_chain(dict(zip(AUDIT_COLUMNS, r)) for r in chain)
+            if not result.ok:
+                return result
+            last = self._exec(cur, "SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1"
+                              ).fetchone()
+            for seq, expected in anchors:
+                found = self._exec(cur, "SELECT hash FROM audit_log WHERE seq = ?", (seq,)
+                                   ).fetchone()
+                why = audit.check_anchor(seq, expected, found[0] if found else None,
+                                         last[0] if last else 0)
+                if why:
+                    return audit.VerifyResult(False, result.rows, seq, why)
+            requests = self._keyset(cur, _SELECT + " WHERE id > ? ORDER BY id LIMIT ?", ("",),
+                                    chunk, lambda r: (r[0],))
+            rows = self._keyset(cur, f"SELECT {cols} FROM audit_log WHERE request_id IS NOT "
+                                "NULL AND (request_id, seq) > (?, ?) ORDER BY request_id, seq "
+                                "LIMIT ?", ("", -1), chunk, lambda r: (r[irid], r[iseq]))
+            finding = audit.cross_check(
+                (dict(zip(REQUEST_COLUMNS, r)) for r in requests),
+                audit.last_rows(dict(zip(AUDIT_COLUMNS, r)) for r in rows))
+        if finding:
+            return audit.VerifyResult(False, result.rows, finding.seq, finding.problem,
+                                      finding.request_id)
+        return result
+
+    # ---- retention
+    def _prunable(self) -> str:
+        # Walk the creation-time index from the oldest row: a batch costs what it deletes,
+        # not a pass over every decided request (which the status index would make).
+        return (" FROM requests" + self._use_index("requests_created_stats")
+                + " WHERE created_at < ? AND decided_at < ? AND status IN ("
+                + ", ".join(f"'{s}'" for s in sorted(FINAL_STATUSES)) + ")")
+
+    def count_prunable(self, before: str) -> tuple[int, int]:
+        """(requests, outbox rows) that `prune(before)` would delete."""
+        with self._read() as cur:
+            n = self._exec(cur, "SELECT COUNT(*)" + self._prunable(), (before, before)
+                           ).fetchone()[0]
+            m = self._exec(cur, "SELECT COUNT(*) FROM outbox WHERE request_id IN (SELECT id"
+                           + self._prunable() + ")", (before, before)).fetchone()[0]
+        return n, m
+
+    def prune(self, before: str, change_for: Callable[[ApprovalRequest], Change],
+              batch: int = PRUNE_BATCH) -> tuple[int, int]:
+        """Delete final requests created and decided before `before`, with their outbox
+        rows, batch by batch; each deleted request gets its audit row (`change_for`) in the
+        same transaction, recording the row it deleted. Returns (requests, outbox rows)."""
+        total = outbox = 0
+        while True:
+            with self._write() as cur:
+                # DELETE … RETURNING: a concurrent prune cannot record a row twice
+                rows = self._exec(cur, "DELETE FROM requests WHERE id IN (SELECT id"
+                                  + self._prunable() + " ORDER BY created_at LIMIT ?) RETURNING "
+                                  + ", ".join(REQUEST_COLUMNS), (before, before, batch)
+                                  ).fetchall()
+                if not rows:
+                    return total, outbox
+                ids = [r[0] for r in rows]
+                outbox += self._exec(cur, "DELETE FROM outbox WHERE request_id IN ("
+                                     + ", ".join("?" * len(ids)) + ")", ids).rowcount
+                changes = []
+                for raw in rows:
+                    req = request_from_row(raw)
+                    changes.append(seal(change_for(req), raw, req))
+                self._append_changes(cur, changes, {})
+                total += len(rows)
+            if len(rows) < batch:
+                return total, outbox
 
     # ---- idempotency
     def _idempotent(self, cur: Any, owner: str, key: str) -> dict[str, Any] | None:

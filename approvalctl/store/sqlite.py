@@ -92,6 +92,17 @@ class SQLiteStore(SQLStore):
             raise _fail(self.path, exc) from None
 
     @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Cursor]:
+        """A deferred read transaction: every query in it sees one WAL snapshot, and it
+        takes no write lock."""
+        with self._read() as cur:
+            cur.execute("BEGIN")
+            try:
+                yield cur
+            finally:
+                cur.execute("ROLLBACK")
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """BEGIN IMMEDIATE: take the write lock up front, so transactions never deadlock."""
         conn = self._conn()

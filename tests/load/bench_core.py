@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from approvalctl import audit, counters  # noqa: E402
+from approvalctl.digest import digest  # noqa: E402
 from approvalctl.store import open_store  # noqa: E402
 from approvalctl.store.sql import AUDIT_COLUMNS, REQUEST_COLUMNS  # noqa: E402
 
@@ -145,10 +146,14 @@ def audit_rows(rows: list[tuple]) -> tuple[list[tuple], list[counters.Counter]]:
                       "cancelled": "cancel"}[status]
             events.append((r[9], 1, r, action))
     events.sort(key=lambda e: (e[0], e[1]))
-    out, deltas = [], []
+    out, deltas, digests = [], [], {}
     prev = audit.GENESIS
     for seq, (at, _, r, action) in enumerate(events, start=1):
+        state = list(r[:12])  # the request row as this change left it (STATE_FIELDS order)
+        if r[0] not in digests:
+            digests[r[0]] = digest(r[1], json.loads(r[2]))
         if action == "create":
+            state[6], state[9], state[10], state[11] = "pending", None, None, None
             actor, frm, to = r[5], None, "pending"
             detail = {"risk": r[4], "tool_name": r[1], "user_id": r[5]}
             deltas.extend(counters.for_status("pending"))
@@ -161,7 +166,11 @@ def audit_rows(rows: list[tuple]) -> tuple[list[tuple], list[counters.Counter]]:
             deltas.extend(counters.for_decision(to, seconds))
         row = {"seq": seq, "at": at, "actor": actor, "action": action, "request_id": r[0],
                "from_status": frm, "to_status": to,
-               "detail": json.dumps(detail, sort_keys=True, ensure_ascii=False)}
+               "detail": json.dumps(detail, sort_keys=True, ensure_ascii=False),
+               "format": audit.FORMAT, "digest": digests[r[0]],
+               "state": audit.state_hash(state)}
+        if action != "create":
+            del digests[r[0]]
         row["prev_hash"] = prev
         row["hash"] = prev = audit.row_hash(prev, row)
         out.append(tuple(row[c] for c in AUDIT_COLUMNS))
