@@ -3,10 +3,12 @@ audit trail."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import typer
 
+from .. import render
 from ..durations import format_duration, parse_duration
 from ..errors import ApprovalctlError, InvalidInput
 from .app import (
@@ -43,6 +45,16 @@ def _until(iso: str | None) -> str:
         return "-"
     left = (from_iso(iso) - utcnow()).total_seconds()
     return format_duration(left) if left > 0 else "overdue"
+
+
+def short_digest(req: Any) -> str:
+    """`, digest 1a2b3c4d5e6f` (its first 12 hex digits) if the request has one, else ""."""
+    digest = getattr(req, "digest", None)
+    if not digest and isinstance(req, dict):
+        digest = req.get("digest")
+    if not digest:
+        return ""
+    return f", digest {str(digest).removeprefix('sha256:')[:12]}"
 
 
 def _finish_wait(req: Any, as_json: bool) -> None:
@@ -122,7 +134,7 @@ def list_cmd(
     pending = status == "pending"
     rows = [[r.id, r.tool_name, r.user_id, r.risk, r.status, _age(r.created_at),
              _until(r.expires_at) if r.status == "pending" else r.decided_by,
-             (r.reason or "")[:60]] for r in page.items]
+             render.plain(r.reason or "", 60)] for r in page.items]
     print_table(["ID", "TOOL", "USER", "RISK", "STATUS", "AGE",
                  "EXPIRES IN" if pending else "DECIDED BY", "REASON"], rows)
     if page.next_cursor:
@@ -140,9 +152,13 @@ def show_cmd(
     if as_json:
         emit(req.to_dict())
         return
-    import json
+    from rich.text import Text
 
-    rows = [[k, json.dumps(v, indent=2, ensure_ascii=False) if k == "arguments" else v]
+    from .app import fit_stream
+
+    # arguments keep their line breaks (pretty JSON, every unsafe character escaped);
+    # every other value is one line, rendered by print_table
+    rows = [[k, Text(fit_stream(sys.stdout, render.json_text(v))) if k == "arguments" else v]
             for k, v in req.to_dict().items()]
     if req.status == "pending":
         rows.append(["expires in", _until(req.expires_at)])
@@ -160,7 +176,8 @@ def _decide_many(ids: list[str], past: str, call: Any, as_json: bool) -> None:
             first_error = first_error or exc
             continue
         done.append(req)
-        message(f"{past} {req.id} ({req.tool_name} for {req.user_id})")
+        message(f"{past} {req.id} ({req.tool_name} for {req.user_id}"
+                f"{short_digest(req)})")
     if as_json:
         emit([r.to_dict() for r in done])
     if first_error is not None:
