@@ -51,9 +51,6 @@ _INVISIBLE = frozenset([0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 
                         *range(0xE0100, 0xE01F0)])
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 ELLIPSIS = "…"
-#: One unit of JSON text that must not be split: a surrogate pair, an escape, a character.
-_JSON_TOKEN = re.compile(r"\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|\\u[0-9a-fA-F]{4}|"
-                         r"\\.|.", re.S)
 
 
 def is_unsafe(ch: str) -> bool:
@@ -240,7 +237,7 @@ def lines_fit(lines: Iterable[str], limit: int, hint: str | None = None,
             continue
         # this line overflows: keep as much of it as fits, cut between escapes
         head, n = "", 0
-        for tok in _JSON_TOKEN.findall(line):
+        for tok in _TOKEN.findall(line):
             marker = cut_marker(total - used - n - len(tok), hint)
             if measure("\n".join([*out, head + tok])) + 1 + measure(marker) > limit:
                 break
@@ -264,3 +261,22 @@ def escape_unencodable(text: str, encoding: str) -> str:
         return ch
 
     return "".join(map(one, text))
+
+
+def slack_json(text: str) -> str:
+    """Already-rendered JSON text made safe for a Slack code block: `&<>` as entities,
+    backticks as the JSON escape `\\u0060` (still valid JSON, cannot close the block)."""
+    return _slack_entities(text.replace("`", "\\u0060"))
+
+
+#: One unit of rendered text that must not be split: an HTML/Slack entity, a surrogate
+#: pair, one of our escapes, or a single character.
+_TOKEN = re.compile(r"&(?:[a-z]+|#x?[0-9a-f]+);|\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|"
+                    r"\\U[0-9a-f]{8}|\\u[0-9a-fA-F]{4}|\\x[0-9a-f]{2}|\\.|.", re.S)
+
+
+def cut_tokens(text: str, limit: int) -> str:
+    """Rendered `text` cut to at most `limit` characters without splitting an escape or an
+    entity, marked with the count of characters left out."""
+    tokens = _TOKEN.findall(text)
+    return _fit(tokens, limit, len, None, str)
