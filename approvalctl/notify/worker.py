@@ -63,8 +63,13 @@ class Report:
 
 
 def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
-            request: dict[str, Any], client: Any) -> None:
-    """One delivery attempt on `channel`; raises channels.DeliveryError on failure."""
+            request: dict[str, Any], client: Any, last_error: str | None = None
+            ) -> str | None:
+    """One delivery attempt on `channel`; raises channels.DeliveryError on failure.
+
+    `last_error` is the row's record of the previous attempt (e-mail reads from it who
+    accepted already). Returns a note to record with a success, or None.
+    """
     target = cfg.channel(channel)
     if target is None:
         raise channels.DeliveryError(f"channel {channel} is not configured (any more)",
@@ -73,7 +78,8 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
         if isinstance(target, SlackConfig):
             channels.send_slack(client, target, event, request, cfg.templates_dir)
         elif isinstance(target, EmailConfig):
-            channels.send_email(target, event, request, cfg.templates_dir)
+            return channels.send_email(target, event, request, cfg.templates_dir,
+                                       already=channels.accepted_recipients(last_error))
         elif isinstance(target, WebhookConfig):
             channels.send_webhook(client, target, outbox_id, event, request)
     except channels.DeliveryError:
@@ -81,6 +87,7 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
     except Exception as exc:  # a broken template override, a bug: dead-letter, say why
         detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
         raise channels.DeliveryError(detail, transient=False) from None
+    return None
 
 
 def _timeout(cfg: NotifyConfig, channel: str) -> float:
@@ -140,24 +147,27 @@ def process_due(store: Any, cfg: NotifyConfig, *, client: Any = None,
 
 
 def _attempt_row(cfg: NotifyConfig, row: dict[str, Any], client: Any
-                 ) -> channels.DeliveryError | None:
-    """Attempt one row (in a sending thread); returns the error, or None when delivered."""
+                 ) -> channels.DeliveryError | str | None:
+    """Attempt one row (in a sending thread); returns the error, or when delivered None or
+    a note to record (e-mail's per-recipient outcome)."""
     try:
         request = json.loads(row["payload"])
     except ValueError as exc:
         return channels.DeliveryError(f"unreadable outbox payload: {exc}", transient=False)
     try:
-        attempt(cfg, row["channel"], row["id"], row["event"], request, client)
+        return attempt(cfg, row["channel"], row["id"], row["event"], request, client,
+                       row.get("last_error"))
     except channels.DeliveryError as exc:
         return exc
-    return None
 
 
 def _record(store: Any, policy: RetryPolicy, row: dict[str, Any],
-            error: channels.DeliveryError | None, clock: Callable[[], Any]) -> Outcome:
+            error: channels.DeliveryError | str | None, clock: Callable[[], Any]) -> Outcome:
     attempts = row["attempts"] + 1
     out = Outcome(outbox_id=row["id"], channel=row["channel"], event=row["event"],
                   request_id=row["request_id"], result="sent", attempts=attempts)
+    if isinstance(error, str):  # delivered, with a note worth keeping (who accepted when)
+        out.error, error = error, None
     if error is not None:
         out.error = error.detail
         verdict = policy.after_failure(attempts, error)
