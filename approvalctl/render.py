@@ -191,14 +191,16 @@ def html(value: Any, limit: int | None = None, *, hint: str | None = None) -> st
     return _fit([_html.escape(_visible(ch)) for ch in text], limit, len, hint, _html.escape)
 
 
-def json_text(value: Any, *, indent: int | None = 2) -> str:
+def json_text(value: Any, *, indent: int | None = 2, ascii_only: bool = False) -> str:
     """`value` as pretty JSON for a person: unsafe characters as JSON `\\uXXXX` escapes.
 
     The result is still valid JSON for the same value (astral characters as surrogate
     pairs, e.g. a tag character as `\\udb40\\udc41`), keys sorted, one item per line. Lone
-    surrogates in the value also come out as escapes, never raw.
+    surrogates in the value also come out as escapes, never raw. `ascii_only` escapes every
+    non-ASCII character (for a stream that cannot encode the rest).
     """
-    text = json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False, default=str)
+    text = json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=ascii_only,
+                      default=str)
     if text.isascii():
         return text
     return "".join(_json_char(ch) for ch in text)

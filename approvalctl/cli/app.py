@@ -151,7 +151,7 @@ def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
 
 
-def _can_encode(stream: Any, text: str) -> bool:
+def can_encode(stream: Any, text: str) -> bool:
     try:
         text.encode(getattr(stream, "encoding", None) or "utf-8")
     except UnicodeEncodeError:
@@ -168,7 +168,7 @@ def fit_stream(stream: Any, text: str) -> str:
     degrades instead of dying with UnicodeEncodeError. The text is already rendered, so its
     backslashes are escaped and an added escape cannot be confused with the agent's text.
     """
-    if text.isascii() or _can_encode(stream, text):
+    if text.isascii() or can_encode(stream, text):
         return text
     from ..render import escape_unencodable
 
@@ -179,7 +179,7 @@ def emit(data: Any) -> None:
     """Exactly one JSON document on stdout: the exact stored values, valid JSON on any
     stdout encoding (non-ASCII as \\u escapes when the stream cannot carry it)."""
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
-    if not _can_encode(sys.stdout, text):
+    if not can_encode(sys.stdout, text):
         text = json.dumps(data, indent=2, ensure_ascii=True, default=str)
     sys.stdout.write(text + "\n")
 
@@ -196,8 +196,9 @@ def message(text: str) -> None:
 
 
 def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:
-    """A table on stdout; every cell is rendered with `render.terminal` (a rich `Text`
-    passed in is printed as it is: the caller rendered it)."""
+    """A table on stdout; every cell is rendered with `render.escape` (a rich `Text`
+    passed in was rendered by the caller, e.g. cut to a width, and is printed as it is),
+    then degraded to what stdout can encode."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -214,7 +215,7 @@ def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None 
     # Cells are Text, not str: values come from agents, and rich would read "[...]" in a
     # str as markup (a stray "[/x]" crashed the listing) and ":name:" as an emoji.
     for row in rows:
-        table.add_row(*[v if isinstance(v, Text) else
+        table.add_row(*[Text(fit_stream(sys.stdout, v.plain)) if isinstance(v, Text) else
                         Text(fit_stream(sys.stdout, escape(v))) for v in row])
     console.print(table)
 

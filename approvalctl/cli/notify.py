@@ -117,7 +117,7 @@ def list_cmd(
                 [[r["id"], r["event"], r["channel"], r["request_id"], r["status"],
                   r["attempts"], r["sent_at"] if r["status"] == "sent" else
                   r["next_attempt_at"] if r["status"] == "pending" else "",
-                  render.plain(r["last_error"] or "", 80)] for r in rows])
+                  render.terminal(r["last_error"] or "", 80)] for r in rows])
 
 
 @command(notify_app, "retry")

@@ -134,7 +134,7 @@ def list_cmd(
     pending = status == "pending"
     rows = [[r.id, r.tool_name, r.user_id, r.risk, r.status, _age(r.created_at),
              _until(r.expires_at) if r.status == "pending" else r.decided_by,
-             render.plain(r.reason or "", 60)] for r in page.items]
+             render.terminal(r.reason or "", 60)] for r in page.items]
     print_table(["ID", "TOOL", "USER", "RISK", "STATUS", "AGE",
                  "EXPIRES IN" if pending else "DECIDED BY", "REASON"], rows)
     if page.next_cursor:
@@ -154,12 +154,17 @@ def show_cmd(
         return
     from rich.text import Text
 
-    from .app import fit_stream
+    from .app import can_encode
 
-    # arguments keep their line breaks (pretty JSON, every unsafe character escaped);
+    def arguments(value: Any) -> Text:
+        # pretty JSON keeps its line breaks, every unsafe character escaped; on a stream
+        # that cannot carry the rest, JSON's own \u escapes keep it valid JSON
+        text = render.json_text(value)
+        return Text(text if can_encode(sys.stdout, text) else
+                    render.json_text(value, ascii_only=True))
+
     # every other value is one line, rendered by print_table
-    rows = [[k, Text(fit_stream(sys.stdout, render.json_text(v))) if k == "arguments" else v]
-            for k, v in req.to_dict().items()]
+    rows = [[k, arguments(v) if k == "arguments" else v] for k, v in req.to_dict().items()]
     if req.status == "pending":
         rows.append(["expires in", _until(req.expires_at)])
     print_table(["FIELD", "VALUE"], rows)
