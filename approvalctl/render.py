@@ -112,18 +112,22 @@ def _fit(tokens: list[str], limit: int | None, measure: Callable[[str], int],
     if limit is None or measure(whole) <= limit:
         return whole
     total = len(tokens)
-    out: list[str] = []
-    used = 0
-    for i, tok in enumerate(tokens):
-        marker = marker_form(cut_marker(total - i, hint))
-        room = limit - measure(marker)
-        w = measure(tok)
-        if used + w > room:
-            # would the rest fit without a marker? only if this is the last token
-            return "".join(out) + (marker if room >= 0 else marker[:max(limit, 0)])
-        out.append(tok)
-        used += w
-    return "".join(out)  # pragma: no cover - the whole did not fit, so a token overflowed
+    # the full mark, or for a very narrow limit a shorter one: `…+1,234`, then bare `…`
+    forms: list[Callable[[int], str]] = [lambda n: cut_marker(n, hint),
+                                         lambda n: f"{ELLIPSIS}+{n:,}", lambda n: ELLIPSIS]
+    for form in forms:
+        if measure(marker_form(form(total))) > limit:
+            continue
+        out: list[str] = []
+        used = 0
+        for i, tok in enumerate(tokens):
+            marker = marker_form(form(total - i))
+            w = measure(tok)
+            if used + w + measure(marker) > limit:
+                return "".join(out) + marker
+            out.append(tok)
+            used += w
+    return ""
 
 
 def _tokens(value: Any) -> list[str]:
@@ -201,9 +205,9 @@ def json_text(value: Any, *, indent: int | None = 2, ascii_only: bool = False) -
     """
     text = json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=ascii_only,
                       default=str)
-    if text.isascii():
+    if text.isascii() and "\x7f" not in text:  # JSON escapes the C0 controls, not DEL
         return text
-    return "".join(_json_char(ch) for ch in text)
+    return "".join(map(_json_char, text))
 
 
 @lru_cache(maxsize=4096)

@@ -220,6 +220,30 @@ def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None 
     console.print(table)
 
 
+def utf8_argv(argv: list[str]) -> list[str]:
+    """The command-line arguments as UTF-8 text, whatever the locale.
+
+    Under `LANG=C` (without Python's UTF-8 mode) non-ASCII argument bytes arrive as lone
+    surrogates, which no database or stream can encode. Arguments are read as UTF-8; one
+    that is not valid UTF-8 is refused (exit 2, one line) rather than stored mangled.
+    """
+    out = []
+    for arg in argv:
+        if arg.isascii() or not any("\udc80" <= ch <= "\udcff" for ch in arg):
+            out.append(arg)
+            continue
+        raw = arg.encode(sys.getfilesystemencoding(), "surrogateescape")
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            from ..render import escape
+
+            message(f"error: command-line argument is not valid UTF-8: "
+                    f"{escape(raw.decode('utf-8', 'backslashreplace'))}")
+            raise SystemExit(2) from None
+    return out
+
+
 def fail(exc: ApprovalctlError) -> typer.Exit:
     message(f"error: {exc.detail}")
     return typer.Exit(exc.exit_code)
