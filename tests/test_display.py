@@ -148,7 +148,7 @@ def test_width_counts_terminal_cells():
 def test_cut_marker_counts_what_was_left_out():
     assert render.plain("x" * 1300, 20) == "xxxx… (+1,296 chars)"
     assert render.plain("x" * 1300, 8) == "x…+1,299"
-    assert render.plain("\x1b" * 10, 5) == "…"  # never half an escape
+    assert render.plain("\x1b" * 10, 5) == "…+10"  # never half an escape
 
 
 def test_terminal_never_reads_rich_markup():
