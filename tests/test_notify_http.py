@@ -56,7 +56,7 @@ def test_slack_block_kit_message_is_exact(store, agent, httpx_mock):
     assert json.loads(sent[0].content) == {
         "text": "Approval requested: git_push (high risk, requested by `deploy-bot`)",
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text",
+            {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                         "text": "Approval requested: git_push"}},
             {"type": "section", "fields": [
                 {"type": "mrkdwn", "text": "*Tool:*\n`git_push`"},
