@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..models import from_iso, to_iso, utcnow
+from ..render import escape
 from . import channels
 from .config import (
     LEASE_MARGIN,
@@ -183,7 +184,7 @@ def _record(store: Any, policy: RetryPolicy, row: dict[str, Any],
     if not recorded:
         out.result = "lost"
     log.info("outbox #%s %s %s -> %s (attempt %s)%s", row["id"], row["event"], row["channel"],
-             out.result, attempts, f": {out.error}" if out.error else "")
+             out.result, attempts, f": {escape(out.error)}" if out.error else "")
     return out
 
 
