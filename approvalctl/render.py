@@ -177,9 +177,9 @@ def slack_code(value: Any, limit: int | None = None, *, hint: str | None = None)
         return f"`{inner}`"
     text = "" if value is None else str(value)
     tokens = ["\\x60" if ch == "`" else _slack_entities(_visible(ch)) for ch in text]
-    marker = cut_marker(len(tokens), hint)
-    # find the longest prefix whose span plus the marker fits
-    out, used = [], 0
+    # the longest prefix whose span plus the marker fits
+    out: list[str] = []
+    used = 0
     for i, tok in enumerate(tokens):
         marker = " " + _slack_entities(cut_marker(len(tokens) - i, hint))
         if used + len(tok) + 2 + len(marker) > limit:

@@ -421,7 +421,8 @@ def test_local_cli_in_a_pty_shows_only_escapes(tmp_path, colour):
     assert b"\x1b" not in decided
     # the note is agent-visible history: the audit table renders it too
     audit = run_in_pty(["audit", "list"], env)
-    assert b"\\x1b]52;c;eA==\\x07\\u202e" in audit and b"\x1b]52" not in audit
+    assert b'note="ok\\u001b]52;c;eA==\\u0007\\u202e"' in audit
+    assert b"\x1b" not in audit
 
 
 @pytest.mark.slow

@@ -288,10 +288,17 @@ def audit_list_cmd(
     if as_json:
         emit(rows)
         return
+    from rich.text import Text
+
+    def detail(d: dict[str, Any]) -> Text:
+        # values as JSON (quoted, unsafe characters as \u escapes): a note such as
+        # "ok, to_status=approved" cannot pass for another key
+        return Text(", ".join(f"{render.escape(k)}={render.json_text(v, indent=None)}"
+                              for k, v in d.items()))
+
     print_table(["SEQ", "AT", "ACTOR", "ACTION", "REQUEST", "FROM", "TO", "DETAIL"],
                 [[r["seq"], r["at"], r["actor"], r["action"], r["request_id"],
-                  r["from_status"], r["to_status"],
-                  ", ".join(f"{k}={v}" for k, v in r["detail"].items())] for r in rows])
+                  r["from_status"], r["to_status"], detail(r["detail"])] for r in rows])
 
 
 @command(audit_app, "verify")
