@@ -194,3 +194,94 @@ def test_notify_test_email_sends_a_sample(db_url, isolated_env):
     assert result.exit_code == 6
     assert result.stderr.startswith("error: email: not delivered (temporary failure): SMTP "
                                     f"127.0.0.1:{port}: ConnectionRefusedError")
+
+
+class Greylist(Mailbox):
+    """Answers 451 for `grey` until `open_after` RCPTs for it were refused; 550 for `bad`."""
+
+    def __init__(self, grey: str, open_after: int = 1, bad: str | None = None) -> None:
+        super().__init__()
+        self.grey, self.open_after, self.bad = grey, open_after, bad
+        self.rcpts: list[str] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        self.rcpts.append(address)
+        if address == self.bad:
+            return "550 5.1.1 no such mailbox"
+        if address == self.grey and self.rcpts.count(address) <= self.open_after:
+            return "451 4.7.1 greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_greylisted_recipient_alone_is_retried(store, agent):
+    """#12.9: 451 for one of two recipients: only that one is tried again, the other
+    gets the message exactly once, and the row says who accepted on which attempt."""
+    port = free_port()
+    box = Greylist("oncall@example.com")
+    controller = smtp_server(box, port)
+    try:
+        settings = email_settings(port)
+        svc = ApprovalService(store, settings)
+        svc.create(agent, "db_migrate")
+        cfg = from_settings(settings)
+        first = process_due(store, cfg)
+        assert [o.result for o in first.outcomes] == ["retry"]
+        row = store.list_outbox()[0]
+        assert row["status"] == "pending"
+        assert row["last_error"] == (
+            f"SMTP 127.0.0.1:{port}: accepted by <ops@example.com>; <oncall@example.com> "
+            "451 4.7.1 greylisted, try again later (temporary, retried)")
+        until(lambda: process_due(store, cfg).outcomes, timeout=10, step=0.05)
+    finally:
+        controller.stop()
+    assert [e.rcpt_tos for e in box.envelopes] == [["ops@example.com"],
+                                                   ["oncall@example.com"]]
+    assert box.rcpts == ["ops@example.com", "oncall@example.com", "oncall@example.com"]
+    row = store.list_outbox()[0]
+    assert (row["status"], row["attempts"]) == ("sent", 2)
+    assert row["last_error"] == (f"SMTP 127.0.0.1:{port}: accepted by <oncall@example.com>, "
+                                 "<ops@example.com>")
+
+
+def test_permanent_refusal_of_one_recipient_is_not_retried(store, agent):
+    port = free_port()
+    box = Greylist("nobody@example.com", bad="oncall@example.com")
+    controller = smtp_server(box, port)
+    try:
+        settings = email_settings(port)
+        ApprovalService(store, settings).create(agent, "db_migrate")
+        report = process_due(store, from_settings(settings))
+    finally:
+        controller.stop()
+    assert [o.result for o in report.outcomes] == ["failed"]
+    assert [e.rcpt_tos for e in box.envelopes] == [["ops@example.com"]]
+    row = store.list_outbox()[0]
+    assert row["last_error"] == (f"SMTP 127.0.0.1:{port}: accepted by <ops@example.com>; "
+                                 "<oncall@example.com> 550 5.1.1 no such mailbox (permanent)")
+
+
+def test_per_recipient_outcome_in_notify_list_json(db_path, agent, monkeypatch):
+    """The per-recipient record is what `notify list --json` shows in last_error."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from approvalctl.cli import app
+    from approvalctl.store import open_store
+
+    port = free_port()
+    box = Greylist("oncall@example.com", open_after=99)
+    controller = smtp_server(box, port)
+    store = open_store(str(db_path))
+    try:
+        settings = email_settings(port)
+        ApprovalService(store, settings).create(agent, "db_migrate")
+        process_due(store, from_settings(settings))
+    finally:
+        controller.stop()
+        store.close()
+    out = CliRunner().invoke(app, ["--db", str(db_path), "notify", "list", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)[0]["last_error"].startswith(
+        f"SMTP 127.0.0.1:{port}: accepted by <ops@example.com>; <oncall@example.com> 451")

@@ -54,18 +54,18 @@ def test_slack_block_kit_message_is_exact(store, agent, httpx_mock):
     assert len(sent) == 1
     args = json.dumps({"branch": "main", "force": True}, indent=2, sort_keys=True)
     assert json.loads(sent[0].content) == {
-        "text": "Approval requested: git_push (high risk, requested by deploy-bot)",
+        "text": "Approval requested: git_push (high risk, requested by `deploy-bot`)",
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text",
+            {"type": "header", "text": {"type": "plain_text", "emoji": False,
                                         "text": "Approval requested: git_push"}},
             {"type": "section", "fields": [
-                {"type": "mrkdwn", "text": "*Tool:*\ngit_push"},
+                {"type": "mrkdwn", "text": "*Tool:*\n`git_push`"},
                 {"type": "mrkdwn", "text": "*Risk:*\nhigh"},
-                {"type": "mrkdwn", "text": "*Requested by:*\ndeploy-bot"},
+                {"type": "mrkdwn", "text": "*Requested by:*\n`deploy-bot`"},
                 {"type": "mrkdwn", "text": f"*Expires:*\n{req.expires_at}"}]},
-            # agent-written text cannot inject Slack markup (<!channel>, links)
+            # agent-written text sits in a code span and cannot inject Slack markup
             {"type": "section", "text": {"type": "mrkdwn",
-                                         "text": "*Reason:* release &lt;v2&gt; &amp; tag"}},
+                                         "text": "*Reason:* `release &lt;v2&gt; &amp; tag`"}},
             {"type": "section", "text": {"type": "mrkdwn",
                                          "text": f"*Arguments:*\n```{args}```"}},
             {"type": "section", "text": {"type": "mrkdwn", "text":
@@ -92,16 +92,17 @@ def test_slack_webhook_url_from_the_environment(store, agent, operator, httpx_mo
     process_due(store, cfg)
     body = json.loads(httpx_mock.get_requests()[0].content)
     assert body["blocks"][0]["text"]["text"] == "Rejected by olivia: rm"
-    assert "Note: too risky" in body["blocks"][4]["text"]["text"]
+    assert "*Note:* `too risky`" in body["blocks"][4]["text"]["text"]
 
 
 def test_long_arguments_are_truncated(store, agent, httpx_mock):
     svc, cfg = make(store, slack={"webhook_url": SLACK_URL, "events": ["created"]})
-    svc.create(agent, "write_file", {"content": "x" * 5000})
+    req = svc.create(agent, "write_file", {"content": "x" * 5000})
     httpx_mock.add_response(url=SLACK_URL)
     process_due(store, cfg)
     block = json.loads(httpx_mock.get_requests()[0].content)["blocks"][3]["text"]["text"]
-    assert len(block) < 600 and block.endswith("…```")
+    assert len(block) <= 3000
+    assert block.endswith(f"… (+2,290 chars; see all: approvalctl show {req.id})```")
 
 
 def test_slack_5xx_then_ok_is_retried_and_delivered_once(store, agent, httpx_mock):
@@ -129,7 +130,7 @@ def test_permanent_4xx_is_attempted_once_and_dead_lettered(store, agent, httpx_m
     assert len(httpx_mock.get_requests()) == 1
     row = store.list_outbox()[0]
     assert (row["status"], row["attempts"]) == ("failed", 1)
-    assert row["last_error"] == f"Slack answered HTTP {code}: invalid_payload"
+    assert row["last_error"].startswith(f"Slack answered HTTP {code}: invalid_payload")
     assert ("notification_deliveries_total", "channel=slack,result=failed", 1.0) in \
         store.counters()
 

@@ -5,6 +5,8 @@ Modules register their commands on import; the order here is the order of `--hel
 
 from __future__ import annotations
 
+import sys
+
 from . import requests  # noqa: F401  (the core verbs first)
 
 # isort: split
@@ -15,4 +17,6 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    app(prog_name="approvalctl")
+    from .app import utf8_argv
+
+    app(args=utf8_argv(sys.argv[1:]), prog_name="approvalctl")

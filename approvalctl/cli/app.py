@@ -151,25 +151,64 @@ def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
 
 
+def can_encode(stream: Any, text: str) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+    except UnicodeEncodeError:
+        return False
+    except LookupError:  # an encoding name Python does not know: assume the worst
+        return text.isascii()
+    return True
+
+
+def fit_stream(stream: Any, text: str) -> str:
+    """`text` with every character `stream` cannot encode as a visible escape (`\\u00e9`).
+
+    On a non-UTF-8 stdout/stderr (`LANG=C`, `PYTHONIOENCODING=ascii`, latin-1) human output
+    degrades instead of dying with UnicodeEncodeError. The text is already rendered, so its
+    backslashes are escaped and an added escape cannot be confused with the agent's text.
+    """
+    if text.isascii() or can_encode(stream, text):
+        return text
+    from ..render import escape_unencodable
+
+    return escape_unencodable(text, getattr(stream, "encoding", None) or "ascii")
+
+
 def emit(data: Any) -> None:
-    """Exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Exactly one JSON document on stdout: the exact stored values, valid JSON on any
+    stdout encoding (non-ASCII as \\u escapes when the stream cannot carry it)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    if not can_encode(sys.stdout, text):
+        text = json.dumps(data, indent=2, ensure_ascii=True, default=str)
+    sys.stdout.write(text + "\n")
 
 
 def message(text: str) -> None:
-    """A human message: always stderr, never mixed into data."""
-    sys.stderr.write(text + "\n")
+    """A human message: always stderr, never mixed into data.
+
+    The whole line goes through `render.escape`: messages quote agent text (tool names,
+    notes, error details), and nothing in it may act on the terminal or start a new line.
+    """
+    from ..render import escape
+
+    sys.stderr.write(fit_stream(sys.stderr, escape(text)) + "\n")
 
 
 def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:
+    """A table on stdout; every cell is rendered with `render.escape` (a rich `Text`
+    passed in was rendered by the caller, e.g. cut to a width, and is printed as it is),
+    then degraded to what stdout can encode."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from ..render import escape
+
     plain = _no_color()
     # Off a terminal nothing wraps: pipes and logs get whole ids and values.
-    console = Console(no_color=plain, highlight=False, width=400 if not sys.stdout.isatty()
-                      else None)
+    console = Console(no_color=plain, highlight=False, emoji=False, markup=False,
+                      width=400 if not sys.stdout.isatty() else None)
     table = Table(title=title, box=None, header_style="" if plain else "bold", pad_edge=False)
     for i, col in enumerate(columns):
         table.add_column(col, no_wrap=i == 0, overflow="fold")
@@ -177,8 +216,33 @@ def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None 
     # str as markup (a stray "[/x]" crashed the listing) and ":name:" as an emoji. It also
     # spares rich parsing every cell, a large share of the time a table takes.
     for row in rows:
-        table.add_row(*[Text("" if v is None else str(v)) for v in row])
+        table.add_row(*[Text(fit_stream(sys.stdout, v.plain)) if isinstance(v, Text) else
+                        Text(fit_stream(sys.stdout, escape(v))) for v in row])
     console.print(table)
+
+
+def utf8_argv(argv: list[str]) -> list[str]:
+    """The command-line arguments as UTF-8 text, whatever the locale.
+
+    Under `LANG=C` (without Python's UTF-8 mode) non-ASCII argument bytes arrive as lone
+    surrogates, which no database or stream can encode. Arguments are read as UTF-8; one
+    that is not valid UTF-8 is refused (exit 2, one line) rather than stored mangled.
+    """
+    out = []
+    for arg in argv:
+        if arg.isascii() or not any("\udc80" <= ch <= "\udcff" for ch in arg):
+            out.append(arg)
+            continue
+        raw = arg.encode(sys.getfilesystemencoding(), "surrogateescape")
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            from ..render import escape
+
+            message(f"error: command-line argument is not valid UTF-8: "
+                    f"{escape(raw.decode('utf-8', 'backslashreplace'))}")
+            raise SystemExit(2) from None
+    return out
 
 
 def fail(exc: ApprovalctlError) -> typer.Exit:

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from .. import render
 from ..errors import InvalidInput, NotFound
 from .app import app, command, emit, local_service, message, print_table, state_of
 
@@ -116,7 +117,7 @@ def list_cmd(
                 [[r["id"], r["event"], r["channel"], r["request_id"], r["status"],
                   r["attempts"], r["sent_at"] if r["status"] == "sent" else
                   r["next_attempt_at"] if r["status"] == "pending" else "",
-                  (r["last_error"] or "")[:80]] for r in rows])
+                  render.terminal(r["last_error"] or "", 80)] for r in rows])
 
 
 @command(notify_app, "retry")

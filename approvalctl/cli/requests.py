@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from .. import render
 from ..durations import format_duration, parse_duration
 from ..errors import ApprovalctlError, InvalidInput, exit_code
 from .app import (
@@ -41,6 +42,16 @@ def _until(iso: str | None) -> str:
         return "-"
     left = (from_iso(iso) - utcnow()).total_seconds()
     return format_duration(left) if left > 0 else "overdue"
+
+
+def short_digest(req: Any) -> str:
+    """`, digest 1a2b3c4d5e6f` (its first 12 hex digits) if the request has one, else ""."""
+    digest = getattr(req, "digest", None)
+    if not digest and isinstance(req, dict):
+        digest = req.get("digest")
+    if not digest:
+        return ""
+    return f", digest {str(digest).removeprefix('sha256:')[:12]}"
 
 
 def _finish_wait(req: Any, as_json: bool) -> None:
@@ -120,7 +131,7 @@ def list_cmd(
     pending = status == "pending"
     rows = [[r.id, r.tool_name, r.user_id, r.risk, r.status, _age(r.created_at),
              _until(r.expires_at) if r.status == "pending" else r.decided_by,
-             (r.reason or "")[:60]] for r in page.items]
+             render.terminal(r.reason or "", 60)] for r in page.items]
     print_table(["ID", "TOOL", "USER", "RISK", "STATUS", "AGE",
                  "EXPIRES IN" if pending else "DECIDED BY", "REASON"], rows)
     if page.next_cursor:
@@ -138,10 +149,19 @@ def show_cmd(
     if as_json:
         emit(req.to_dict())
         return
-    import json
+    from rich.text import Text
 
-    rows = [[k, json.dumps(v, indent=2, ensure_ascii=False) if k == "arguments" else v]
-            for k, v in req.to_dict().items()]
+    from .app import can_encode
+
+    def arguments(value: Any) -> Text:
+        # pretty JSON keeps its line breaks, every unsafe character escaped; on a stream
+        # that cannot carry the rest, JSON's own \u escapes keep it valid JSON
+        text = render.json_text(value)
+        return Text(text if can_encode(sys.stdout, text) else
+                    render.json_text(value, ascii_only=True))
+
+    # every other value is one line, rendered by print_table
+    rows = [[k, arguments(v) if k == "arguments" else v] for k, v in req.to_dict().items()]
     if req.status == "pending":
         rows.append(["expires in", _until(req.expires_at)])
     print_table(["FIELD", "VALUE"], rows)
@@ -158,7 +178,8 @@ def _decide_many(ids: list[str], past: str, call: Any, as_json: bool) -> None:
             first_error = first_error or exc
             continue
         done.append(req)
-        message(f"{past} {req.id} ({req.tool_name} for {req.user_id})")
+        message(f"{past} {req.id} ({req.tool_name} for {req.user_id}"
+                f"{short_digest(req)})")
     if as_json:
         emit([r.to_dict() for r in done])
     if first_error is not None:
@@ -264,10 +285,17 @@ def audit_list_cmd(
     if as_json:
         emit(rows)
         return
+    from rich.text import Text
+
+    def detail(d: dict[str, Any]) -> Text:
+        # values as JSON (quoted, unsafe characters as \u escapes): a note such as
+        # "ok, to_status=approved" cannot pass for another key
+        return Text(", ".join(f"{render.escape(k)}={render.json_text(v, indent=None)}"
+                              for k, v in d.items()))
+
     print_table(["SEQ", "AT", "ACTOR", "ACTION", "REQUEST", "FROM", "TO", "DETAIL"],
                 [[r["seq"], r["at"], r["actor"], r["action"], r["request_id"],
-                  r["from_status"], r["to_status"],
-                  ", ".join(f"{k}={v}" for k, v in r["detail"].items())] for r in rows])
+                  r["from_status"], r["to_status"], detail(r["detail"])] for r in rows])
 
 
 @command(audit_app, "verify")

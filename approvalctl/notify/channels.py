@@ -9,6 +9,9 @@ dead-lettering are decided by the worker, never here.
     timeouts, connection errors         other HTTP 4xx (400, 401, 403, 404, 410, ...)
     HTTP 408, 429 (Retry-After), 5xx    HTTP 3xx (a moved URL needs a config change)
     SMTP 4xx, SMTP disconnects          SMTP 5xx (bad recipient, auth rejected, ...)
+
+E-mail is judged per recipient: a retry goes only to recipients that answered 4xx, never to
+those that accepted (recorded at the start of the row's last_error).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -53,6 +57,11 @@ def check_response(response: Any, what: str) -> None:
         return
     body = " ".join(response.text.split())[:200]
     detail = f"{what} answered HTTP {code}" + (f": {body}" if body else "")
+    if what == "Slack" and code == 400:
+        # invalid_blocks, invalid_payload, invalid_blocks_format, ...: Slack will refuse this
+        # message every time; say so in the row's last_error, which `notify list` shows
+        raise DeliveryError(detail + " (Slack refused the message as invalid; retrying "
+                            "cannot help: check the slack.json template)", transient=False)
     if code == 429:
         raise DeliveryError(detail, transient=True,
                             retry_after=parse_retry_after(response.headers.get("Retry-After")))
@@ -137,13 +146,47 @@ def build_email(cfg: EmailConfig, event: str, request: dict[str, Any],
     return msg
 
 
+#: How a partly delivered e-mail records who accepted it, first in the row's last_error,
+#: so that a retry goes only to the others: `SMTP host:port: accepted by <a@x>, <b@y>; …`.
+_ACCEPTED = re.compile(r"^SMTP \S+: accepted by ((?:<[^<>]*>(?:, )?)+)(?:;|$)")
+
+
+def accepted_recipients(last_error: str | None) -> frozenset[str]:
+    """The recipients an earlier attempt recorded as having accepted the message."""
+    m = _ACCEPTED.match(last_error or "")
+    return frozenset(re.findall(r"<([^<>]*)>", m.group(1))) if m else frozenset()
+
+
+def _per_recipient(where: str, accepted: set[str] | frozenset[str],
+                   refused: dict[str, tuple[int, str]]) -> str:
+    parts = [f"{where}: accepted by " + ", ".join(f"<{r}>" for r in sorted(accepted))] \
+        if accepted else [f"{where}: accepted by nobody"]
+    for r, (code, text) in sorted(refused.items()):
+        kind = "temporary, retried" if 400 <= code < 500 else "permanent"
+        parts.append(f"<{r}> {code} {text} ({kind})")
+    return "; ".join(parts)
+
+
 def send_email(cfg: EmailConfig, event: str, request: dict[str, Any],
-               templates_dir: str | None = None) -> None:
+               templates_dir: str | None = None, *, already: frozenset[str] = frozenset()
+               ) -> str | None:
+    """Send one e-mail to the configured recipients that have not accepted it yet.
+
+    SMTP answers per recipient (RFC 5321, section 4.2): a 4xx for one recipient (greylisting)
+    is retried later for that recipient only; a 5xx is permanent for that recipient; those
+    that accepted (`already`, from earlier attempts) are never sent the message again.
+    Returns a note of the per-recipient outcome when an earlier attempt was partial, else
+    None; raises DeliveryError (transient if any recipient may still accept) otherwise, its
+    detail starting `SMTP host:port: accepted by <a@x>, …` (see `accepted_recipients`).
+    """
     import smtplib
     import ssl
 
     msg = build_email(cfg, event, request, templates_dir)
     where = f"SMTP {cfg.host}:{cfg.port}"
+    to = [r for r in cfg.to if r not in already]
+    if not to:
+        return _per_recipient(where, already, {})
     try:
         if cfg.ssl:
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
@@ -157,22 +200,24 @@ def send_email(cfg: EmailConfig, event: str, request: dict[str, Any],
                 smtp.ehlo()
             if cfg.username:
                 smtp.login(cfg.username, cfg.password or "")
-            refused = smtp.send_message(msg)
-        if refused:  # some recipients took it; report the others but do not resend to all
-            raise DeliveryError(f"{where} refused {', '.join(sorted(refused))}",
-                                transient=False)
+            refused_raw = smtp.send_message(msg, to_addrs=to)
     except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _ in exc.recipients.values()]
-        detail = "; ".join(f"{r}: {c} {m.decode(errors='replace')}"
-                           for r, (c, m) in exc.recipients.items())
-        raise DeliveryError(f"{where} refused every recipient: {detail}",
-                            transient=all(400 <= c < 500 for c in codes)) from None
+        refused_raw = exc.recipients
     except smtplib.SMTPResponseException as exc:
         text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) \
             else str(exc.smtp_error)
-        raise DeliveryError(f"{where} answered {exc.smtp_code} {text}",
+        prefix = f"{where}: accepted by " + ", ".join(f"<{r}>" for r in sorted(already)) \
+            + "; " if already else f"{where}: "
+        raise DeliveryError(f"{prefix}answered {exc.smtp_code} {text}",
                             transient=400 <= exc.smtp_code < 500) from None
     except smtplib.SMTPNotSupportedError as exc:
         raise DeliveryError(f"{where}: {exc}", transient=False) from None
     except (smtplib.SMTPException, OSError) as exc:  # refused, reset, timeout, TLS errors
         raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}", transient=True) from None
+    refused = {r: (code, text.decode(errors="replace") if isinstance(text, bytes) else str(text))
+               for r, (code, text) in (refused_raw or {}).items()}
+    accepted = set(already) | {r for r in to if r not in refused}
+    detail = _per_recipient(where, accepted, refused)
+    if refused:
+        raise DeliveryError(detail, transient=any(400 <= c < 500 for c, _ in refused.values()))
+    return detail if already else None

@@ -15,6 +15,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+from .. import render as untrusted
 from ..errors import InvalidInput
 
 #: The files a user may override, and the format of each.
@@ -45,73 +46,137 @@ def load_template(name: str, templates_dir: str | None = None) -> str:
     return (files("approvalctl") / "templates" / name).read_text(encoding="utf-8")
 
 
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+#: Slack's documented Block Kit limits, counted in characters of the final (escaped) text.
+SLACK_MAX_BLOCKS = 50
+SLACK_HEADER = 150
+SLACK_SECTION = 3000
+SLACK_FIELD = 2000
+SLACK_FIELDS = 10
+SLACK_CONTEXT_ELEMENTS = 10
+SLACK_CONTEXT_TEXT = 3000
+SLACK_TEXT = 40000
+#: Room left in a section for the field label around an agent value.
+_SLACK_VALUE = SLACK_SECTION - 200
+_SLACK_FIELD_VALUE = SLACK_FIELD - 100
+#: How much of the arguments an e-mail shows before pointing to `approvalctl show`.
+MAX_ARGUMENTS = 4000
+MAX_VALUE = 4000
+MAX_HEADLINE = 140
 
 
-def _headline(event: str, req: dict[str, Any]) -> str:
+def _headline_raw(event: str, req: dict[str, Any]) -> str:
     tool = req.get("tool_name") or "?"
     if event == "created":
-        return _truncate(f"Approval requested: {tool}", MAX_HEADLINE)
+        return f"Approval requested: {tool}"
     if event == "expired":
-        return _truncate(f"Expired unanswered: {tool}", MAX_HEADLINE)
+        return f"Expired unanswered: {tool}"
     status = str(req.get("status") or "decided")
     by = f" by {req['decided_by']}" if req.get("decided_by") else ""
-    return _truncate(f"{status.capitalize()}{by}: {tool}", MAX_HEADLINE)
+    return f"{status.capitalize()}{by}: {tool}"
 
 
 def _next_step(event: str, req: dict[str, Any], fmt: str) -> str:
-    """What the reader can do now; for a new request, the exact commands to decide it."""
+    """What the reader can do now, already rendered for `fmt` (agent text is escaped)."""
     rid = req.get("id", "")
     if event == "created":
         approve, reject = f"approvalctl approve {rid}", f"approvalctl reject {rid}"
         if fmt == "slack":
-            return f"*Approve:* `{approve}`\n*Reject:* `{reject}`"
-        return f"Approve: {approve}\nReject:  {reject}"
+            return (f"*Approve:* {untrusted.slack_code(approve)}\n"
+                    f"*Reject:* {untrusted.slack_code(reject)}")
+        if fmt == "html":
+            return html.escape(f"Approve: {untrusted.escape(approve)}\n"
+                               f"Reject:  {untrusted.escape(reject)}")
+        return f"Approve: {untrusted.escape(approve)}\nReject:  {untrusted.escape(reject)}"
     if event == "expired":
         return "Nobody decided before the request expired; the agent did not proceed."
     note = req.get("decision_note")
-    text = f"Decided {req.get('status')}" + (f" by {req['decided_by']}"
-                                             if req.get("decided_by") else "")
-    text += f" at {req.get('decided_at')}" if req.get("decided_at") else ""
-    return text + (f"\nNote: {note}" if note else "")
-
-
-def _escape(value: str, fmt: str) -> str:
-    if fmt == "html":
-        return html.escape(value)
+    by = req.get("decided_by")
     if fmt == "slack":
-        # mrkdwn control characters, then JSON string escaping (the template is JSON)
-        value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        return json.dumps(value.replace("```", "'''"), ensure_ascii=False)[1:-1]
-    return value
+        text = f"Decided {untrusted.slack(req.get('status'))}"
+        text += f" by {untrusted.slack_code(by)}" if by else ""
+        text += f" at {untrusted.slack(req.get('decided_at'))}" if req.get("decided_at") else ""
+        return text + (f"\n*Note:* {untrusted.slack_code(note, _SLACK_VALUE)}" if note else "")
+    text = f"Decided {untrusted.escape(req.get('status'))}"
+    text += f" by {untrusted.escape(by)}" if by else ""
+    text += f" at {untrusted.escape(req.get('decided_at'))}" if req.get("decided_at") else ""
+    text += f"\nNote: {untrusted.plain(note, MAX_VALUE)}" if note else ""
+    return html.escape(text) if fmt == "html" else text
+
+
+def short_digest(req: dict[str, Any]) -> str:
+    """The first 12 hex digits of the request's digest, or "" if it has none."""
+    digest = req.get("digest")
+    return str(digest).removeprefix("sha256:")[:12] if digest else ""
+
+
+def audit_head(req: dict[str, Any]) -> str:
+    """`seq N, hash H` of the audit chain head carried by the payload, or ""."""
+    head = req.get("audit")
+    if not isinstance(head, dict) or "seq" not in head:
+        return ""
+    return f"audit head {head.get('seq')}:{head.get('hash')}"
+
+
+def _arguments(request: dict[str, Any], fmt: str) -> str:
+    """The arguments as pretty JSON, unsafe characters escaped, cut with a marker."""
+    hint = f"see all: approvalctl show {untrusted.escape(request.get('id'))}"
+    text = untrusted.json_text(request.get("arguments") or {})
+    if fmt == "slack":
+        text = untrusted.slack_json(text)
+        return untrusted.lines_fit(text.splitlines(), _SLACK_VALUE, hint)
+    cut = untrusted.lines_fit(text.splitlines(), MAX_ARGUMENTS, hint)
+    if fmt == "html":
+        return html.escape(cut)
+    # every line indented: nothing in the arguments can start a line of its own
+    return "\n".join("    " + line for line in cut.splitlines())
 
 
 def variables(event: str, request: dict[str, Any], fmt: str) -> dict[str, str]:
-    """The template values for `request` (a request dict) and `event`, escaped for `fmt`."""
-    args = json.dumps(request.get("arguments") or {}, indent=2, sort_keys=True,
-                      ensure_ascii=False)
-    raw = {
-        "id": request.get("id"), "event": event, "status": request.get("status"),
-        "tool_name": request.get("tool_name"), "risk": request.get("risk"),
-        "reason": request.get("reason") or "(none given)", "user_id": request.get("user_id"),
-        "created_at": request.get("created_at"), "expires_at": request.get("expires_at"),
-        "decided_at": request.get("decided_at") or "", "decided_by":
-        request.get("decided_by") or "", "decision_note": request.get("decision_note") or "",
-        "arguments": _truncate(args, MAX_ARGUMENTS), "headline": _headline(event, request),
-        "approve_command": f"approvalctl approve {request.get('id')}",
-        "reject_command": f"approvalctl reject {request.get('id')}",
-        "next_step": _next_step(event, request, fmt),
-        "audit": _anchor(request.get("audit")),
-    }
-    return {k: _escape("" if v is None else str(v), fmt) for k, v in raw.items()}
+    """The template values for `request` (a request dict) and `event`, rendered for `fmt`.
 
+    Every agent-supplied value goes through `approvalctl.render`: in Slack it sits in an
+    inline code span (or the arguments' code block) with `&<>` escaped and backticks shown as
+    `\\x60`, so it can neither break out nor make a link, a mention or a fake field; in
+    text e-mail it is one line (newlines shown as `\\n`); in HTML it is escaped. Cuts are
+    made after escaping and say how much was left out.
+    """
+    rid = request.get("id")
+    digest, head = short_digest(request), audit_head(request)
+    raw = {"id": rid, "event": event, "status": request.get("status"),
+           "risk": request.get("risk"), "created_at": request.get("created_at"),
+           "expires_at": request.get("expires_at"),
+           "decided_at": request.get("decided_at") or "",
+           "approve_command": f"approvalctl approve {rid}",
+           "reject_command": f"approvalctl reject {rid}", "digest": digest,
+           "audit_head": head}
+    agent = {"tool_name": request.get("tool_name"), "user_id": request.get("user_id"),
+             "reason": request.get("reason") or "(none given)",
+             "decided_by": request.get("decided_by") or "",
+             "decision_note": request.get("decision_note") or ""}
+    headline = _headline_raw(event, request)
+    if fmt == "slack":
+        out = {k: untrusted.slack(v) for k, v in raw.items()}
+        out.update({k: untrusted.slack_code(v, _SLACK_FIELD_VALUE) for k, v in agent.items()})
+        out["reason"] = untrusted.slack_code(agent["reason"], _SLACK_VALUE)
+        out["headline"] = untrusted.slack(headline, SLACK_HEADER)
+        out["arguments"] = _arguments(request, fmt)
+        out["next_step"] = _next_step(event, request, fmt)
+        out["footer"] = " · ".join(x for x in (
+            f"approvalctl · request {untrusted.slack(rid)} · {untrusted.slack(raw['status'])}",
+            f"digest {digest}" if digest else "", untrusted.slack(head)) if x)
+        # the template is JSON: each value becomes the inside of a JSON string
+        return {k: json.dumps(v, ensure_ascii=False)[1:-1] for k, v in out.items()}
+    esc = html.escape if fmt == "html" else (lambda x: x)
+    out = {k: esc(untrusted.escape(v)) for k, v in raw.items()}
+    out.update({k: esc(untrusted.plain(v, MAX_VALUE)) for k, v in agent.items()})
+    out["headline"] = esc(untrusted.plain(headline, MAX_HEADLINE))
+    out["arguments"] = _arguments(request, fmt)
+    out["next_step"] = _next_step(event, request, fmt)
+    out["footer"] = esc(" · ".join(x for x in (
+        f"Request {untrusted.escape(rid)}", f"digest {digest}" if digest else "",
+        untrusted.escape(head)) if x))
+    return out
 
-def _anchor(head: Any) -> str:
-    """The audit chain head as `audit verify --anchor` takes it (`SEQ:HASH`), or `-`."""
-    if isinstance(head, dict) and "seq" in head and "hash" in head:
-        return f"{head['seq']}:{head['hash']}"
-    return "-"
 
 
 def render(name: str, event: str, request: dict[str, Any],
@@ -139,6 +204,48 @@ def slack_message(event: str, request: dict[str, Any], templates_dir: str | None
                            ) from None
     if not isinstance(body, dict):
         raise InvalidInput("template slack.json must be a JSON object")
+    return fit_slack(body)
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters between escapes/entities, marked with the count."""
+    if len(text) <= limit:
+        return text
+    return untrusted.cut_tokens(text, limit)
+
+
+def fit_slack(body: dict[str, Any]) -> dict[str, Any]:
+    """Make a (filled-in) message fit Slack's documented limits, whatever the template.
+
+    Blocks beyond 50, fields beyond 10 and context elements beyond 10 are dropped; header
+    text is cut to 150, section text to 3,000, each field to 2,000, context texts to 3,000
+    and the `text` fallback to 40,000 characters — all counted after escaping, every cut
+    marked. The default template's values are already sized so that nothing is cut here.
+    """
+    if isinstance(body.get("text"), str):
+        body["text"] = _cut(body["text"], SLACK_TEXT)
+    blocks = body.get("blocks")
+    if not isinstance(blocks, list):
+        return body
+    del blocks[SLACK_MAX_BLOCKS:]
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        text = block.get("text")
+        if isinstance(text, dict) and isinstance(text.get("text"), str):
+            text["text"] = _cut(text["text"], SLACK_HEADER if kind == "header"
+                                else SLACK_SECTION)
+        if isinstance(block.get("fields"), list):
+            del block["fields"][SLACK_FIELDS:]
+            for f in block["fields"]:
+                if isinstance(f, dict) and isinstance(f.get("text"), str):
+                    f["text"] = _cut(f["text"], SLACK_FIELD)
+        if kind == "context" and isinstance(block.get("elements"), list):
+            del block["elements"][SLACK_CONTEXT_ELEMENTS:]
+            for e in block["elements"]:
+                if isinstance(e, dict) and isinstance(e.get("text"), str):
+                    e["text"] = _cut(e["text"], SLACK_CONTEXT_TEXT)
     return body
 
 

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..models import from_iso, to_iso, utcnow
+from ..render import escape
 from . import channels
 from .config import (
     LEASE_MARGIN,
@@ -63,10 +64,14 @@ class Report:
 
 
 def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
-            request: dict[str, Any], client: Any, audit: dict[str, Any] | None = None
-            ) -> None:
+            request: dict[str, Any], client: Any, last_error: str | None = None,
+            audit: dict[str, Any] | None = None) -> str | None:
     """One delivery attempt on `channel`; raises channels.DeliveryError on failure.
-    `audit` is the chain head `{"seq", "hash"}` the change that queued it left."""
+
+    `last_error` is the row's record of the previous attempt (e-mail reads from it who
+    accepted already); `audit` is the chain head `{"seq", "hash"}` the change that queued it
+    left. Returns a note to record with a success, or None.
+    """
     target = cfg.channel(channel)
     if target is None:
         raise channels.DeliveryError(f"channel {channel} is not configured (any more)",
@@ -77,7 +82,8 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
         if isinstance(target, SlackConfig):
             channels.send_slack(client, target, event, request, cfg.templates_dir)
         elif isinstance(target, EmailConfig):
-            channels.send_email(target, event, request, cfg.templates_dir)
+            return channels.send_email(target, event, request, cfg.templates_dir,
+                                       already=channels.accepted_recipients(last_error))
         elif isinstance(target, WebhookConfig):
             channels.send_webhook(client, target, outbox_id, event, request, audit)
     except channels.DeliveryError:
@@ -85,6 +91,7 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
     except Exception as exc:  # a broken template override, a bug: dead-letter, say why
         detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
         raise channels.DeliveryError(detail, transient=False) from None
+    return None
 
 
 def _timeout(cfg: NotifyConfig, channel: str) -> float:
@@ -151,25 +158,27 @@ def audit_head(row: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _attempt_row(cfg: NotifyConfig, row: dict[str, Any], client: Any
-                 ) -> channels.DeliveryError | None:
-    """Attempt one row (in a sending thread); returns the error, or None when delivered."""
+                 ) -> channels.DeliveryError | str | None:
+    """Attempt one row (in a sending thread); returns the error, or when delivered None or
+    a note to record (e-mail's per-recipient outcome)."""
     try:
         request = json.loads(row["payload"])
     except ValueError as exc:
         return channels.DeliveryError(f"unreadable outbox payload: {exc}", transient=False)
     try:
-        attempt(cfg, row["channel"], row["id"], row["event"], request, client,
-                audit_head(row))
+        return attempt(cfg, row["channel"], row["id"], row["event"], request, client,
+                       row.get("last_error"), audit_head(row))
     except channels.DeliveryError as exc:
         return exc
-    return None
 
 
 def _record(store: Any, policy: RetryPolicy, row: dict[str, Any],
-            error: channels.DeliveryError | None, clock: Callable[[], Any]) -> Outcome:
+            error: channels.DeliveryError | str | None, clock: Callable[[], Any]) -> Outcome:
     attempts = row["attempts"] + 1
     out = Outcome(outbox_id=row["id"], channel=row["channel"], event=row["event"],
                   request_id=row["request_id"], result="sent", attempts=attempts)
+    if isinstance(error, str):  # delivered, with a note worth keeping (who accepted when)
+        out.error, error = error, None
     if error is not None:
         out.error = error.detail
         verdict = policy.after_failure(attempts, error)
@@ -185,7 +194,7 @@ def _record(store: Any, policy: RetryPolicy, row: dict[str, Any],
     if not recorded:
         out.result = "lost"
     log.info("outbox #%s %s %s -> %s (attempt %s)%s", row["id"], row["event"], row["channel"],
-             out.result, attempts, f": {out.error}" if out.error else "")
+             out.result, attempts, f": {escape(out.error)}" if out.error else "")
     return out
 
 

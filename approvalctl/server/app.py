@@ -320,7 +320,9 @@ class Api:
                         return error_response(key_exc)
                 return error_response(exc)
             except Exception:  # a bug: log it, never leak a traceback to the caller
-                log.exception("unhandled error in %s %s", request.method, path)
+                from ..render import escape  # the path is the client's: keep the log inert
+
+                log.exception("unhandled error in %s %s", request.method, escape(path))
                 return problem(500, "Internal error", "the server failed to handle this "
                                "request; the error is in its log")
 

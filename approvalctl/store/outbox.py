@@ -82,10 +82,13 @@ class OutboxQueries:
         error = error[:MAX_ERROR] if error else None
         with self._write() as cur:
             if result == "sent":
+                # a note with a success (e-mail: who accepted on which attempt) replaces
+                # the last error; without one the last error stays for the record
                 cur = self._exec(cur, "UPDATE outbox SET status = 'sent', attempts = attempts "
-                                 "+ 1, sent_at = ?, claimed_until = NULL WHERE id = ? AND "
+                                 "+ 1, sent_at = ?, claimed_until = NULL, last_error = "
+                                 "COALESCE(?, last_error) WHERE id = ? AND "
                                  "claimed_until = ? AND status = 'pending'",
-                                 (at, outbox_id, lease))
+                                 (at, error, outbox_id, lease))
             elif result == "retry":
                 cur = self._exec(cur, "UPDATE outbox SET attempts = attempts + 1, "
                                  "last_error = ?, next_attempt_at = ?, claimed_until = NULL "
