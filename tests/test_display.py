@@ -422,7 +422,7 @@ def test_local_cli_in_a_pty_shows_only_escapes(tmp_path, colour):
     # the note is agent-visible history: the audit table renders it too
     audit = run_in_pty(["audit", "list"], env)
     assert b'note="ok\\u001b]52;c;eA==\\u0007\\u202e"' in audit
-    assert b"\x1b" not in audit
+    assert_terminal_safe(audit, colour=colour, visible=("\\u001b]52;c;",))
 
 
 @pytest.mark.slow

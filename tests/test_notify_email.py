@@ -86,7 +86,7 @@ def test_message_is_received_with_plain_text_and_html(store, agent):
     assert "<td>schema &lt;v7&gt;</td>" in html  # escaped in HTML, never raw markup
     assert '"target": "prod"' in plain
     seq, head = store.audit_head()  # the chain head the creation left, usable as an anchor
-    assert f"audit chain head {seq}:{head}" in plain
+    assert f"audit head {seq}:{head}" in plain
     assert store.list_outbox()[0]["status"] == "sent"
 
 
