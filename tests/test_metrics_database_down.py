@@ -255,3 +255,20 @@ def test_prometheus_ingests_database_up_0_from_an_unreachable_postgres(tmp_path)
         finally:
             stop(prom)
             log.close()
+
+
+
+@pytest.mark.postgres
+def test_every_postgres_connection_names_the_application(new_db) -> None:
+    import psycopg
+
+    from approvalctl.store.postgres import split_url
+
+    url = new_db("postgres")
+    conninfo, _ = split_url(url)  # what the opening probe and every pooled connection use
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        assert conn.execute("SHOW application_name").fetchone()[0] == "approvalctl"
+    # a user's own choice wins
+    conninfo, _ = split_url(url + "&application_name=billing")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        assert conn.execute("SHOW application_name").fetchone()[0] == "billing"

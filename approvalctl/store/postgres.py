@@ -96,6 +96,9 @@ def split_url(url: str) -> tuple[str, dict[str, float]]:
             rest.append((key, value))
     if not any(k == "connect_timeout" for k, _ in rest):
         rest.append(("connect_timeout", CONNECT_TIMEOUT))
+    # so pg_stat_activity and the server's logs say which connections are ours
+    if not any(k == "application_name" for k, _ in rest):
+        rest.append(("application_name", "approvalctl"))
     if pool["pool_min_size"] > pool["pool_max_size"]:
         pool["pool_max_size"] = pool["pool_min_size"]
     return urlunsplit(parts._replace(query=urlencode(rest))), pool
