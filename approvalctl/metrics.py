@@ -24,6 +24,7 @@ and labels, derived from the collector's `describe()` and the HTTP registry.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
@@ -187,10 +188,8 @@ class DatabaseReader:
         except BaseException:
             if self._opener is not None and self._store is not None:
                 store, self._store = self._store, None
-                try:
+                with contextlib.suppress(Exception):  # already failing; reopened next time
                     store.close()
-                except Exception:  # noqa: BLE001, S110 - already failing; reopen next time
-                    pass
             raise
 
     def close(self) -> None:

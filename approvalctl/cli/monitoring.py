@@ -76,7 +76,6 @@ def serve_metrics_cmd(
     import uvicorn
 
     from ..metrics import DatabaseReader, database_identity
-    from ..store import open_store
 
     target = state.settings.db
     # Opened at the first scrape, and afresh after any failure: the exporter starts and
