@@ -191,7 +191,8 @@ def substitute(expr: str, variables: dict[str, Any] | None = None) -> str:
     """Replace Grafana variables as Grafana does before sending the query.
 
     `variables` maps a name to a `Variable` (or a plain string value). Built-in intervals
-    get typical durations; unknown variables get `.+` (a fine label value and regex).
+    get typical durations; names that are no variable (`$1` in label_replace) stay as they
+    are, as in Grafana.
     """
     variables = variables or {}
 
@@ -202,7 +203,7 @@ def substitute(expr: str, variables: dict[str, Any] | None = None) -> str:
             return _GRAFANA_BUILTINS[name]
         var = variables.get(name)
         if var is None:
-            return ".+"
+            return m.group(0)  # Grafana leaves names it does not know (`$1`) as they are
         if isinstance(var, str):
             var = Variable([var])
         if var.literal is not None:

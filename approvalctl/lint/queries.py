@@ -93,13 +93,41 @@ def check_tree(tree: Any, cat: Catalogue) -> list[Problem]:
     for node, parents in walk(tree):
         k = kind_of(node)
         if k == "VectorSelector":
+            problems += [("promql", ERROR, msg) for msg in (
+                re2_error(value) for _, op, value in matchers(node) if op in ("=~", "!~"))
+                if msg]
             problems += _exported(node, cat)
             problems += _counter_rate(node, parents, cat)
         elif k == "Call" and func_name(node) == "histogram_quantile":
             problems += _quantile(node)
+        elif k == "Call" and func_name(node) == "label_replace" and len(node.args) == 5 \
+                and kind_of(node.args[4]) == "StringLiteral":
+            msg = re2_error(node.args[4].val)
+            if msg:
+                problems.append(("promql", ERROR, f"label_replace: {msg}"))
         elif k == "AggregateExpr":
             problems += _grouping(node, cat)
     return problems
+
+
+def re2_error(pattern: str) -> str | None:
+    """Why Prometheus would reject `pattern` as a regular expression, or None.
+
+    Prometheus anchors label regexes and compiles them with Go's RE2 syntax; the parser's
+    own (Rust) regex engine accepts some patterns RE2 rejects (possessive `a++`), so the
+    pattern is checked with RE2 itself (`google-re2`).
+    """
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the error comes back as the exception
+    try:
+        re2.compile(f"^(?:{pattern})$", options)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and \
+            isinstance(exc.args[0], bytes) else str(exc)
+        return f"invalid regular expression {pattern!r}: {detail}"
+    return None
 
 
 def _exported(sel: Any, cat: Catalogue) -> list[Problem]:
