@@ -400,7 +400,7 @@ def catalogue() -> list[MetricInfo]:
                                   source="http"))
     for fam in BUILD.describe():
         out.append(MetricInfo(fam.name, "gauge", fam.documentation, ("version",),
-                              {"version": (__version__,)}, source="build"))
+                              source="build"))
     for fam in _process_registry.collect():
         name = fam.name + "_total" if fam.type == "counter" else fam.name
         out.append(MetricInfo(name, fam.type, fam.documentation, (), source="process"))
