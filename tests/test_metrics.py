@@ -189,3 +189,28 @@ def test_scrape_queries_use_indexes_not_table_scans(tmp_path) -> None:
         plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert "USING" in plan and "INDEX" in plan, f"{what}: {plan}"
     conn.close()
+
+
+def test_build_info_and_process_metrics(store) -> None:
+    from approvalctl import __version__
+
+    fams = scrape(store)  # serve's /metrics
+    assert value(fams, "approvalctl_build_info", "approvalctl_build_info",
+                 version=__version__) == 1
+    if sys.platform.startswith("linux"):
+        assert value(fams, "process_resident_memory_bytes",
+                     "process_resident_memory_bytes") > 0
+        assert "process_cpu_seconds" in fams
+    # the exporter alone: build info yes, per-process metrics no
+    body, _ = metrics.render(store, include_http=False)
+    names = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert "approvalctl_build_info" in names and "process_resident_memory_bytes" not in names
+
+
+def test_every_database_series_names_its_database(store) -> None:
+    fams = scrape(store)
+    expected = metrics.database_identity(store.url)
+    for name in ("approval_pending_requests", "approval_requests",
+                 "approvalctl_database_up"):
+        assert {s.labels["database"] for s in fams[name].samples} == {expected}
+    assert "@" not in expected  # never a user or password
