@@ -154,7 +154,9 @@ class DatabaseReader:
                  database: str = "") -> None:
         if store is None and opener is None:
             raise ValueError("DatabaseReader needs a store or an opener")
-        self._store = store
+        self._store = None
+        # a shared store is held weakly: the reader (and its thread) goes when the store does
+        self._shared = weakref.ref(store) if store is not None else None
         self._opener = opener
         self.database = database or database_identity(str(getattr(store, "url", "") or ""))
         self._lock = threading.Lock()
@@ -180,9 +182,10 @@ class DatabaseReader:
 
     def _read_once(self) -> Snapshot:
         try:
-            store = self._store
+            store = self._shared() if self._shared is not None else self._store
             if store is None:
-                assert self._opener is not None
+                if self._opener is None:
+                    raise RuntimeError("the store was closed")
                 store = self._store = self._opener()
             return read_snapshot(store)
         except BaseException:
