@@ -271,3 +271,32 @@ def test_every_postgres_connection_names_the_application(new_db) -> None:
     conninfo, _ = split_url(url + "&application_name=billing")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         assert conn.execute("SHOW application_name").fetchone()[0] == "billing"
+
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_pool_uses_postgres_again_at_once_after_a_long_outage(new_db) -> None:
+    """`serve` reads through its pool: after an outage long enough for the pool's retries to
+    back off far apart, the first read after PostgreSQL returns must still succeed."""
+    from approvalctl.errors import Unavailable
+    from approvalctl.store import open_store
+
+    url = new_db("postgres")
+    target = urlsplit(url)
+    relay = Relay((target.hostname or "127.0.0.1", target.port or 5432))
+    relay.on()
+    store = open_store(via(url, relay.port) + "&pool_timeout=3")
+    try:
+        metrics.read_snapshot(store)
+        relay.off()
+        outage_ends = time.monotonic() + 20
+        while time.monotonic() < outage_ends:
+            with pytest.raises(Unavailable):
+                metrics.read_snapshot(store)
+            time.sleep(0.5)
+        relay.on()
+        metrics.read_snapshot(store)  # not after the pool's next, far-off retry
+    finally:
+        relay.off()
+        store.close()
