@@ -279,6 +279,8 @@ def test_alert_rules(tmp_path) -> None:
         ("alert-summary", "error", "no summary annotation"),
         ("alert-description", "warning", "description is not templated: include "
          "{{ $value }} or {{ $labels.job }} so the page says what is wrong where"),
+        ("alert-description-style", "error", "description should start with a capital "
+         "letter (or a template) and end with '.', '?' or '!'"),
         ("alert-runbook", "error", "runbook_url points at #no-such-section, which is no "
          f"section of {tmp_path / 'docs' / 'runbook.md'}"),
         ("alert-test", "error", "no promtool test (alert_rule_test) for this alert under "
