@@ -186,9 +186,5 @@ class GroupSpoiled(Exception):
 
 
 class PromQLError(ValueError):
-    """The expression does not parse or does not type-check; `pos` is the offset."""
-
-    def __init__(self, message: str, pos: int) -> None:
-        super().__init__(message)
-        self.pos = pos
+    """The expression is not valid PromQL; the message is Prometheus' own wording."""
 

@@ -3,6 +3,7 @@ idempotency, rate limiting, and the endpoints beyond the approvals."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -233,7 +234,7 @@ def test_metrics_show_durable_counters_and_http_routes(http, live):
     req = create(http, live)
     http.get(f"{API}/{req['id']}", headers=live.headers("user"))
     text = http.get("/metrics").text
-    assert 'approval_requests_total{status="pending"}' in text
+    assert re.search(r'approval_requests_total\{database="[^"]+",status="pending"\}', text)
     assert 'approvalctl_http_requests_total{method="GET",route="/api/v1/approvals/{id}",' \
            'status="200"}' in text
 

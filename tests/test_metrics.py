@@ -21,9 +21,14 @@ def scrape(store) -> dict[str, object]:
     return {f.name: f for f in text_string_to_metric_families(body.decode())}
 
 
+def own(labels: dict[str, str]) -> dict[str, str]:
+    """A sample's labels less `database`, which every database-derived series carries."""
+    return {k: v for k, v in labels.items() if k != "database"}
+
+
 def value(families, family: str, sample: str, **labels: str) -> float:
     for s in families[family].samples:
-        if s.name == sample and s.labels == labels:
+        if s.name == sample and own(s.labels) == labels:
             return s.value
     raise AssertionError(f"no sample {sample}{labels} in {family}")
 
@@ -54,8 +59,8 @@ def test_required_metrics_have_the_designed_names_types_labels_and_buckets(store
 
 def test_every_known_series_exists_at_zero_on_a_fresh_database(store) -> None:
     fams = scrape(store)
-    store_families = [f for name, f in fams.items() if not name.startswith("approvalctl_http")
-                      and name != "approvalctl_database_up"]
+    store_families = [f for name, f in fams.items() if not name.startswith(("approvalctl_",
+                                                                            "process_"))]
     assert all(s.value == 0 for f in store_families for s in f.samples)
     assert value(fams, "approval_requests", "approval_requests_total", status="rejected") == 0
 
@@ -112,13 +117,13 @@ def test_unreadable_database_is_reported_not_raised(tmp_path) -> None:
         cur.execute("DROP TABLE metric_counters")
     body, _ = metrics.render(store, include_http=False)
     fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
-    assert list(fams) == ["approvalctl_database_up"]
+    assert list(fams) == ["approvalctl_database_up", "approvalctl_build_info"]
     assert fams["approvalctl_database_up"].samples[0].value == 0
     store.close()
 
 
 def test_describe_names_what_collect_yields(store) -> None:
-    collector = metrics.StoreCollector(store)
+    collector = metrics.StoreCollector(metrics.read_snapshot(store), "db")
     described = {(f.name, f.type) for f in collector.describe()}
     collected = {(f.name, f.type) for f in collector.collect()}
     assert described == collected
@@ -184,3 +189,28 @@ def test_scrape_queries_use_indexes_not_table_scans(tmp_path) -> None:
         plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert "USING" in plan and "INDEX" in plan, f"{what}: {plan}"
     conn.close()
+
+
+def test_build_info_and_process_metrics(store) -> None:
+    from approvalctl import __version__
+
+    fams = scrape(store)  # serve's /metrics
+    assert value(fams, "approvalctl_build_info", "approvalctl_build_info",
+                 version=__version__) == 1
+    if sys.platform.startswith("linux"):
+        assert value(fams, "process_resident_memory_bytes",
+                     "process_resident_memory_bytes") > 0
+        assert "process_cpu_seconds" in fams
+    # the exporter alone: build info yes, per-process metrics no
+    body, _ = metrics.render(store, include_http=False)
+    names = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert "approvalctl_build_info" in names and "process_resident_memory_bytes" not in names
+
+
+def test_every_database_series_names_its_database(store) -> None:
+    fams = scrape(store)
+    expected = metrics.database_identity(store.url)
+    for name in ("approval_pending_requests", "approval_requests",
+                 "approvalctl_database_up"):
+        assert {s.labels["database"] for s in fams[name].samples} == {expected}
+    assert "@" not in expected  # never a user or password

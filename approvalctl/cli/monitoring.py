@@ -16,23 +16,30 @@ from ..errors import InvalidInput
 from .app import app, command, emit, message, state_of
 
 
-def metrics_app(store):  # -> starlette.applications.Starlette
-    """The exporter as an ASGI app: `/metrics` and `/healthz` over `store`."""
+def metrics_app(reader):  # -> starlette.applications.Starlette
+    """The exporter as an ASGI app: `/metrics` and `/healthz` over a `metrics.DatabaseReader`.
+
+    `/metrics` always answers 200 within its scrape budget (the database's state is the
+    `approvalctl_database_up` gauge); `/healthz` answers 503 while the database is down.
+    """
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
     from .. import metrics
 
-    def scrape(request):  # sync: Starlette runs it in a worker thread (SQLite blocks)
-        body, content_type = metrics.render(store, include_http=False)
+    def budget(request) -> float:
+        return metrics.scrape_budget(request.headers.get("x-prometheus-scrape-timeout-seconds"))
+
+    def scrape(request):  # sync: Starlette runs it in a worker thread
+        body, content_type = metrics.render_reader(reader, include_http=False,
+                                                   timeout=budget(request))
         return Response(body, media_type=content_type)
 
     def healthz(request):
-        try:
-            store.queue_gauges()
-        except Exception as exc:  # noqa: BLE001 - any database failure makes us unhealthy
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        if reader.read(budget(request)) is None:
+            return JSONResponse({"status": "unavailable", "detail": reader.last_error},
+                                status_code=503)
         return JSONResponse({"status": "ok"})
 
     def index(request):
@@ -40,6 +47,19 @@ def metrics_app(store):  # -> starlette.applications.Starlette
 
     return Starlette(routes=[Route("/metrics", scrape), Route("/healthz", healthz),
                              Route("/", index)])
+
+
+def _open_for_metrics(target: str):
+    """Open the database for the exporter; a SQLite file whose folder is missing (a volume
+    not mounted yet) is a database that is down, not one to create afresh."""
+    from ..errors import Unavailable
+    from ..store import is_postgres_url, open_store
+
+    if not is_postgres_url(target):
+        path = Path(target.removeprefix("sqlite:///")).expanduser()
+        if not path.parent.is_dir():
+            raise Unavailable(f"cannot open database {path}: its folder does not exist")
+    return open_store(target)
 
 
 @command(app, "serve-metrics")
@@ -55,12 +75,16 @@ def serve_metrics_cmd(
                            "(scrape the server's own /metrics instead)")
     import uvicorn
 
-    from ..store import open_store
+    from ..metrics import DatabaseReader, database_identity
 
-    store = open_store(state.settings.db)
-    state._closers.append(store.close)
-    message(f"serving metrics of {store.url} on http://{host}:{port}/metrics")
-    config = uvicorn.Config(metrics_app(store), host=host, port=port, log_level="warning",
+    target = state.settings.db
+    # Opened at the first scrape, and afresh after any failure: the exporter starts and
+    # reports `approvalctl_database_up 0` while the database is down.
+    reader = DatabaseReader(opener=lambda: _open_for_metrics(target),
+                            database=database_identity(target))
+    state._closers.append(reader.close)
+    message(f"serving metrics of {reader.database} on http://{host}:{port}/metrics")
+    config = uvicorn.Config(metrics_app(reader), host=host, port=port, log_level="warning",
                             access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     try:

@@ -5,8 +5,10 @@ Entry point: `lint(paths) -> Report`. Dashboards (`*.json`) follow `dashboards.p
 towards alert test coverage, other YAML (e.g. Grafana provisioning) is skipped. Every query
 gets the rules of `queries.py`; the list of exported metrics comes from the application's
 own registry (`approvalctl.metrics.catalogue()`), so a renamed metric breaks the lint, not
-the dashboard in production. With promtool installed, Prometheus's own parser checks every
-expression (`promtool check rules`) and the alert tests run (`promtool test rules`).
+the dashboard in production. Expressions are parsed with `promql-parser` (Prometheus'
+grammar) and label regexes checked with RE2. With promtool installed, Prometheus's own
+parser checks every expression as well (`promtool check rules`) and has the last word on
+syntax, and the alert tests run (`promtool test rules`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ import tempfile
 from pathlib import Path
 
 from .dashboards import Queries, lint_dashboard
-from .findings import ERROR, Exclusion, Finding, Report, load_exclusions, parse_exclusions
+from .findings import (
+    ERROR,
+    WARNING,
+    Exclusion,
+    Finding,
+    Report,
+    load_exclusions,
+    parse_exclusions,
+)
 from .queries import Catalogue
 from .rules import is_rule_file, is_test_file, lint_rules, load_yaml, recorded_names
 from .rules import test_coverage as _coverage
@@ -83,11 +93,21 @@ def lint(targets: list[Path], *, exclusions: tuple[list[Exclusion], list[Finding
         rule_exprs += [(path, loc, text) for loc, text, _ in exprs]
 
     if use_promtool and shutil.which("promtool"):
-        failed_parse = {(f.path, f.location) for f in findings if f.rule == "promql"}
-        findings += _promtool_rules([p for p, _ in rule_files])
+        rule_found = _promtool_rules([p for p, _ in rule_files])
+        expr_found = _promtool_exprs(dash_exprs)
+        # Prometheus itself is the judge of syntax: where our parser rejects what promtool
+        # accepts (a grammar version apart), promtool wins and ours becomes a warning.
+        accepted = {(str(path), loc) for path, loc, _ in dash_exprs} - \
+            {(f.path, f.location) for f in expr_found}
+        failed_files = {f.path for f in rule_found}
+        accepted |= {(str(path), loc) for path, loc, _ in rule_exprs
+                     if str(path) not in failed_files}
+        findings = [Finding(f.path, "promql-parser", WARNING, f.location,
+                            f"promtool accepts what the linter's parser rejects: {f.message}")
+                    if f.rule == "promql" and (f.path, f.location) in accepted else f
+                    for f in findings]
+        findings += rule_found + expr_found
         findings += _promtool_tests([p for p, _ in test_files.values()])
-        findings += _promtool_exprs([(path, loc, text) for path, loc, text in dash_exprs
-                                     if (str(path), loc) not in failed_parse])
 
     if exclusions:
         for f in findings:

@@ -7,6 +7,10 @@
     alert-severity      labels.severity is critical, warning or info
     alert-summary / alert-description
                         annotations; the description is templated ({{ $value }}, labels)
+    alert-summary-style / alert-description-style
+                        as mixtool's lint wants them: a summary is one short line starting
+                        with a capital letter and no closing period; a description starts
+                        with a capital letter (or a template) and ends as a sentence
     alert-runbook       runbook_url, and when it points at docs/runbook.md#anchor, the
                         section exists
     alert-test          every alert has a promtool test, with a firing and a quiet case
@@ -168,7 +172,24 @@ def _alert(rule: dict[str, Any], loc: str, add, anchors: set[str], runbook: Path
     ann = as_dict(rule.get("annotations"))
     if not str(ann.get("summary") or "").strip():
         add("alert-summary", ERROR, loc, "no summary annotation")
+    summary = str(ann.get("summary") or "").strip()
+    if summary:
+        problems = []
+        if not (summary[0].isupper() or summary.startswith("{{")):
+            problems.append("start with a capital letter")
+        if summary.endswith("."):
+            problems.append("not end with a period")
+        if "\n" in summary or len(summary) > 120:
+            problems.append("fit on one line of at most 120 characters")
+        if problems:
+            add("alert-summary-style", ERROR, loc, f"summary {summary[:60]!r} should "
+                + " and ".join(problems))
     desc = str(ann.get("description") or "")
+    stripped = desc.strip()
+    if stripped and not ((stripped[0].isupper() or stripped.startswith("{{"))
+                         and stripped[-1] in ".?!"):
+        add("alert-description-style", ERROR, loc, "description should start with a capital "
+            "letter (or a template) and end with '.', '?' or '!'")
     if not desc.strip():
         add("alert-description", ERROR, loc, "no description annotation")
     elif "{{" not in desc:

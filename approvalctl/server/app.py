@@ -455,7 +455,10 @@ class Api:
         return json_response({"status": "ok", "version": __version__})
 
     async def metrics(self, call: Call) -> Response:
-        body, ctype = await self.run(metrics.render, self.store)
+        # off the database thread: a scrape waits for the database only within its budget
+        budget = metrics.scrape_budget(
+            call.request.headers.get("x-prometheus-scrape-timeout-seconds"))
+        body, ctype = await asyncio.to_thread(metrics.render, self.store, timeout=budget)
         return Response(body, headers={"Content-Type": ctype})
 
     async def openapi(self, call: Call) -> Response:

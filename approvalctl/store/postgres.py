@@ -54,6 +54,10 @@ POOL_PARAMS = {"pool_min_size": int, "pool_max_size": int, "pool_timeout": float
 DEFAULTS = {"pool_min_size": 1, "pool_max_size": 10, "pool_timeout": 10.0, "pipeline": 0.0}
 CONNECT_TIMEOUT = "5"
 IDLE_CHECK_SECONDS = 2.0
+#: How long the pool retries a failed connection (with growing pauses) before it stops and
+#: waits for the next request to try afresh: short, so a server that comes back is used at
+#: once rather than after the pool's next, ever later, retry.
+RECONNECT_SECONDS = 2.0
 #: Rows of one change (or batch of changes) written as a single CTE statement; above this,
 #: the plain statements (a sweep expires thousands at once).
 CTE_MAX_ROWS = 200
@@ -96,6 +100,9 @@ def split_url(url: str) -> tuple[str, dict[str, float]]:
             rest.append((key, value))
     if not any(k == "connect_timeout" for k, _ in rest):
         rest.append(("connect_timeout", CONNECT_TIMEOUT))
+    # so pg_stat_activity and the server's logs say which connections are ours
+    if not any(k == "application_name" for k, _ in rest):
+        rest.append(("application_name", "approvalctl"))
     if pool["pool_min_size"] > pool["pool_max_size"]:
         pool["pool_max_size"] = pool["pool_min_size"]
     return urlunsplit(parts._replace(query=urlencode(rest))), pool
@@ -244,7 +251,8 @@ class PostgresStore(SQLStore):
                         max_size=int(s["pool_max_size"]), timeout=s["pool_timeout"],
                         kwargs={"autocommit": True},
                         check=self._check_if_idle, reset=self._stamp,
-                        configure=_configure, name="approvalctl", open=True)
+                        configure=_configure, name="approvalctl", open=True,
+                        reconnect_timeout=RECONNECT_SECONDS)
         return self._pool
 
     def _stamp(self, conn: Any) -> None:
