@@ -17,6 +17,7 @@ from typing import Any
 
 from . import audit, counters, keys, rbac
 from .config import Settings
+from .digest import DigestError, digest
 from .errors import (
     ApprovalConflict,
     Forbidden,
@@ -56,6 +57,9 @@ IDEMPOTENCY_HOURS = 24
 SYSTEM = "system"
 
 ACTIONS = {"approve": APPROVED, "reject": REJECTED}
+#: DESIGN.md §10: MCP names (`mcp__github__create_issue`), agent tools (`Bash`), dotted or
+#: slashed namespaces; nothing that could act on a display or need quoting in a shell.
+TOOL_NAME = re.compile(r"[A-Za-z0-9_.:/@+-]{1,200}")
 #: A key's name becomes the user_id of its requests and a URL path segment.
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 
@@ -85,7 +89,7 @@ class ApprovalService:
         rbac.require(actor, rbac.CREATE, "create approval requests")
         if user_id and user_id != actor.name and not actor.local:
             raise Forbidden("a request is always made as the caller; user_id cannot be set")
-        tool_name = _text(tool_name, "tool_name", required=True, limit=MAX_TOOL_NAME)
+        tool_name = _tool_name(tool_name)
         arguments = {} if arguments is None else arguments
         if not isinstance(arguments, dict):
             raise InvalidInput(f"arguments must be a JSON object, not {_json_type(arguments)}")
@@ -95,6 +99,12 @@ class ApprovalService:
             raise InvalidInput(f"arguments are not valid JSON: {exc}") from None
         if len(args_text.encode()) > MAX_ARGUMENTS_BYTES:
             raise InvalidInput(f"arguments exceed {MAX_ARGUMENTS_BYTES // 1024} KiB")
+        try:  # the call's identity; what JCS cannot represent cannot be approved
+            call_digest = digest(tool_name, arguments)
+        except DigestError:
+            raise InvalidInput("arguments hold a number canonical JSON (RFC 8785) cannot "
+                               "represent exactly: integers must be within ±(2**53-1) "
+                               "(send larger ones as strings)") from None
         reason = _text(reason, "reason", limit=MAX_TEXT)
         risk = risk or "medium"
         if risk not in RISKS:
@@ -123,7 +133,7 @@ class ApprovalService:
         req = ApprovalRequest(
             id=new_id(now), tool_name=tool_name, arguments=arguments, reason=reason, risk=risk,
             user_id=owner, status=PENDING, created_at=to_iso(now),
-            expires_at=to_iso(now + timedelta(seconds=ttl)),
+            expires_at=to_iso(now + timedelta(seconds=ttl)), digest=call_digest,
         )
         change = Change(request_id=req.id, actor=actor.name, action="create", from_status=None,
                         to_status=PENDING, at=req.created_at,
@@ -422,6 +432,21 @@ class ApprovalService:
 
 
 # ---------------------------------------------------------------- helpers
+def _tool_name(value: Any) -> str:
+    """`value` if it is a valid tool name (TOOL_NAME), else InvalidInput saying why."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"tool_name must be a string, not {_json_type(value)}")
+    if not value:
+        raise InvalidInput("tool_name is required")
+    if len(value) > MAX_TOOL_NAME:
+        raise InvalidInput(f"tool_name is longer than {MAX_TOOL_NAME} characters")
+    if not TOOL_NAME.fullmatch(value):
+        bad = next(c for c in value if not TOOL_NAME.fullmatch(c))
+        raise InvalidInput(f"tool_name contains {ascii(bad)}: use 1-{MAX_TOOL_NAME} "
+                           "characters of A-Z a-z 0-9 and _ . : / @ + -")
+    return value
+
+
 def _text(value: Any, what: str, *, required: bool = False, limit: int) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip() and not required):
         if required:

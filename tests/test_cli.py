@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from approvalctl.cli import app
 
 FIELDS = {"id", "tool_name", "arguments", "reason", "risk", "user_id", "status", "created_at",
-          "expires_at", "decided_at", "decided_by", "decision_note"}
+          "expires_at", "decided_at", "decided_by", "decision_note",
+          "digest", "use_by", "consumed_at"}
 
 
 @dataclass
@@ -212,6 +213,14 @@ def test_sweep_and_stats(cli) -> None:
     (["request", "t", "--args", "{not json"], 2, "--args is not valid JSON"),
     (["request", "t", "--args", "[1, 2]"], 2, "must be a JSON object"),
     (["request", "t", "--args", '"text"'], 2, "must be a JSON object"),
+    (["request", "shell.exec", "--args", '{"cmd": "ls", "cmd": "rm -rf /"}'], 2,
+     "--args: duplicate key 'cmd'"),
+    (["request", "t", "--args", '{"a": {"b": [{"c": 1, "c": 2}]}}'], 2, "duplicate key 'c'"),
+    (["request", "t", "--args", '{"n": NaN}'], 2, "NaN is not valid JSON"),
+    (["request", "t", "--args", '{"n": 9007199254740993}'], 2, "RFC 8785"),
+    (["request", "read_file\x1b[2K"], 2, "tool_name"),
+    (["request", "git push"], 2, "tool_name"),
+    (["request", "t" * 201], 2, "tool_name"),
     (["request", "t", "--risk", "extreme"], 2, "unknown risk 'extreme'"),
     (["request", "t", "--ttl", "soon"], 2, "invalid --ttl 'soon'"),
     (["request", "t", "--ttl", "0"], 2, "greater than zero"),

@@ -36,6 +36,8 @@ from ..config import Settings
 from ..errors import ApprovalctlError, InvalidInput, RateLimited
 from ..models import PENDING, from_iso, to_iso, utcnow
 from ..service import IDEMPOTENCY_HOURS, ApprovalService
+from ..strictjson import DuplicateKey
+from ..strictjson import decode as strict_decode
 from . import spec
 from .dbthread import DatabaseThread
 from .docs import DOCS_HTML
@@ -503,8 +505,10 @@ def parse_json(raw: bytes) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"the request body is not UTF-8 (byte {exc.start})") from None
-    try:
-        value = json.loads(text, parse_constant=_no_constants)
+    try:  # duplicate keys at any depth are refused too (DESIGN.md §10)
+        value = strict_decode(text)
+    except DuplicateKey as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from None
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON: {exc.msg} at line {exc.lineno} column "
                            f"{exc.colno}") from None
@@ -519,10 +523,6 @@ def parse_json(raw: bytes) -> Any:
             raise InvalidInput("malformed JSON: a \\u escape is an unpaired surrogate, "
                                "which is not valid Unicode") from None
     return value
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class MetricsMiddleware:

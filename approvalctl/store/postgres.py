@@ -491,7 +491,11 @@ class PostgresStore(SQLStore):
                                 "AND name = %s", (MIGRATION_SET, name)).fetchone():
                     continue
                 for stmt in statements("postgresql", body):
-                    conn.execute(stmt)
+                    if callable(stmt):
+                        stmt(lambda sql, params=(): conn.execute(sql.replace("?", "%s"),
+                                                                  params))
+                    else:
+                        conn.execute(stmt)
                 conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (migration_set, name, applied_at)"
                              " VALUES (%s, %s, %s)", (MIGRATION_SET, name, to_iso(utcnow())))
                 applied.append(name)

@@ -6,12 +6,21 @@ numbers itself) and `{append_only}` (the triggers that make the audit log append
 In PostgreSQL every text column is declared `COLLATE "C"`: ids, ISO times and keys then
 compare byte by byte exactly as in SQLite, whatever locale the database was created with, so
 keyset pages, expiry comparisons and `migrate --to` order rows the same on both backends.
+A statement may also be a Python function (a step that SQL alone cannot do, such as
+computing digests of existing rows): it is called with `run(sql, params)` inside the
+migration's transaction, `?` placeholders on both backends.
 Add a migration at the end; never edit one that has shipped.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
+
+#: What a Python migration step is given: run(sql with `?` placeholders, params) -> cursor,
+#: inside the migration's transaction.
+Step = Callable[[str, tuple], Any]
 
 MIGRATION_SET = "approvalctl"
 
@@ -45,7 +54,32 @@ _APPEND_ONLY = {
     ],
 }
 
-MIGRATIONS: list[tuple[str, list[str]]] = [
+def _fill_digests(run: Step) -> None:
+    """Migration step: the digest of every existing request, in batches by id.
+
+    A legacy row whose arguments JCS cannot represent (an integer beyond ±2**53) keeps a
+    NULL digest: it can never be consumed.
+    """
+    import json
+
+    from ..digest import DigestError, digest
+
+    after = ""
+    while True:
+        rows = run("SELECT id, tool_name, arguments FROM requests WHERE id > ? "
+                   "ORDER BY id LIMIT 1000", (after,)).fetchall()
+        for rid, tool_name, arguments in rows:
+            try:
+                value = digest(tool_name, json.loads(arguments))
+            except (DigestError, ValueError):
+                continue
+            run("UPDATE requests SET digest = ? WHERE id = ?", (value, rid))
+        if len(rows) < 1000:
+            return
+        after = rows[-1][0]
+
+
+MIGRATIONS: list[tuple[str, list[str | Callable[[Step], None]]]] = [
     (
         "0001_requests",
         [
@@ -165,14 +199,30 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX IF NOT EXISTS requests_tool_all ON requests (tool_name, id)",
         ],
     ),
+    (
+        "0007_digest_single_use",
+        [
+            # DESIGN.md §10: the call's digest, and single use of an approval.
+            "ALTER TABLE requests ADD COLUMN digest TEXT",
+            "ALTER TABLE requests ADD COLUMN use_by TEXT",
+            "ALTER TABLE requests ADD COLUMN consumed_at TEXT",
+            # Approvals given before single use existed authorised no particular use: their
+            # use_by is their decision time, so they can never be consumed.
+            "UPDATE requests SET use_by = decided_at WHERE status = 'approved'",
+            _fill_digests,
+        ],
+    ),
 ]
 
 
-def statements(dialect: str, body: list[str]) -> list[str]:
-    """The statements of one migration, spelled for `dialect`."""
-    out: list[str] = []
+def statements(dialect: str, body: list[str | Callable[[Step], None]]
+               ) -> list[str | Callable[[Step], None]]:
+    """The statements of one migration, spelled for `dialect` (Python steps as they are)."""
+    out: list[str | Callable[[Step], None]] = []
     for stmt in body:
-        if stmt == "{append_only}":
+        if callable(stmt):
+            out.append(stmt)
+        elif stmt == "{append_only}":
             out.extend(_APPEND_ONLY[dialect])
         else:
             stmt = stmt.format(**_DIALECT[dialect])

@@ -166,7 +166,10 @@ class SQLiteStore(SQLStore):
         for name, body in MIGRATIONS:
             def run(db: Database, body: list[str] = body) -> None:
                 for stmt in statements("sqlite", body):
-                    db.execute(stmt)
+                    if callable(stmt):
+                        stmt(lambda sql, params=(): db.execute(sql, params))
+                    else:
+                        db.execute(stmt)
             migrations(name=name)(run)
         db = Database(self._conn())
         # One writer migrates; a racing process waits on the lock, then finds nothing to do.
