@@ -148,6 +148,12 @@ class Client:
     def reject(self, id_or_prefix: str, note: str | None = None) -> ApprovalRequest:
         return self.decide(id_or_prefix, "reject", note)
 
+    def consume(self, id_or_prefix: str, digest: str) -> ApprovalRequest:
+        """Use the approval once for the call whose digest is `digest` (see the service)."""
+        return ApprovalRequest.from_dict(self._call(
+            "POST", f"{API}/approvals/{self._id(id_or_prefix)}/consume",
+            json={"digest": digest}))
+
     def cancel(self, id_or_prefix: str) -> ApprovalRequest:
         return ApprovalRequest.from_dict(self._call(
             "DELETE", f"{API}/approvals/{self._id(id_or_prefix)}"))
@@ -238,7 +244,11 @@ def _error_from(response: httpx.Response) -> errors.ApprovalctlError:
         kind = "server error" if status >= 500 else "request refused"
         detail = f"{kind} (HTTP {status}): {detail}"
     if cls is errors.ApprovalConflict:
+        if data.get("current_status") == "expired":
+            return errors.Expired(detail)
         return errors.ApprovalConflict(detail, data.get("current_status"))
+    if status == 422 and data.get("title") == errors.DigestMismatch.title:
+        return errors.DigestMismatch(detail, data.get("current_status"))
     if cls is errors.RateLimited:
         try:
             retry = int(response.headers.get("retry-after", "1"))

@@ -388,8 +388,8 @@ class Api:
             if remaining <= 0:
                 break
             await asyncio.sleep(min(POLL_SECONDS, remaining))
-            if utcnow() >= expires:  # expire it now rather than wait for the next sweep
-                await self.run(self.service.sweep)
+            if utcnow() >= expires:  # expire it now (once) rather than wait for a sweep
+                await self.run(self.service.get, call.principal, req.id)
             status = await self.read(self.store.get_status, req.id)
             if status != PENDING:
                 break
@@ -401,6 +401,11 @@ class Api:
         body = await self._body(call)
         req = await self.change(call, self.service.decide, call.path["id"], body["action"],
                                 body.get("note"))
+        return json_response(req.to_dict())
+
+    async def consume(self, call: Call) -> Response:
+        body = await self._body(call)
+        req = await self.change(call, self.service.consume, call.path["id"], body["digest"])
         return json_response(req.to_dict())
 
     async def cancel(self, call: Call) -> Response:
@@ -471,6 +476,8 @@ class Api:
             self.endpoint("/api/v1/approvals/{id}", {"GET": self.get, "PUT": self.decide,
                                                      "DELETE": self.cancel},
                           key_in_job=frozenset({"PUT", "DELETE"})),
+            self.endpoint("/api/v1/approvals/{id}/consume", {"POST": self.consume},
+                          key_in_job=frozenset({"POST"})),
             self.endpoint("/api/v1/sweep", {"POST": self.sweep}),
             self.endpoint("/api/v1/audit", {"GET": self.audit_list}),
             self.endpoint("/api/v1/audit/verify", {"GET": self.audit_verify}),

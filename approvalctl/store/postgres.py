@@ -358,6 +358,18 @@ class PostgresStore(SQLStore):
         except self._psycopg.Error as exc:
             raise self._unavailable(exc) from None
 
+    server_clock = True
+    _NOW = ("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
+
+    def _db_now(self, cur: Any, at: str) -> str:
+        # Every host sharing the database agrees on this clock, whatever its own says.
+        return cur.execute(self._NOW).fetchone()[0]
+
+    def db_now(self) -> str | None:
+        with self._read() as cur:
+            return self._db_now(cur, "")
+
     def _ms_since_created(self) -> str:
         return ("GREATEST(0, ROUND(EXTRACT(EPOCH FROM (?::timestamptz - "
                 "created_at::timestamptz)) * 1000))::bigint")
