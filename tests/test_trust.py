@@ -248,3 +248,61 @@ def test_postgres_server_clock_decides_expiry_not_the_hosts(new_db, agent, opera
         assert audit_actions(behind, admin, late.id) == ["create", "expire"]
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_changes_commit_synchronously(new_db, agent, operator):
+    """A decision must be durable before anyone (the decider, a long-poll in another
+    session) sees it: no change runs with synchronous_commit turned off."""
+    store = open_store(new_db("postgres"))
+    try:
+        seen = []
+        original = store._lock_audit
+
+        def spy(cur):
+            original(cur)
+            seen.append(cur.execute("SHOW synchronous_commit").fetchone()[0])
+
+        store._lock_audit = spy
+        service = ApprovalService(store, Settings(db=""))
+        req = service.create(agent, "t")
+        service.decide(operator, req.id, "approve")
+        assert seen == ["on", "on"]
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------- migration 0007
+def test_migration_gives_existing_requests_their_digest(db_url, monkeypatch, agent):
+    """A database made before 0007: its requests get their digest; an approval given
+    before single use existed can never be consumed; a row JCS cannot represent keeps no
+    digest."""
+    from approvalctl.store import postgres, schema, sqlite
+
+    full = list(schema.MIGRATIONS)
+    for module in (schema, sqlite, postgres):
+        monkeypatch.setattr(module, "MIGRATIONS", full[:6])
+    old = open_store(db_url)
+    rows = [("01m8aaaaaaaaaaaaaaaaaaaaa1", "git_push", '{"branch": "main"}', "approved"),
+            ("01m8aaaaaaaaaaaaaaaaaaaaa2", "pay", '{"n": 9007199254740993}', "pending")]
+    with old._write() as cur:
+        for rid, tool, args, status in rows:
+            old._exec(cur, "INSERT INTO requests (id, tool_name, arguments, risk, user_id, "
+                      "status, created_at, expires_at, decided_at) VALUES (?, ?, ?, 'low', "
+                      "'deploy-bot', ?, '2026-01-01T00:00:00.000Z', '2099-01-01T00:00:00.000Z',"
+                      " ?)", (rid, tool, args, status,
+                              "2026-01-01T00:01:00.000Z" if status == "approved" else None))
+    old.close()
+    for module in (schema, sqlite, postgres):
+        monkeypatch.setattr(module, "MIGRATIONS", full)
+    store = open_store(db_url)
+    try:
+        first, second = store.get(rows[0][0]), store.get(rows[1][0])
+        assert first.digest == digest("git_push", {"branch": "main"})
+        assert first.use_by == first.decided_at
+        assert second.digest is None
+        service = ApprovalService(store, Settings(db=""))
+        with pytest.raises(Expired):
+            service.consume(agent, first.id, first.digest)
+    finally:
+        store.close()
