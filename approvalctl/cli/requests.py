@@ -67,7 +67,8 @@ def request_cmd(
                                     help="The tool's arguments as a JSON object."),
     reason: str | None = typer.Option(None, "--reason", help="Why the agent wants to run it."),
     user: str | None = typer.Option(None, "--user",
-                                    help="Who asks \\[env: APPROVALCTL_USER; default: $USER]."),
+                                    help="Who asks \\[env: APPROVALCTL_USER; default: "
+                                         "your OS account]."),
     risk: str = typer.Option("medium", "--risk", help="low, medium or high."),
     ttl: str | None = typer.Option(None, "--ttl", metavar="DURATION",
                                    help="Expire if undecided after this long (default 1h)."),
