@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from approvalctl import audit, counters  # noqa: E402
+from approvalctl.digest import digest as call_digest  # noqa: E402
 from approvalctl.store import open_store  # noqa: E402
 from approvalctl.store.sql import AUDIT_COLUMNS, REQUEST_COLUMNS  # noqa: E402
 
@@ -129,9 +130,11 @@ def _row(created: int, rng: random.Random, status: str, now_ms: int, ttl_ms: int
         decided_at, decided_by = iso(created + rng.randrange(1000, ttl_ms)), user
     arguments = json.dumps({"target": f"prod-{rng.randrange(40)}", "dry_run": False,
                             "ticket": f"OPS-{rng.randrange(10_000)}"}, sort_keys=True)
+    use_by = iso(created + response_ms + 900_000) if status == "approved" else None
     return (rid, tool, arguments, f"{tool[5:].replace('_', ' ')} requested by {user} for a "
             f"scheduled change", rng.choice(RISKS), user, status, iso(created), iso(expires),
-            decided_at, decided_by, note, response_ms)
+            decided_at, decided_by, note, call_digest(tool, json.loads(arguments)), use_by,
+            None, response_ms)
 
 
 def audit_rows(rows: list[tuple]) -> tuple[list[tuple], list[counters.Counter]]:
@@ -157,7 +160,7 @@ def audit_rows(rows: list[tuple]) -> tuple[list[tuple], list[counters.Counter]]:
             actor = {"expire": "system"}.get(action) or r[10]
             detail = ({"expires_at": r[8]} if action == "expire"
                       else {"note": r[11]} if r[11] else {})
-            seconds = (r[12] or 0) / 1000
+            seconds = (r[-1] or 0) / 1000
             deltas.extend(counters.for_decision(to, seconds))
         row = {"seq": seq, "at": at, "actor": actor, "action": action, "request_id": r[0],
                "from_status": frm, "to_status": to,
