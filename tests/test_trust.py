@@ -181,6 +181,25 @@ def test_reading_an_overdue_request_expires_it_once(service, agent, admin):
     assert audit_actions(service, admin, req.id) == ["create", "expire"]
 
 
+def test_expiry_over_http_without_a_sweep(make_server):
+    """The server's background sweep is off: the decision itself refuses an overdue
+    request (409, current_status expired; the client raises Expired, exit 11), and a
+    long-poll or a read reports it expired."""
+    live = make_server(sweep_interval=3600)
+    agent, ops = live.client("user"), live.client("operator")
+    late = agent.create("pay", ttl_seconds=0.3)
+    polled = agent.create("pay", ttl_seconds=0.3)
+    time.sleep(0.5)
+    with pytest.raises(Expired) as exc:
+        ops.approve(late.id)
+    assert exc.value.exit_code == 11 and exc.value.current_status == "expired"
+    assert agent.wait(polled.id, timeout=5).status == "expired"
+    assert agent.get(late.id).status == "expired"
+    rows = live.service.audit_list(Principal("t", "admin", local=True))
+    assert sorted(r["action"] for r in rows if r["request_id"] in (late.id, polled.id)) == \
+        ["create", "create", "expire", "expire"]
+
+
 def test_decide_against_expiry_has_one_outcome(store, agent, operator, admin):
     """Deciders and readers race at the moment the request expires: one outcome, one
     audit row after the creation, on either backend."""
