@@ -381,10 +381,10 @@ class PostgresStore(SQLStore):
             super()._many(cur, sql, rows)
 
     def _lock_audit(self, cur: Any) -> None:
-        # Appends to the hash chain are serialised by this lock, held until commit (and so
-        # through the commit's WAL flush: the server's group commit shares fsyncs between
-        # transactions waiting on it, and the server's group commit in dbthread.py puts
-        # many changes in one transaction).
+        # Appends to the hash chain are serialised by this lock, held until commit and so
+        # through the commit's WAL flush (synchronous_commit stays on: see `_write`). What
+        # keeps that cheap is approvalctl's own group commit (dbthread.py), which puts many
+        # changes in one transaction and so under one flush.
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._audit_key,))
 
     def _skip_locked(self) -> str:
