@@ -368,7 +368,14 @@ class Api:
         return json_response(await self.run(self.service.stats, call.principal, since))
 
     async def get(self, call: Call) -> Response:
-        req = await self.read(self.service.get, call.principal, call.path["id"])
+        if self.inline_reads:
+            # Read on the loop; an overdue request is expired (a write) on the database
+            # thread, never on the loop (SQLite: this machine's clock decides).
+            req = await self.read(self.service.resolve, call.principal, call.path["id"])
+            if req.status == PENDING and req.expires_at <= to_iso(utcnow()):
+                req = await self.run(self.service.get, call.principal, req.id)
+        else:
+            req = await self.run(self.service.get, call.principal, call.path["id"])
         wait = call.query.get("wait")
         if wait and req.status == PENDING:
             req = await self._long_poll(call, req, min(float(wait), MAX_WAIT))
