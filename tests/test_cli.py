@@ -263,3 +263,25 @@ def test_audit_list_and_verify(cli) -> None:
     verified = cli.run("audit", "verify", "--json")
     assert verified.exit_code == 0
     assert verified.json()["ok"] is True and verified.json()["rows"] == 2
+
+
+def test_consume_once_with_the_digest_and_confirmations_show_it(cli) -> None:
+    """`consume` locally and remotely: wrong digest exit 2, pending exit 4, once exit 0,
+    again exit 4; `approve` and `show` print the short digest."""
+    from approvalctl.digest import digest
+
+    rid = cli.submit("shell.exec", "--args", '{"argv": ["ls"]}')
+    right = digest("shell.exec", {"argv": ["ls"]})
+    pending = cli.run("consume", rid, "--digest", right, as_agent=True)
+    assert pending.exit_code == 4 and "is pending, not approved" in pending.stderr
+    approved = cli.run("approve", rid)
+    assert approved.exit_code == 0
+    assert f"(shell.exec for deploy-bot, {right[:19]})" in approved.stderr
+    assert right[:19] in cli.run("show", rid).stdout
+    wrong = cli.run("consume", rid, "--digest", digest("shell.exec", {"argv": ["rm"]}),
+                    as_agent=True)
+    assert wrong.exit_code == 2 and "not that of the approved call" in wrong.stderr
+    done = cli.run("consume", rid, "--digest", right, "--json", as_agent=True)
+    assert done.exit_code == 0 and done.json()["consumed_at"]
+    again = cli.run("consume", rid, "--digest", right, as_agent=True)
+    assert again.exit_code == 4 and "already consumed" in again.stderr
