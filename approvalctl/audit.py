@@ -32,7 +32,8 @@ FORMAT = 2
 #: The request fields `state` covers, in this order. Fixed here, not taken from the model,
 #: so that columns added later do not change the hash of rows already written.
 STATE_FIELDS = ("id", "tool_name", "arguments", "reason", "risk", "user_id", "status",
-                "created_at", "expires_at", "decided_at", "decided_by", "decision_note")
+                "created_at", "expires_at", "decided_at", "decided_by", "decision_note",
+                "digest", "use_by", "consumed_at")
 #: The action of the audit row that records a request removed by `prune`.
 PRUNE = "prune"
 #: Actions whose actor is the request's `decided_by`.

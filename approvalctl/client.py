@@ -28,7 +28,7 @@ import httpx
 from . import errors
 from .models import PENDING, ApprovalRequest, Page
 
-__all__ = ["Client", "ApprovalDenied", "require_approval"]
+__all__ = ["Client", "ApprovalDenied", "require_approval", "to_json_value"]
 
 API = "/api/v1"
 MAX_POLL = 60.0  # the server's cap on ?wait=
@@ -148,6 +148,12 @@ class Client:
     def reject(self, id_or_prefix: str, note: str | None = None) -> ApprovalRequest:
         return self.decide(id_or_prefix, "reject", note)
 
+    def consume(self, id_or_prefix: str, digest: str) -> ApprovalRequest:
+        """Use the approval once for the call whose digest is `digest` (see the service)."""
+        return ApprovalRequest.from_dict(self._call(
+            "POST", f"{API}/approvals/{self._id(id_or_prefix)}/consume",
+            json={"digest": digest}))
+
     def cancel(self, id_or_prefix: str) -> ApprovalRequest:
         return ApprovalRequest.from_dict(self._call(
             "DELETE", f"{API}/approvals/{self._id(id_or_prefix)}"))
@@ -249,7 +255,11 @@ def _error_from(response: httpx.Response) -> errors.ApprovalctlError:
         kind = "server error" if status >= 500 else "request refused"
         detail = f"{kind} (HTTP {status}): {detail}"
     if cls is errors.ApprovalConflict:
+        if data.get("current_status") == "expired":
+            return errors.Expired(detail)
         return errors.ApprovalConflict(detail, data.get("current_status"))
+    if status == 422 and data.get("title") == errors.DigestMismatch.title:
+        return errors.DigestMismatch(detail, data.get("current_status"))
     if cls is errors.RateLimited:
         try:
             retry = int(response.headers.get("retry-after", "1"))
@@ -266,34 +276,127 @@ ApprovalDenied = errors.ApprovalDenied
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def to_json_value(value: Any, where: str = "argument") -> Any:
+    """`value` as the JSON value `require_approval` submits for it (the one rule):
+
+    - None, bool, int, float, str: as they are (integers beyond ±(2**53-1), NaN and
+      infinities are refused by the service: canonical JSON cannot represent them);
+    - dict with string keys: an object, values by this rule; list and tuple: an array;
+    - set and frozenset: an array, sorted by each element's canonical JSON (RFC 8785);
+    - pathlib paths: `os.fspath(p)`; datetime, date, time: `.isoformat()`;
+      Decimal: `str(d)` (exact, a string, never a rounded float); UUID: `str(u)`;
+      Enum members: their `.value` by this rule;
+    - anything else (bytes, objects, functions, …): InvalidInput naming where it is.
+    """
+    import datetime
+    import decimal
+    import enum
+    import os
+    import pathlib
+    import uuid
+
+    if value is None or isinstance(value, (bool, int, float, str)) and \
+            not isinstance(value, enum.Enum):
+        return value
+    if isinstance(value, enum.Enum):
+        return to_json_value(value.value, where)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise errors.InvalidInput(f"{where} has a key {key!r} that is not a string")
+            out[key] = to_json_value(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        from .digest import DigestError, canonical
+
+        items = [to_json_value(item, f"{where} item") for item in value]
+        try:
+            return sorted(items, key=canonical)
+        except DigestError as exc:
+            raise errors.InvalidInput(f"{where}: {exc}") from None
+    if isinstance(value, pathlib.PurePath):
+        return os.fspath(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    raise errors.InvalidInput(f"{where} is a {type(value).__name__}, which has no JSON form "
+                              "(see require_approval for the types it sends)")
+
+
 def require_approval(client: Client, tool_name: str | None = None, *,
                      reason: str | None = None, risk: str = "medium",
                      ttl_seconds: float | None = None, timeout: float | None = None
                      ) -> Callable[[F], F]:
-    """Run the decorated function only once an operator approves the call.
+    """Run the decorated function only once an operator approves exactly this call.
 
-    Each call submits a request (tool name: `tool_name` or the function's name; arguments:
-    the call's keyword arguments, and positional ones as `args`), waits for the decision and
-    then either runs the function or raises `ApprovalDenied` naming the outcome.
+    Each call binds its arguments to the function's parameters by name
+    (`inspect.signature(func).bind` with defaults applied, so `f("x")` and `f(name="x")`
+    are the same request; `*args` becomes an array and `**kwargs` an object under their
+    parameter names), turns each value into JSON by `to_json_value`'s rule, and submits
+    them as the request's `arguments` (tool name: `tool_name` or the function's name). It
+    waits for the decision; if the wait (`timeout` seconds) runs out the request is
+    cancelled. Approved, it consumes the approval with the call's digest and only then
+    runs the function, with private deep copies of the arguments taken before
+    submission, so what runs is what the operator saw even if the caller mutates its
+    objects meanwhile. Otherwise it raises `ApprovalDenied` naming the outcome.
+
+    Raises InvalidInput (before anything is submitted) for arguments that do not bind or
+    have no JSON form. Decorate plain functions: a method's `self` has no JSON form.
     """
     def decorate(func: F) -> F:
+        import copy
+        import inspect
+
+        from .digest import DigestError, digest
+
         name = tool_name or func.__name__
+        signature = inspect.signature(func)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            arguments: dict[str, Any] = dict(kwargs)
-            if args:
-                arguments["args"] = list(args)
+            try:  # what runs is a private copy: the caller cannot change it meanwhile
+                args, kwargs = copy.deepcopy((args, kwargs))
+            except Exception as exc:  # noqa: BLE001 - any object may refuse to be copied
+                raise errors.InvalidInput(f"{name}: the arguments cannot be copied: "
+                                          f"{exc}") from None
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise errors.InvalidInput(f"{name}: {exc}") from None
+            bound.apply_defaults()
+            arguments = {param: to_json_value(value, f"{name} argument {param!r}")
+                         for param, value in bound.arguments.items()}
+            try:
+                expected = digest(name, arguments)
+            except DigestError as exc:
+                raise errors.InvalidInput(f"{name}: arguments {exc}") from None
             req = client.create(name, arguments, reason=reason, risk=risk,
                                 ttl_seconds=ttl_seconds)
+            if req.digest != expected:
+                raise errors.ApprovalctlError(f"{name}: the server stored digest "
+                                              f"{req.digest} for {req.id}, not {expected}")
             req = client.wait(req.id, timeout)
+            timed_out = req.status == PENDING
+            if timed_out:  # nobody may approve it after we stopped waiting
+                try:
+                    req = client.cancel(req.id)
+                except errors.ApprovalConflict:
+                    req = client.get(req.id)
             if req.status != "approved":
                 who = f" by {req.decided_by}" if req.decided_by else ""
                 note = f": {req.decision_note}" if req.decision_note else ""
-                outcome = "still pending when the wait timed out" \
-                    if req.status == PENDING else f"{req.status}{who}{note}"
-                raise ApprovalDenied(f"{name} was not approved ({req.id} {outcome})", req)
-            return func(*args, **kwargs)
+                outcome = "still pending when the wait timed out; withdrawn" \
+                    if timed_out else f"{req.status}{who}{note}"
+                denied = ApprovalDenied(f"{name} was not approved ({req.id} {outcome})", req)
+                if timed_out:
+                    denied.exit_code = 124
+                raise denied
+            client.consume(req.id, expected)
+            return func(*bound.args, **bound.kwargs)
 
         return wrapper  # type: ignore[return-value]
 

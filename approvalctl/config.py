@@ -22,6 +22,8 @@ from typing import Any
 from .errors import InvalidInput
 
 DEFAULT_TTL_SECONDS = 3600.0
+#: How long an approval may wait to be consumed (DESIGN.md §10).
+DEFAULT_USE_WITHIN_SECONDS = 900.0
 NOTIFY_EVENTS = ("created", "decided", "expired")
 
 _EVENTS = {"type": "array", "items": {"enum": list(NOTIFY_EVENTS)}, "uniqueItems": True}
@@ -102,6 +104,7 @@ SCHEMA: dict[str, Any] = {
         "allow_self_approval": {"type": "boolean",
                                 "x-invalid": "allow_self_approval must be true or false"},
         "default_ttl": {"type": ["number", "string"]},  # durations.parse_duration checks it
+        "use_within": {"type": ["number", "string"]},  # likewise
         "user": _TEXT,
         "notifications": NOTIFICATIONS_SCHEMA,
         "rate_limit": {"type": "number", "exclusiveMinimum": 0,
@@ -229,6 +232,7 @@ class Settings:
     api_key: str | None = None
     allow_self_approval: bool = False
     default_ttl: float = DEFAULT_TTL_SECONDS
+    use_within: float = DEFAULT_USE_WITHIN_SECONDS
     user: str | None = None
     notifications: dict[str, Any] = field(default_factory=dict)
     rate_limit: float | None = None  # requests per second per key (server)
@@ -261,6 +265,8 @@ class Settings:
             api_key=env.get("APPROVALCTL_API_KEY") or data.get("api_key") or None,
             allow_self_approval=allow,
             default_ttl=parse_duration(str(ttl), what="default_ttl in config"),
+            use_within=parse_duration(str(data.get("use_within", DEFAULT_USE_WITHIN_SECONDS)),
+                                      what="use_within in config"),
             user=env.get("APPROVALCTL_USER") or data.get("user") or None,
             notifications=data.get("notifications") or {},
             rate_limit=data.get("rate_limit"),
@@ -289,10 +295,15 @@ class Settings:
 
 
 def local_user() -> str:
-    """The operator at this terminal."""
-    import getpass
+    """The operator at this terminal: the OS account this process runs as.
+
+    Never $USER or $LOGNAME (getpass.getuser() reads them first): whoever runs the CLI can
+    set those, and the self-approval check would believe them (DESIGN.md §10). Without a
+    passwd entry (some containers) the name is `uid-N`.
+    """
+    import pwd
 
     try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return os.environ.get("USER") or "operator"
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid-{os.getuid()}"

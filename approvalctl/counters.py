@@ -17,6 +17,7 @@ from .models import DECIDED_BY_HUMAN, EXPIRED
 REQUESTS_TOTAL = "approval_requests_total"
 RESPONSE_TIME = "approval_response_time_seconds"
 TIMEOUT_TOTAL = "approval_timeout_total"
+CONSUMED = "approval_consumed_total"
 RBAC_CHECKS = "rbac_permission_checks_total"
 ROLE_ASSIGNMENTS = "rbac_role_assignments_total"
 NOTIFY_DELIVERIES = "notification_deliveries_total"

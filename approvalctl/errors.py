@@ -7,6 +7,8 @@
     │   └── UnsupportedMediaType     exit 2   415
     ├── NotFound                     exit 3   404
     ├── ApprovalConflict             exit 4   409
+    │   ├── Expired                  exit 11  409
+    │   └── DigestMismatch           exit 2   422
     ├── Unauthenticated              exit 5   401
     ├── Forbidden                    exit 5   403
     ├── RateLimited                  exit 5   429
@@ -97,6 +99,25 @@ class ApprovalConflict(ApprovalctlError):
     def __init__(self, detail: str, current_status: str | None = None) -> None:
         super().__init__(detail)
         self.current_status = current_status
+
+
+class Expired(ApprovalConflict):
+    """The request expired (or its approval passed `use_by`): too late to decide, cancel
+    or consume it."""
+
+    exit_code = 11
+    title = "Expired"
+
+    def __init__(self, detail: str, current_status: str | None = "expired") -> None:
+        super().__init__(detail, current_status)
+
+
+class DigestMismatch(ApprovalConflict):
+    """A consume presented a digest other than the approved call's."""
+
+    exit_code = 2
+    http_status = 422
+    title = "Digest mismatch"
 
 
 class Unauthenticated(ApprovalctlError):

@@ -256,6 +256,9 @@ class StoreCollector:
         yield CounterMetricFamily(_base(c.TIMEOUT_TOTAL),
                                   "Approval requests that expired undecided.",
                                   value=val(c.TIMEOUT_TOTAL))
+        yield CounterMetricFamily(_base(c.CONSUMED),
+                                  "Approvals used (consumed), each at most once.",
+                                  value=val(c.CONSUMED))
 
         checks = CounterMetricFamily(_base(c.RBAC_CHECKS),
                                      "Permission checks by result.", labels=["result"])

@@ -118,10 +118,18 @@ class ApprovalRequest:
     decided_at: str | None = None
     decided_by: str | None = None
     decision_note: str | None = None
+    #: "sha256:<hex>" over the RFC 8785 canonical {tool_name, arguments} (digest.py);
+    #: None only for a legacy row whose arguments JCS cannot represent.
+    digest: str | None = None
+    #: When an approval must have been consumed by (decided_at + use_within); approved only.
+    use_by: str | None = None
+    #: When the approval was used (POST .../consume); at most once.
+    consumed_at: str | None = None
 
     FIELDS = (
         "id", "tool_name", "arguments", "reason", "risk", "user_id", "status",
         "created_at", "expires_at", "decided_at", "decided_by", "decision_note",
+        "digest", "use_by", "consumed_at",
     )
 
     def to_dict(self) -> dict[str, Any]:

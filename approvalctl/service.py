@@ -17,8 +17,11 @@ from typing import Any
 
 from . import audit, counters, keys, rbac
 from .config import Settings
+from .digest import DigestError, digest
 from .errors import (
     ApprovalConflict,
+    DigestMismatch,
+    Expired,
     Forbidden,
     IdempotencyMismatch,
     InvalidInput,
@@ -59,6 +62,10 @@ MAX_PRUNE_AGE = 100 * 365 * 86400
 SYSTEM = "system"
 
 ACTIONS = {"approve": APPROVED, "reject": REJECTED}
+#: DESIGN.md §10: MCP names (`mcp__github__create_issue`), agent tools (`Bash`), dotted or
+#: slashed namespaces; nothing that could act on a display or need quoting in a shell.
+TOOL_NAME = re.compile(r"[A-Za-z0-9_.:/@+-]{1,200}")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 #: A key's name becomes the user_id of its requests and a URL path segment.
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 
@@ -88,7 +95,7 @@ class ApprovalService:
         rbac.require(actor, rbac.CREATE, "create approval requests")
         if user_id and user_id != actor.name and not actor.local:
             raise Forbidden("a request is always made as the caller; user_id cannot be set")
-        tool_name = _text(tool_name, "tool_name", required=True, limit=MAX_TOOL_NAME)
+        tool_name = _tool_name(tool_name)
         arguments = {} if arguments is None else arguments
         if not isinstance(arguments, dict):
             raise InvalidInput(f"arguments must be a JSON object, not {_json_type(arguments)}")
@@ -98,6 +105,12 @@ class ApprovalService:
             raise InvalidInput(f"arguments are not valid JSON: {exc}") from None
         if len(args_text.encode()) > MAX_ARGUMENTS_BYTES:
             raise InvalidInput(f"arguments exceed {MAX_ARGUMENTS_BYTES // 1024} KiB")
+        try:  # the call's identity; what JCS cannot represent cannot be approved
+            call_digest = digest(tool_name, arguments)
+        except DigestError:
+            raise InvalidInput("arguments hold a number canonical JSON (RFC 8785) cannot "
+                               "represent exactly: integers must be within ±(2**53-1) "
+                               "(send larger ones as strings)") from None
         reason = _text(reason, "reason", limit=MAX_TEXT)
         risk = risk or "medium"
         if risk not in RISKS:
@@ -126,7 +139,7 @@ class ApprovalService:
         req = ApprovalRequest(
             id=new_id(now), tool_name=tool_name, arguments=arguments, reason=reason, risk=risk,
             user_id=owner, status=PENDING, created_at=to_iso(now),
-            expires_at=to_iso(now + timedelta(seconds=ttl)),
+            expires_at=to_iso(now + timedelta(seconds=ttl)), digest=call_digest,
         )
         change = Change(request_id=req.id, actor=actor.name, action="create", from_status=None,
                         to_status=PENDING, at=req.created_at,
@@ -165,7 +178,8 @@ class ApprovalService:
         return req
 
     def get(self, actor: Principal, id_or_prefix: str) -> ApprovalRequest:
-        return self.resolve(actor, id_or_prefix)
+        """The request; one pending past its expiry is expired now and shown so."""
+        return self._fresh(self.resolve(actor, id_or_prefix))
 
     @staticmethod
     def _may_see(actor: Principal, req: ApprovalRequest) -> bool:
@@ -194,6 +208,9 @@ class ApprovalService:
                                          after=after, descending=descending, limit=limit + 1)
         more = len(items) > limit
         items = items[:limit]
+        if any(r.status == PENDING for r in items):
+            now = self._now_iso()
+            items = [self._fresh(r, now) for r in items]
         return Page(items=items, next_cursor=_encode_cursor(items[-1].id, descending)
                     if more else None)
 
@@ -232,7 +249,8 @@ class ApprovalService:
         return self.store.transition(
             rid, target, to_iso(now), actor.name, note, timed=True,
             not_user=None if self.settings.allow_self_approval else actor.name,
-            change_for=self._decision(actor, target, action, note, now))
+            change_for=self._decision(actor, target, action, note),
+            use_within=self._use_within(target))
 
     def cancel(self, actor: Principal, id_or_prefix: str) -> ApprovalRequest:
         req = self.resolve(actor, id_or_prefix)
@@ -243,27 +261,40 @@ class ApprovalService:
 
     def _finish(self, actor: Principal, req: ApprovalRequest, target: str, action: str,
                 note: str | None) -> ApprovalRequest:
+        if req.status == EXPIRED:
+            raise Expired(f"request {req.id} has expired", EXPIRED)
         if not can_transition(req.status, target):
             raise ApprovalConflict(f"request {req.id} is already {req.status}", req.status)
         now = self.clock()
         done = self.store.transition(req.id, target, to_iso(now), actor.name, note,
                                      timed=target in DECIDED_BY_HUMAN, not_user=None,
-                                     change_for=self._decision(actor, target, action, note, now))
+                                     change_for=self._decision(actor, target, action, note),
+                                     use_within=self._use_within(target))
         if done is None:
+            # Too late (expires_at passed, swept or not) or decided meanwhile: record an
+            # expiry that is due, once, then say which.
+            self._expire_if_due(req.id)
             current = self.store.get_status(req.id)
+            if current == EXPIRED:
+                raise Expired(f"request {req.id} has expired", EXPIRED)
             raise ApprovalConflict(f"request {req.id} is already {current}", current)
         return done
 
-    def _decision(self, actor: Principal, target: str, action: str, note: str | None,
-                  now: datetime) -> Callable[[ApprovalRequest], Change]:
-        """The change that moves a request from pending to `target` at `now`, built from
-        the row as the compare-and-set returned it."""
+    def _use_within(self, target: str) -> float | None:
+        return self.settings.use_within if target == APPROVED else None
+
+    def _decision(self, actor: Principal, target: str, action: str, note: str | None
+                  ) -> Callable[[ApprovalRequest], Change]:
+        """The change that moves a request from pending to `target`, built from the row as
+        the compare-and-set returned it (its `decided_at` is the decision's time, by the
+        database's clock on PostgreSQL)."""
         outbox = [(c, "decided") for c in self.settings.channels_for("decided")]
 
         def change(req: ApprovalRequest) -> Change:
-            response = max(0.0, (now - from_iso(req.created_at)).total_seconds())
+            at = req.decided_at or to_iso(self.clock())
+            response = max(0.0, (from_iso(at) - from_iso(req.created_at)).total_seconds())
             return Change(request_id=req.id, actor=actor.name, action=action,
-                          from_status=PENDING, to_status=target, at=to_iso(now),
+                          from_status=PENDING, to_status=target, at=at,
                           detail={"note": note} if note else {},
                           counters=counters.for_decision(target, response), outbox=outbox)
 
@@ -281,7 +312,7 @@ class ApprovalService:
 
         def change(req: ApprovalRequest) -> Change:
             return Change(request_id=req.id, actor=SYSTEM, action="expire",
-                          from_status=PENDING, to_status=EXPIRED, at=now,
+                          from_status=PENDING, to_status=EXPIRED, at=req.decided_at or now,
                           detail={"expires_at": req.expires_at}, counters=tally, outbox=outbox)
 
         return change
@@ -292,6 +323,60 @@ class ApprovalService:
             rbac.require(actor, rbac.SWEEP, "sweep expired requests")
         now = to_iso(self.clock())
         return self.store.expire_overdue(now, self._expiry_changes(now))
+
+    def _now_iso(self) -> str:
+        """Now, by the clock that decides expiry: the database server's on PostgreSQL."""
+        return self.store.db_now() or to_iso(self.clock())
+
+    def _expire_if_due(self, request_id: str) -> ApprovalRequest | None:
+        """Expire one overdue pending request now (recorded once); None if not due."""
+        now = to_iso(self.clock())
+        return self.store.expire_one(request_id, now, self._expiry_changes(now))
+
+    def _fresh(self, req: ApprovalRequest, now: str | None = None) -> ApprovalRequest:
+        """`req`, or, if it is pending past its expiry, the same request expired now: a
+        reader never sees an overdue request as pending, sweep or no sweep."""
+        if req.status != PENDING or req.expires_at > (now or self._now_iso()):
+            return req
+        done = self._expire_if_due(req.id)
+        return done or self.store.get(req.id) or req
+
+    # ------------------------------------------------------------ consume
+    def consume(self, actor: Principal, id_or_prefix: str, digest: str) -> ApprovalRequest:
+        """Use an approval, once, for the call whose digest is `digest` (DESIGN.md §10).
+
+        By the requester or a decider. Raises ApprovalConflict (409) if the request is not
+        approved or was already consumed, Expired (409, exit 11) past `use_by`, and
+        DigestMismatch (422) if `digest` is not the approved call's.
+        """
+        if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+            raise InvalidInput("digest must be 'sha256:' followed by 64 lower-case hex digits")
+        req = self._fresh(self.resolve(actor, id_or_prefix))
+        if not (req.user_id == actor.name or rbac.allowed(actor, rbac.DECIDE)):
+            raise Forbidden(f"only the requester or an operator may consume request {req.id}")
+        done = self.store.consume(req.id, digest, to_iso(self.clock()), self._consumption(actor))
+        if done is not None:
+            return done
+        req = self.store.get(req.id) or req
+        if req.status != APPROVED:
+            raise (Expired if req.status == EXPIRED else ApprovalConflict)(
+                f"request {req.id} is {req.status}, not approved", req.status)
+        if req.digest != digest:
+            raise DigestMismatch(f"digest {digest} is not that of the approved call "
+                                 f"({req.digest})", req.status)
+        if req.consumed_at:
+            raise ApprovalConflict(f"request {req.id} was already consumed at "
+                                   f"{req.consumed_at}", req.status)
+        raise Expired(f"the approval of {req.id} was not used by {req.use_by}", "expired")
+
+    def _consumption(self, actor: Principal) -> Callable[[ApprovalRequest], Change]:
+        def change(req: ApprovalRequest) -> Change:
+            return Change(request_id=req.id, actor=actor.name, action="consume",
+                          from_status=APPROVED, to_status=APPROVED, at=req.consumed_at or "",
+                          detail={"digest": req.digest},
+                          counters=[(counters.CONSUMED, "", 1)])
+
+        return change
 
     # ------------------------------------------------------------ wait
     def wait(self, actor: Principal, id_or_prefix: str, timeout: float | None,
@@ -304,14 +389,13 @@ class ApprovalService:
         """
         req = self.resolve(actor, id_or_prefix)
         deadline = None if timeout is None else time.monotonic() + timeout
-        expires = from_iso(req.expires_at)
         while True:
             status = self.store.get_status(req.id)
             if status != PENDING:
                 return self.store.get(req.id)  # type: ignore[return-value]
-            if self.clock() >= expires:
-                self.sweep()
-                continue
+            fresh = self._fresh(req)
+            if fresh.status != PENDING:
+                return fresh
             if deadline is not None and time.monotonic() >= deadline:
                 return self.store.get(req.id)  # type: ignore[return-value]
             pause = poll_interval
@@ -471,6 +555,21 @@ class ApprovalService:
 
 
 # ---------------------------------------------------------------- helpers
+def _tool_name(value: Any) -> str:
+    """`value` if it is a valid tool name (TOOL_NAME), else InvalidInput saying why."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"tool_name must be a string, not {_json_type(value)}")
+    if not value:
+        raise InvalidInput("tool_name is required")
+    if len(value) > MAX_TOOL_NAME:
+        raise InvalidInput(f"tool_name is longer than {MAX_TOOL_NAME} characters")
+    if not TOOL_NAME.fullmatch(value):
+        bad = next(c for c in value if not TOOL_NAME.fullmatch(c))
+        raise InvalidInput(f"tool_name contains {ascii(bad)}: use 1-{MAX_TOOL_NAME} "
+                           "characters of A-Z a-z 0-9 and _ . : / @ + -")
+    return value
+
+
 def _text(value: Any, what: str, *, required: bool = False, limit: int) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip() and not required):
         if required:

@@ -9,6 +9,8 @@ import time
 import httpx
 import pytest
 
+from approvalctl.digest import digest
+
 API = "/api/v1/approvals"
 
 
@@ -45,7 +47,8 @@ def test_create_returns_201_location_and_the_callers_name(http, live):
     assert data["risk"] == "high"
     assert set(data) == {"id", "tool_name", "arguments", "reason", "risk", "user_id",
                          "status", "created_at", "expires_at", "decided_at", "decided_by",
-                         "decision_note"}
+                         "decision_note", "digest", "use_by", "consumed_at"}
+    assert data["digest"] == digest("git_push", {"branch": "main"})
     assert http.get(r.headers["location"], headers=live.headers("user")).json() == data
 
 

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from approvalctl.cli import app
 
 FIELDS = {"id", "tool_name", "arguments", "reason", "risk", "user_id", "status", "created_at",
-          "expires_at", "decided_at", "decided_by", "decision_note"}
+          "expires_at", "decided_at", "decided_by", "decision_note",
+          "digest", "use_by", "consumed_at"}
 
 
 @dataclass
@@ -212,6 +213,14 @@ def test_sweep_and_stats(cli) -> None:
     (["request", "t", "--args", "{not json"], 2, "--args is not valid JSON"),
     (["request", "t", "--args", "[1, 2]"], 2, "must be a JSON object"),
     (["request", "t", "--args", '"text"'], 2, "must be a JSON object"),
+    (["request", "shell.exec", "--args", '{"cmd": "ls", "cmd": "rm -rf /"}'], 2,
+     "--args: duplicate key 'cmd'"),
+    (["request", "t", "--args", '{"a": {"b": [{"c": 1, "c": 2}]}}'], 2, "duplicate key 'c'"),
+    (["request", "t", "--args", '{"n": NaN}'], 2, "NaN is not valid JSON"),
+    (["request", "t", "--args", '{"n": 9007199254740993}'], 2, "RFC 8785"),
+    (["request", "read_file\x1b[2K"], 2, "tool_name"),
+    (["request", "git push"], 2, "tool_name"),
+    (["request", "t" * 201], 2, "tool_name"),
     (["request", "t", "--risk", "extreme"], 2, "unknown risk 'extreme'"),
     (["request", "t", "--ttl", "soon"], 2, "invalid --ttl 'soon'"),
     (["request", "t", "--ttl", "0"], 2, "greater than zero"),
@@ -254,3 +263,25 @@ def test_audit_list_and_verify(cli) -> None:
     verified = cli.run("audit", "verify", "--json")
     assert verified.exit_code == 0
     assert verified.json()["ok"] is True and verified.json()["rows"] == 2
+
+
+def test_consume_once_with_the_digest_and_confirmations_show_it(cli) -> None:
+    """`consume` locally and remotely: wrong digest exit 2, pending exit 4, once exit 0,
+    again exit 4; `approve` and `show` print the short digest."""
+    from approvalctl.digest import digest
+
+    rid = cli.submit("shell.exec", "--args", '{"argv": ["ls"]}')
+    right = digest("shell.exec", {"argv": ["ls"]})
+    pending = cli.run("consume", rid, "--digest", right, as_agent=True)
+    assert pending.exit_code == 4 and "is pending, not approved" in pending.stderr
+    approved = cli.run("approve", rid)
+    assert approved.exit_code == 0
+    assert f"(shell.exec for deploy-bot, {right[:19]})" in approved.stderr
+    assert right[:19] in cli.run("show", rid).stdout
+    wrong = cli.run("consume", rid, "--digest", digest("shell.exec", {"argv": ["rm"]}),
+                    as_agent=True)
+    assert wrong.exit_code == 2 and "not that of the approved call" in wrong.stderr
+    done = cli.run("consume", rid, "--digest", right, "--json", as_agent=True)
+    assert done.exit_code == 0 and done.json()["consumed_at"]
+    again = cli.run("consume", rid, "--digest", right, as_agent=True)
+    assert again.exit_code == 4 and "already consumed" in again.stderr

@@ -210,6 +210,121 @@ def test_require_approval_raises_on_expiry(live):
     assert info.value.request.status == "expired" and info.value.exit_code == 11
 
 
+def _decide_when_it_appears(ops, tool: str, action: str = "approve", before=None):
+    def run() -> None:
+        for _ in range(200):
+            items = ops.list(tool_name=tool).items
+            if items:
+                if before is not None:
+                    before(items[0])
+                ops.decide(items[0].id, action)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_require_approval_binds_by_parameter_name_and_consumes_before_running(live):
+    """Positional or keyword, defaults filled in: one request shape; the approval is
+    consumed before the function runs, and it runs with exactly the approved values."""
+    import datetime
+    import decimal
+    import enum
+    import pathlib
+    import uuid
+
+    from approvalctl.digest import digest
+
+    class Env(enum.Enum):
+        PROD = "prod"
+
+    ops, agent = live.client("operator"), live.client("user")
+    seen = []
+
+    @require_approval(agent, timeout=30)
+    def deploy(service, when, *, env=Env.PROD, amount=decimal.Decimal("10.10"),
+               paths=(pathlib.Path("/srv/a"),), tags=frozenset({"b", "a"}),
+               run_id=uuid.UUID(int=1), day=datetime.date(2026, 1, 2)):
+        got = agent.list(status="approved", tool_name="deploy").items[0]
+        seen.append((service, when, env, amount, paths, tags, run_id, day, got.consumed_at))
+        return "ok"
+
+    expected = {"service": "api", "when": "2026-01-02T03:04:05+00:00", "env": "prod",
+                "amount": "10.10", "paths": ["/srv/a"], "tags": ["a", "b"],
+                "run_id": "00000000-0000-0000-0000-000000000001", "day": "2026-01-02"}
+    shown = []
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    approver = _decide_when_it_appears(ops, "deploy", before=shown.append)
+    assert deploy("api", when) == "ok"
+    approver.join()
+    assert shown[0].arguments == expected
+    assert shown[0].digest == digest("deploy", expected)
+    assert seen[0][:8] == ("api", when, Env.PROD, decimal.Decimal("10.10"),
+                           (pathlib.Path("/srv/a"),), frozenset({"a", "b"}), uuid.UUID(int=1),
+                           datetime.date(2026, 1, 2))
+    assert seen[0][8] is not None  # consumed before the function ran
+    approver = _decide_when_it_appears(ops, "deploy", before=shown.append)
+    assert deploy(service="api", when=when) == "ok"  # keywords: the same call
+    approver.join()
+    assert shown[1].digest == shown[0].digest
+
+
+def test_require_approval_runs_what_was_approved_even_if_the_caller_mutates(live):
+    ops, agent = live.client("operator"), live.client("user")
+    ran = []
+    files = ["a.txt"]
+
+    @require_approval(agent, timeout=30)
+    def remove(paths):
+        ran.append(list(paths))
+
+    def tamper(item) -> None:  # the caller's list changes while the operator looks
+        files.append("/etc/passwd")
+
+    approver = _decide_when_it_appears(ops, "remove", before=tamper)
+    remove(files)
+    approver.join()
+    assert ran == [["a.txt"]]
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda f: f(object()), "argument 'x' is a object, which has no JSON form"),
+    (lambda f: f(b"bytes"), "is a bytes"),
+    (lambda f: f({1: "a"}), "key 1 that is not a string"),
+    (lambda f: f(1, 2), "too many positional arguments"),
+    (lambda f: f(2**60), "RFC 8785"),
+    (lambda f: f(float("nan")), "RFC 8785"),
+])
+def test_require_approval_refuses_values_without_a_json_form(live, call, words):
+    agent = live.client("user")
+
+    @require_approval(agent, "probe", timeout=5)
+    def probe(x):
+        raise AssertionError("must not run")
+
+    with pytest.raises(errors.InvalidInput) as info:
+        call(probe)
+    assert words in info.value.detail
+    assert agent.list(status="all", tool_name="probe").items == []
+
+
+def test_require_approval_withdraws_the_request_when_its_wait_times_out(live):
+    agent = live.client("user")
+
+    @require_approval(agent, "slow_op", timeout=0.5)
+    def slow_op():
+        raise AssertionError("must not run")
+
+    with pytest.raises(ApprovalDenied) as info:
+        slow_op()
+    assert info.value.exit_code == 124 and "withdrawn" in info.value.detail
+    assert info.value.request.status == "cancelled"
+    with pytest.raises(errors.ApprovalConflict):  # nobody can approve it any more
+        live.client("operator").approve(info.value.request.id)
+
+
 def test_agent_helpers_are_exported():
     assert approvalctl.require_approval is require_approval
     assert approvalctl.ApprovalDenied is ApprovalDenied

@@ -29,7 +29,7 @@ def test_fresh_schema_has_every_table_index_and_guard(store, raw_db) -> None:
         "current_schema() AND table_name = 'requests' ORDER BY ordinal_position")]
     assert cols == ["id", "tool_name", "arguments", "reason", "risk", "user_id", "status",
                     "created_at", "expires_at", "decided_at", "decided_by", "decision_note",
-                    "response_ms"]
+                    "response_ms", "digest", "use_by", "consumed_at"]
     indexes = {r[0] for r in raw_db.execute(
         "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
     assert {"requests_status_id", "requests_status_expiry", "requests_created_stats",

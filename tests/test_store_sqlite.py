@@ -32,7 +32,7 @@ def test_fresh_database_gets_the_whole_schema(db_path) -> None:
     cols = [r[1] for r in conn.execute("PRAGMA table_info(requests)")]
     assert cols == ["id", "tool_name", "arguments", "reason", "risk", "user_id", "status",
                     "created_at", "expires_at", "decided_at", "decided_by", "decision_note",
-                    "response_ms"]
+                    "response_ms", "digest", "use_by", "consumed_at"]
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"requests_status_id", "requests_status_expiry", "requests_created_stats"} <= indexes
     assert [m["name"] for m in store.migration_state()] == [n for n, _ in MIGRATIONS]
@@ -46,6 +46,9 @@ def test_file_is_private_and_in_wal_mode(tmp_path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # FULL (2): a commit is on disk before it returns, so an acknowledged decision survives
+    # power loss (DESIGN.md §10)
+    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_reopening_is_a_no_op(db_path) -> None:

@@ -260,13 +260,13 @@ def errors_to_exit() -> Iterator[None]:
 
 
 def parse_json_object(text: str | None, what: str = "--args") -> dict[str, Any] | None:
+    """`text` as a JSON object; duplicate keys at any depth and NaN/Infinity are refused
+    (strictjson), each with one line naming the problem."""
     if text is None:
         return None
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise InvalidInput(f"{what} is not valid JSON: {msg}") from None
+    from ..strictjson import loads
+
+    value = loads(text, what)
     if not isinstance(value, dict):
         raise InvalidInput(f"{what} must be a JSON object, e.g. '{{\"branch\": \"main\"}}'")
     return value

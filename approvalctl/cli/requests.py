@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from .. import render
+from ..digest import short as short_digest
 from ..durations import format_duration, parse_duration
 from ..errors import ApprovalctlError, InvalidInput, exit_code
 from .app import (
@@ -44,16 +45,6 @@ def _until(iso: str | None) -> str:
     return format_duration(left) if left > 0 else "overdue"
 
 
-def short_digest(req: Any) -> str:
-    """`, digest 1a2b3c4d5e6f` (its first 12 hex digits) if the request has one, else ""."""
-    digest = getattr(req, "digest", None)
-    if not digest and isinstance(req, dict):
-        digest = req.get("digest")
-    if not digest:
-        return ""
-    return f", digest {str(digest).removeprefix('sha256:')[:12]}"
-
-
 def _finish_wait(req: Any, as_json: bool) -> None:
     if as_json:
         emit(req.to_dict())
@@ -74,7 +65,8 @@ def request_cmd(
                                     help="The tool's arguments as a JSON object."),
     reason: str | None = typer.Option(None, "--reason", help="Why the agent wants to run it."),
     user: str | None = typer.Option(None, "--user",
-                                    help="Who asks \\[env: APPROVALCTL_USER; default: $USER]."),
+                                    help="Who asks \\[env: APPROVALCTL_USER; default: "
+                                         "your OS account]."),
     risk: str = typer.Option("medium", "--risk", help="low, medium or high."),
     ttl: str | None = typer.Option(None, "--ttl", metavar="DURATION",
                                    help="Expire if undecided after this long (default 1h)."),
@@ -161,7 +153,9 @@ def show_cmd(
                     render.json_text(value, ascii_only=True))
 
     # every other value is one line, rendered by print_table
-    rows = [[k, arguments(v) if k == "arguments" else v] for k, v in req.to_dict().items()]
+    rows = [[k, arguments(v) if k == "arguments" else
+             short_digest(v) if k == "digest" and v else v]
+            for k, v in req.to_dict().items()]
     if req.status == "pending":
         rows.append(["expires in", _until(req.expires_at)])
     print_table(["FIELD", "VALUE"], rows)
@@ -178,8 +172,8 @@ def _decide_many(ids: list[str], past: str, call: Any, as_json: bool) -> None:
             first_error = first_error or exc
             continue
         done.append(req)
-        message(f"{past} {req.id} ({req.tool_name} for {req.user_id}"
-                f"{short_digest(req)})")
+        message(f"{past} {req.id} ({req.tool_name} for {req.user_id}, "
+                f"{short_digest(req.digest) if req.digest else 'no digest'})")
     if as_json:
         emit([r.to_dict() for r in done])
     if first_error is not None:
@@ -215,6 +209,71 @@ def cancel_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
     """Withdraw pending requests."""
     be = backend(ctx)
     _decide_many(ids, "cancelled", lambda rid: be.cancel(rid), as_json)
+
+
+@command(app, "consume")
+def consume_cmd(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., metavar="ID", help="Id or unique id prefix."),
+    digest: str = typer.Option(..., "--digest", metavar="DIGEST",
+                               help="The digest of the call about to run (sha256:...)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Use an approval once, for exactly the approved call. Exit 0 once; 4 if not approved
+    or already used; 11 past use_by; 2 if the digest differs."""
+    req = backend(ctx).consume(request_id, digest)
+    if as_json:
+        emit(req.to_dict())
+    message(f"consumed {req.id} ({req.tool_name}, {short_digest(req.digest or '')})")
+
+
+@command(app, "exec", context_settings={"allow_interspersed_args": False})
+def exec_cmd(
+    ctx: typer.Context,
+    argv: list[str] = typer.Argument(..., metavar="-- CMD [ARG...]",
+                                     help="The command to run once it is approved."),
+    tool: str = typer.Option("shell.exec", "--tool", help="The tool name to ask for."),
+    reason: str | None = typer.Option(None, "--reason", help="Why it should run."),
+    risk: str = typer.Option("medium", "--risk", help="low, medium or high."),
+    ttl: str | None = typer.Option(None, "--ttl", metavar="DURATION",
+                                   help="Expire if undecided after this long (default 1h)."),
+    timeout: str | None = typer.Option(None, "--timeout", metavar="DURATION",
+                                       help="Give up waiting after this long (exit 124)."),
+) -> None:
+    """Run CMD only once an operator approves exactly this call: files a request for it
+    (arguments {"argv": [...], "cwd": "..."}), waits, consumes the approval, then runs it.
+    Exit status: the command's own; 10 rejected, 11 expired, 12 cancelled, 124 timed out."""
+    import os
+
+    from ..digest import digest as call_digest
+
+    ttl_s = _seconds(ttl, "--ttl")
+    timeout_s = _seconds(timeout, "--timeout")
+    arguments = {"argv": list(argv), "cwd": os.getcwd()}
+    be = backend(ctx)
+    state = state_of(ctx)
+    kwargs: dict[str, Any] = {"reason": reason, "risk": risk, "ttl_seconds": ttl_s}
+    if not state.remote:
+        kwargs["user_id"] = state.settings.user or be.actor.name
+    req = be.create(tool, arguments, **kwargs)
+    expected = call_digest(tool, arguments)
+    if req.digest != expected:  # the server must have stored exactly this call
+        raise InvalidInput(f"the server stored {req.digest} for {req.id}, not {expected}")
+    message(f"waiting for a decision on {req.id} (approvalctl approve {req.id})")
+    req = be.wait(req.id, timeout_s)
+    if req.status != "approved":
+        if req.status == "pending":
+            be.cancel(req.id)
+        _finish_wait(req, False)
+    be.consume(req.id, expected)
+    state.close()  # nothing of ours stays open in the command
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        message(f"error: cannot run {argv[0]!r}: {exc.strerror}")
+        raise typer.Exit(127 if isinstance(exc, FileNotFoundError) else 126) from None
 
 
 @command(app, "wait")

@@ -42,6 +42,8 @@ from ..errors import (  # noqa: F401  (PayloadTooLarge, UnsupportedMediaType: re
 )
 from ..models import PENDING, from_iso, to_iso, utcnow
 from ..service import IDEMPOTENCY_HOURS, ApprovalService
+from ..strictjson import DuplicateKey
+from ..strictjson import decode as strict_decode
 from . import spec
 from .dbthread import DatabaseThread
 from .docs import DOCS_HTML
@@ -368,7 +370,14 @@ class Api:
         return json_response(await self.run(self.service.stats, call.principal, since))
 
     async def get(self, call: Call) -> Response:
-        req = await self.read(self.service.get, call.principal, call.path["id"])
+        if self.inline_reads:
+            # Read on the loop; an overdue request is expired (a write) on the database
+            # thread, never on the loop (SQLite: this machine's clock decides).
+            req = await self.read(self.service.resolve, call.principal, call.path["id"])
+            if req.status == PENDING and req.expires_at <= to_iso(utcnow()):
+                req = await self.run(self.service.get, call.principal, req.id)
+        else:
+            req = await self.run(self.service.get, call.principal, call.path["id"])
         wait = call.query.get("wait")
         if wait and req.status == PENDING:
             req = await self._long_poll(call, req, min(float(wait), MAX_WAIT))
@@ -388,8 +397,8 @@ class Api:
             if remaining <= 0:
                 break
             await asyncio.sleep(min(POLL_SECONDS, remaining))
-            if utcnow() >= expires:  # expire it now rather than wait for the next sweep
-                await self.run(self.service.sweep)
+            if utcnow() >= expires:  # expire it now (once) rather than wait for a sweep
+                await self.run(self.service.get, call.principal, req.id)
             status = await self.read(self.store.get_status, req.id)
             if status != PENDING:
                 break
@@ -401,6 +410,11 @@ class Api:
         body = await self._body(call)
         req = await self.change(call, self.service.decide, call.path["id"], body["action"],
                                 body.get("note"))
+        return json_response(req.to_dict())
+
+    async def consume(self, call: Call) -> Response:
+        body = await self._body(call)
+        req = await self.change(call, self.service.consume, call.path["id"], body["digest"])
         return json_response(req.to_dict())
 
     async def cancel(self, call: Call) -> Response:
@@ -485,6 +499,8 @@ class Api:
             self.endpoint("/api/v1/approvals/{id}", {"GET": self.get, "PUT": self.decide,
                                                      "DELETE": self.cancel},
                           key_in_job=frozenset({"PUT", "DELETE"})),
+            self.endpoint("/api/v1/approvals/{id}/consume", {"POST": self.consume},
+                          key_in_job=frozenset({"POST"})),
             self.endpoint("/api/v1/sweep", {"POST": self.sweep}),
             self.endpoint("/api/v1/audit", {"GET": self.audit_list}),
             self.endpoint("/api/v1/audit/verify", {"GET": self.audit_verify}),
@@ -521,8 +537,10 @@ def parse_json(raw: bytes) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"the request body is not UTF-8 (byte {exc.start})") from None
-    try:
-        value = json.loads(text, parse_constant=_no_constants)
+    try:  # duplicate keys at any depth are refused too (DESIGN.md §10)
+        value = strict_decode(text)
+    except DuplicateKey as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from None
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON: {exc.msg} at line {exc.lineno} column "
                            f"{exc.colno}") from None
@@ -537,10 +555,6 @@ def parse_json(raw: bytes) -> Any:
             raise InvalidInput("malformed JSON: a \\u escape is an unpaired surrogate, "
                                "which is not valid Unicode") from None
     return value
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class MetricsMiddleware:

@@ -204,7 +204,6 @@ class PostgresStore(SQLStore):
         self._pool: Any = None
         self._pool_lock = threading.Lock()
         self._returned: dict[int, float] = {}  # id(connection) -> when it was last returned
-        self._chained: set[int] = set()  # connections whose transaction needs a WAL flush
         self._local = threading.local()  # this thread's open transaction and group
         # One direct connection first: it fails fast with the real reason (a pool would
         # retry in the background and only report a timeout), and it runs the migrations.
@@ -331,9 +330,11 @@ class PostgresStore(SQLStore):
         pipeline bookkeeping costs more CPU per change than the round trips it saves
         (docs/benchmarks.md), hence off by default. An error anywhere still rolls everything back.
 
-        A transaction that appended to the audit chain committed without waiting for its WAL
-        flush (see `_lock_audit`); before returning — before anyone is told it happened — it
-        waits for that flush here, outside the lock, where concurrent writers share fsyncs.
+        Every transaction commits with the server's `synchronous_commit` (on by default):
+        COMMIT returns only once the change is durable, and only then is anyone told it
+        happened (DESIGN.md §10). Turning it off for a transaction would make its rows
+        visible to other sessions (long-polls) before the WAL flush, so a crash could undo a
+        decision an agent had already acted on.
         """
         outer = getattr(self._local, "tx", None)
         group = getattr(self._local, "group", None)
@@ -349,7 +350,6 @@ class PostgresStore(SQLStore):
             return
         try:
             with self._get_pool().connection() as conn:
-                self._chained.discard(id(conn))
                 if self._pipeline if pipeline is None else pipeline:
                     with conn.pipeline() as pipe, conn.transaction(), conn.cursor() as cur:
                         self._local.tx = (conn, pipe)
@@ -364,14 +364,20 @@ class PostgresStore(SQLStore):
                             yield cur
                         finally:
                             self._local.tx = None
-                if id(conn) in self._chained:
-                    self._chained.discard(id(conn))
-                    # Assigning an xid makes this tiny transaction's commit record wait for
-                    # the WAL flush (synchronous_commit is on for it), and WAL is flushed in
-                    # order: once it returns, the chained commit before it is durable too.
-                    conn.execute("SELECT pg_current_xact_id()")
         except self._psycopg.Error as exc:
             raise self._unavailable(exc) from None
+
+    server_clock = True
+    _NOW = ("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
+
+    def _db_now(self, cur: Any, at: str) -> str:
+        # Every host sharing the database agrees on this clock, whatever its own says.
+        return cur.execute(self._NOW).fetchone()[0]
+
+    def db_now(self) -> str | None:
+        with self._read() as cur:
+            return self._db_now(cur, "")
 
     def _ms_since_created(self) -> str:
         return ("GREATEST(0, ROUND(EXTRACT(EPOCH FROM (?::timestamptz - "
@@ -390,15 +396,11 @@ class PostgresStore(SQLStore):
             super()._many(cur, sql, rows)
 
     def _lock_audit(self, cur: Any) -> None:
-        # Appends to the hash chain are serialised by this lock, held until commit. Waiting
-        # for the commit's fsync while holding it would cap every writer at one fsync per
-        # change, so this transaction commits asynchronously and `_write` waits for the
-        # flush after the lock is released. If the server crashes before the flush, WAL
-        # replay stops before this commit and every later one: the chain stays whole, and
-        # nothing lost was acknowledged.
-        cur.execute("SELECT pg_advisory_xact_lock(%s), "
-                    "set_config('synchronous_commit', 'off', true)", (self._audit_key,))
-        self._chained.add(id(cur.connection))
+        # Appends to the hash chain are serialised by this lock, held until commit and so
+        # through the commit's WAL flush (synchronous_commit stays on: see `_write`). What
+        # keeps that cheap is approvalctl's own group commit (dbthread.py), which puts many
+        # changes in one transaction and so under one flush.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._audit_key,))
 
     def _skip_locked(self) -> str:
         return " FOR UPDATE SKIP LOCKED"

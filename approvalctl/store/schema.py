@@ -8,6 +8,9 @@ numbers itself) and `{append_only}` (the triggers that make the audit log append
 In PostgreSQL every text column is declared `COLLATE "C"`: ids, ISO times and keys then
 compare byte by byte exactly as in SQLite, whatever locale the database was created with, so
 keyset pages, expiry comparisons and `migrate --to` order rows the same on both backends.
+A statement may also be a Python function (a step that SQL alone cannot do, such as
+computing digests of existing rows): it is called with `run(sql, params)` inside the
+migration's transaction, `?` placeholders on both backends.
 Add a migration at the end; never edit one that has shipped.
 """
 
@@ -47,6 +50,32 @@ _APPEND_ONLY = {
            FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
     ],
 }
+
+def _fill_digests(cur: Any, dialect: str) -> None:
+    """Migration step: the digest of every existing request, in batches by id.
+
+    A legacy row whose arguments JCS cannot represent (an integer beyond ±2**53) keeps a
+    NULL digest: it can never be consumed.
+    """
+    import json
+
+    from ..digest import DigestError, digest
+
+    mark = "?" if dialect == "sqlite" else "%s"
+    after = ""
+    while True:
+        rows = cur.execute(f"SELECT id, tool_name, arguments FROM requests WHERE id > {mark} "
+                           "ORDER BY id LIMIT 1000", (after,)).fetchall()
+        for rid, tool_name, arguments in rows:
+            try:
+                value = digest(tool_name, json.loads(arguments))
+            except (DigestError, ValueError):
+                continue
+            cur.execute(f"UPDATE requests SET digest = {mark} WHERE id = {mark}", (value, rid))
+        if len(rows) < 1000:
+            return
+        after = rows[-1][0]
+
 
 MIGRATIONS: list[tuple[str, list[Any]]] = [
     (
@@ -166,6 +195,19 @@ MIGRATIONS: list[tuple[str, list[Any]]] = [
             # million). Without status in them, decisions and expiry never touch them.
             "CREATE INDEX IF NOT EXISTS requests_user_all ON requests (user_id, id)",
             "CREATE INDEX IF NOT EXISTS requests_tool_all ON requests (tool_name, id)",
+        ],
+    ),
+    (
+        "0007_digest_single_use",
+        [
+            # DESIGN.md §10: the call's digest, and single use of an approval.
+            "ALTER TABLE requests ADD COLUMN digest TEXT",
+            "ALTER TABLE requests ADD COLUMN use_by TEXT",
+            "ALTER TABLE requests ADD COLUMN consumed_at TEXT",
+            # Approvals given before single use existed authorised no particular use: their
+            # use_by is their decision time, so they can never be consumed.
+            "UPDATE requests SET use_by = decided_at WHERE status = 'approved'",
+            _fill_digests,
         ],
     ),
     (

@@ -10,12 +10,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import timedelta
 from typing import Any
 
 from .. import audit, counters
 from ..digest import DigestError, digest
 from ..errors import GroupSpoiled
-from ..models import FINAL_STATUSES, PENDING, STATUSES, ApprovalRequest, Change
+from ..models import (
+    APPROVED,
+    EXPIRED,
+    FINAL_STATUSES,
+    PENDING,
+    STATUSES,
+    ApprovalRequest,
+    Change,
+    from_iso,
+    to_iso,
+)
 from .outbox import OutboxQueries
 
 REQUEST_COLUMNS = ApprovalRequest.FIELDS
@@ -236,15 +247,20 @@ class SQLStore(OutboxQueries):
         """
         # The stored response (idempotency) and the notification payload (outbox rows) are
         # the same JSON; a plain create needs neither, so it is not encoded for nothing.
-        payload = _sorted_json(req.to_dict()) if idempotency or change.outbox else ""
-        values = tuple(_sorted_json(req.arguments) if c == "arguments"
-                       else getattr(req, c) for c in REQUEST_COLUMNS)
-        seal(change, values, req)  # before the transaction: no writer waits for the hashing
         with self._write() as cur:
             if idempotency:
                 found = self._idempotent(cur, idempotency[0], idempotency[1])
                 if found:
                     return found  # type: ignore[return-value]
+            if self.server_clock:  # created and expiring by the database's clock
+                now = self._db_now(cur, req.created_at)
+                ttl = from_iso(req.expires_at) - from_iso(req.created_at)
+                req.created_at, req.expires_at = now, to_iso(from_iso(now) + ttl)
+                change.at = now
+            payload = _sorted_json(req.to_dict()) if idempotency or change.outbox else ""
+            values = tuple(_sorted_json(req.arguments) if c == "arguments"
+                           else getattr(req, c) for c in REQUEST_COLUMNS)
+            seal(change, values, req)
             self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
                        + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", values)
             if idempotency:
@@ -254,21 +270,41 @@ class SQLStore(OutboxQueries):
             self._append_changes(cur, [change], {req.id: payload})
         return req
 
+    #: Whose clock decides expiry and decision times: False, the caller's (SQLite, one
+    #: machine); True, the database server's (PostgreSQL, shared by many hosts).
+    server_clock = False
+
+    def _db_now(self, cur: Any, at: str) -> str:
+        """The time of a change as stored text: `at` (the caller's clock) here; the
+        database server's clock where `server_clock` (DESIGN.md §10)."""
+        return at
+
+    def db_now(self) -> str | None:
+        """The database server's time now, or None where the caller's clock decides."""
+        return None
+
     def transition(self, request_id: str, to_status: str, at: str, decided_by: str,
                    note: str | None, *, timed: bool, not_user: str | None,
-                   change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
+                   change_for: Callable[[ApprovalRequest], Change],
+                   use_within: float | None = None) -> ApprovalRequest | None:
         """Compare-and-set from pending in one statement (and, with `not_user`, not that
-        user's own request), returning the row; None if nothing matched, and the caller
-        finds out why. With `timed`, the database works out `response_ms` from the stored
-        `created_at`. `change_for` builds the change from the row it returned."""
-        sql = ("UPDATE requests SET status = ?, decided_at = ?, decided_by = ?, "
-               "decision_note = ?, response_ms = " + (self._ms_since_created() if timed
-                                                      else "NULL") +
-               " WHERE id = ? AND status = ?" + (" AND user_id <> ?" if not_user else "") +
-               " RETURNING " + ", ".join(REQUEST_COLUMNS))
-        params = (to_status, at, decided_by, note) + ((at,) if timed else ()) + (
-            request_id, PENDING) + ((not_user,) if not_user else ())
+        user's own request) while `expires_at` is still ahead, returning the row; None if
+        nothing matched, and the caller finds out why. With `timed`, `response_ms` is the
+        time since `created_at`. With `use_within` (seconds), `use_by` is set that long after
+        the decision. `at` is replaced by the database's time where `server_clock`;
+        `change_for` builds the change from the row it returned (its `decided_at`)."""
         with self._write() as cur:
+            at = self._db_now(cur, at)
+            use_by = None if use_within is None else \
+                to_iso(from_iso(at) + timedelta(seconds=use_within))
+            sql = ("UPDATE requests SET status = ?, decided_at = ?, decided_by = ?, "
+                   "decision_note = ?, use_by = ?, response_ms = " +
+                   (self._ms_since_created() if timed else "NULL") +
+                   " WHERE id = ? AND status = ? AND expires_at > ?" +
+                   (" AND user_id <> ?" if not_user else "") +
+                   " RETURNING " + ", ".join(REQUEST_COLUMNS))
+            params = (to_status, at, decided_by, note, use_by) + ((at,) if timed else ()) + (
+                request_id, PENDING, at) + ((not_user,) if not_user else ())
             row = self._exec(cur, sql, params).fetchone()
             if row is None:
                 return None
@@ -276,6 +312,42 @@ class SQLStore(OutboxQueries):
             change = seal(change_for(req), row, req)
             self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
                                  if change.outbox else {})
+        return req
+
+    def expire_one(self, request_id: str, at: str,
+                   change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
+        """Expire this request if it is pending and its `expires_at` has passed (as of `at`,
+        or the database's time where `server_clock`); None if it was not. The
+        compare-and-set on status makes the expiry recorded exactly once."""
+        with self._write() as cur:
+            at = self._db_now(cur, at)
+            row = self._exec(cur, "UPDATE requests SET status = ?, decided_at = ? WHERE id = ? "
+                             "AND status = ? AND expires_at <= ? RETURNING "
+                             + ", ".join(REQUEST_COLUMNS),
+                             (EXPIRED, at, request_id, PENDING, at)).fetchone()
+            if row is None:
+                return None
+            req = request_from_row(row)
+            change = seal(change_for(req), row, req)
+            self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
+                                 if change.outbox else {})
+        return req
+
+    def consume(self, request_id: str, digest: str, at: str,
+                change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
+        """Mark an approval used, once: a compare-and-set on (approved, not consumed, this
+        digest, `use_by` still ahead of `at` or the database's time). None if nothing
+        matched; the caller finds out why."""
+        with self._write() as cur:
+            at = self._db_now(cur, at)
+            row = self._exec(cur, "UPDATE requests SET consumed_at = ? WHERE id = ? AND "
+                             "status = ? AND consumed_at IS NULL AND digest = ? AND use_by > ? "
+                             "RETURNING " + ", ".join(REQUEST_COLUMNS),
+                             (at, request_id, APPROVED, digest, at)).fetchone()
+            if row is None:
+                return None
+            req = request_from_row(row)
+            self._append_changes(cur, [seal(change_for(req), row, req)], {})
         return req
 
     def _ms_since_created(self) -> str:
@@ -294,6 +366,7 @@ class SQLStore(OutboxQueries):
         expired: list[str] = []
         while True:
             with self._write() as cur:
+                now = self._db_now(cur, now)
                 rows = self._exec(cur, _SELECT + " WHERE status = ? AND expires_at <= ? "
                                   "ORDER BY expires_at LIMIT ?" + self._skip_locked(),
                                   (PENDING, now, batch)).fetchall()

@@ -73,7 +73,10 @@ class SQLiteStore(SQLStore):
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode != "wal":
                     raise sqlite3.OperationalError(f"could not enable WAL (got {mode})")
-                conn.execute("PRAGMA synchronous = NORMAL")
+                # FULL: a commit is fsynced before it returns, so an acknowledged decision
+                # survives power loss (NORMAL in WAL mode may lose the last commits); the
+                # server's group commit (dbthread.py) spreads the fsync over many changes.
+                conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.Error as exc:
                 raise _fail(self.path, exc) from None

@@ -130,9 +130,11 @@ def _row(created: int, rng: random.Random, status: str, now_ms: int, ttl_ms: int
         decided_at, decided_by = iso(created + rng.randrange(1000, ttl_ms)), user
     arguments = json.dumps({"target": f"prod-{rng.randrange(40)}", "dry_run": False,
                             "ticket": f"OPS-{rng.randrange(10_000)}"}, sort_keys=True)
+    use_by = iso(created + response_ms + 900_000) if status == "approved" else None
     return (rid, tool, arguments, f"{tool[5:].replace('_', ' ')} requested by {user} for a "
             f"scheduled change", rng.choice(RISKS), user, status, iso(created), iso(expires),
-            decided_at, decided_by, note, response_ms)
+            decided_at, decided_by, note, digest(tool, json.loads(arguments)), use_by,
+            None, response_ms)
 
 
 def audit_rows(rows: list[tuple]) -> tuple[list[tuple], list[counters.Counter]]:
@@ -149,11 +151,11 @@ def audit_rows(rows: list[tuple]) -> tuple[list[tuple], list[counters.Counter]]:
     out, deltas, digests = [], [], {}
     prev = audit.GENESIS
     for seq, (at, _, r, action) in enumerate(events, start=1):
-        state = list(r[:12])  # the request row as this change left it (STATE_FIELDS order)
-        if r[0] not in digests:
-            digests[r[0]] = digest(r[1], json.loads(r[2]))
+        state = list(r[:15])  # the request row as this change left it (STATE_FIELDS order)
+        digests.setdefault(r[0], r[12])
         if action == "create":
-            state[6], state[9], state[10], state[11] = "pending", None, None, None
+            state[6], state[9], state[10], state[11], state[13] = "pending", None, None, None, \
+                None
             actor, frm, to = r[5], None, "pending"
             detail = {"risk": r[4], "tool_name": r[1], "user_id": r[5]}
             deltas.extend(counters.for_status("pending"))
@@ -162,7 +164,7 @@ def audit_rows(rows: list[tuple]) -> tuple[list[tuple], list[counters.Counter]]:
             actor = {"expire": "system"}.get(action) or r[10]
             detail = ({"expires_at": r[8]} if action == "expire"
                       else {"note": r[11]} if r[11] else {})
-            seconds = (r[12] or 0) / 1000
+            seconds = (r[-1] or 0) / 1000
             deltas.extend(counters.for_decision(to, seconds))
         row = {"seq": seq, "at": at, "actor": actor, "action": action, "request_id": r[0],
                "from_status": frm, "to_status": to,

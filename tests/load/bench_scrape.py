@@ -30,7 +30,8 @@ def fill(store, total: int, pending: int) -> None:
                "created_at": f"2026-11-26T10:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}."
                              f"{i % 1000:03d}Z",
                "expires_at": "2099-01-01T00:00:00.000Z", "decided_at": None,
-               "decided_by": None, "decision_note": None}
+               "decided_by": None, "decision_note": None, "digest": None, "use_by": None,
+               "consumed_at": None}
         rows.append(tuple(row[c] for c in REQUEST_COLUMNS))
     with store._write() as cur:
         cur.executemany("INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
