@@ -31,7 +31,7 @@ def _old_sqlite(path: str, upto: int) -> None:
     for name, body in MIGRATIONS[:upto]:
         def run(db: Database, body: list[str] = body) -> None:
             for stmt in statements("sqlite", body):
-                db.execute(stmt)
+                stmt(db.conn, "sqlite") if callable(stmt) else db.execute(stmt)
         old(name=name)(run)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
@@ -51,7 +51,7 @@ def _old_postgres(url: str, upto: int) -> None:
                              "migration_set TEXT NOT NULL, name TEXT NOT NULL, "
                              "applied_at TEXT NOT NULL, PRIMARY KEY (migration_set, name))")
                 for stmt in statements("postgresql", body):
-                    conn.execute(stmt)
+                    stmt(conn, "postgresql") if callable(stmt) else conn.execute(stmt)
                 conn.execute("INSERT INTO approvalctl_migrations VALUES (%s, %s, %s)",
                              (MIGRATION_SET, name, "2026-01-01T00:00:00.000Z"))
 

@@ -296,10 +296,10 @@ def test_migration_gives_existing_requests_their_digest(db_url, monkeypatch, age
     """A database made before 0007: its requests get their digest; an approval given
     before single use existed can never be consumed; a row JCS cannot represent keeps no
     digest."""
-    from approvalctl.store import postgres, schema, sqlite
+    from approvalctl.store import migrations, schema
 
     full = list(schema.MIGRATIONS)
-    for module in (schema, sqlite, postgres):
+    for module in (schema, migrations):
         monkeypatch.setattr(module, "MIGRATIONS", full[:6])
     old = open_store(db_url)
     rows = [("01m8aaaaaaaaaaaaaaaaaaaaa1", "git_push", '{"branch": "main"}', "approved"),
@@ -312,7 +312,7 @@ def test_migration_gives_existing_requests_their_digest(db_url, monkeypatch, age
                       " ?)", (rid, tool, args, status,
                               "2026-01-01T00:01:00.000Z" if status == "approved" else None))
     old.close()
-    for module in (schema, sqlite, postgres):
+    for module in (schema, migrations):
         monkeypatch.setattr(module, "MIGRATIONS", full)
     store = open_store(db_url)
     try:
