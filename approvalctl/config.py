@@ -19,7 +19,7 @@ DEFAULT_TTL_SECONDS = 3600.0
 NOTIFY_EVENTS = ("created", "decided", "expired")
 
 _KNOWN_KEYS = {"db", "server", "api_key", "allow_self_approval", "default_ttl", "user",
-               "notifications", "rate_limit", "templates_dir"}
+               "notifications", "rate_limit", "templates_dir", "policy_default"}
 
 
 def xdg_config_home() -> Path:
@@ -69,6 +69,7 @@ class Settings:
     notifications: dict[str, Any] = field(default_factory=dict)
     rate_limit: float | None = None  # requests per second per key (server)
     templates_dir: str | None = None
+    policy_default: str = "ask"  # what a call no policy rule matches gets: ask or deny
     source: str | None = None
 
     @classmethod
@@ -84,6 +85,9 @@ class Settings:
         allow = data.get("allow_self_approval", False)
         if not isinstance(allow, bool):
             raise InvalidInput(f"config file {path}: allow_self_approval must be true or false")
+        policy_default = data.get("policy_default", "ask")
+        if policy_default not in ("ask", "deny"):
+            raise InvalidInput(f"config file {path}: policy_default must be ask or deny")
         return cls(
             db=db or env.get("APPROVALCTL_DB") or data.get("db") or str(default_db_path()),
             server=server or env.get("APPROVALCTL_SERVER") or data.get("server") or None,
@@ -94,6 +98,7 @@ class Settings:
             notifications=data.get("notifications") or {},
             rate_limit=data.get("rate_limit"),
             templates_dir=data.get("templates_dir"),
+            policy_default=policy_default,
             source=str(path) if data else None,
         )
 

@@ -2,7 +2,7 @@
 
     user      create; read and cancel their own requests
     viewer    read all requests; stats
-    operator  viewer + approve/reject/cancel any request; sweep
+    operator  viewer + approve/reject/cancel any request; sweep; policy rules
     admin     operator + creating requests, API keys and the audit trail
 
 Admin may also create requests (beyond DESIGN.md's matrix) because the local CLI acts as
@@ -28,10 +28,11 @@ CANCEL_ANY = "cancel_any"
 SWEEP = "sweep"
 MANAGE_KEYS = "manage_keys"
 AUDIT = "audit"
+MANAGE_RULES = "manage_rules"
 
 _USER = frozenset({CREATE, READ_OWN, CANCEL_OWN})
 _VIEWER = frozenset({READ_OWN, READ_ALL, STATS})
-_OPERATOR = _VIEWER | {DECIDE, CANCEL_ANY, CANCEL_OWN, SWEEP}
+_OPERATOR = _VIEWER | {DECIDE, CANCEL_ANY, CANCEL_OWN, SWEEP, MANAGE_RULES}
 _ADMIN = _OPERATOR | {CREATE, MANAGE_KEYS, AUDIT}
 
 PERMISSIONS: dict[str, frozenset[str]] = {

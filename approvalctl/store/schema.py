@@ -165,6 +165,18 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX IF NOT EXISTS requests_tool_all ON requests (tool_name, id)",
         ],
     ),
+    (
+        "0009_policy_rules",
+        [
+            # The ordered policy (approvalctl/policy.py): one row per rule, its checked form
+            # as JSON; `position` orders them. Changes go through the audit chain.
+            """CREATE TABLE policy_rules (
+                name TEXT PRIMARY KEY,
+                position INTEGER NOT NULL,
+                body TEXT NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 

@@ -33,6 +33,7 @@ TABLES = {
     "idempotency_keys": ("owner, key", ("owner", "key", "body_hash", "request_id", "response",
                                         "created_at")),
     "outbox": ("id", OUTBOX_COLUMNS),
+    "policy_rules": ("name", ("name", "position", "body")),
 }
 AUDIT_INSERT = ("INSERT INTO audit_log (" + ", ".join(AUDIT_COLUMNS) + ") VALUES ("
                 + ", ".join("?" * len(AUDIT_COLUMNS)) + ")")
@@ -205,7 +206,7 @@ class SQLStore(OutboxQueries):
             self._exec(cur, BUMP_SQL.format(values=", ".join(["(?, ?, ?)"] * len(chunk))),
                        [v for row in chunk for v in row])
 
-    def create(self, req: ApprovalRequest, change: Change,
+    def create(self, req: ApprovalRequest, change: Change | list[Change],
                idempotency: tuple[str, str, str] | None = None) -> ApprovalRequest:
         """Insert `req` with its change; with `idempotency` (owner, key, body hash), record it.
 
@@ -213,7 +214,9 @@ class SQLStore(OutboxQueries):
         """
         # The stored response (idempotency) and the notification payload (outbox rows) are
         # the same JSON; a plain create needs neither, so it is not encoded for nothing.
-        payload = _sorted_json(req.to_dict()) if idempotency or change.outbox else ""
+        changes = change if isinstance(change, list) else [change]
+        payload = _sorted_json(req.to_dict()) if idempotency or any(
+            ch.outbox for ch in changes) else ""
         with self._write() as cur:
             if idempotency:
                 found = self._idempotent(cur, idempotency[0], idempotency[1])
@@ -227,7 +230,7 @@ class SQLStore(OutboxQueries):
                 self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
                            "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                            (*idempotency, req.id, payload, req.created_at))
-            self._append_changes(cur, [change], {req.id: payload})
+            self._append_changes(cur, changes, {req.id: payload})
         return req
 
     def transition(self, request_id: str, to_status: str, at: str, decided_by: str,
@@ -456,6 +459,28 @@ class SQLStore(OutboxQueries):
         with self._write() as cur:
             return self._exec(cur, "DELETE FROM idempotency_keys WHERE created_at < ?",
                               (before,)).rowcount
+
+    # ---- policy rules
+    def list_rules(self) -> list[dict[str, Any]]:
+        """The policy rules in order, as stored (see approvalctl/policy.py)."""
+        with self._read() as cur:
+            return [_loads(r[0]) for r in self._exec(
+                cur, "SELECT body FROM policy_rules ORDER BY position")]
+
+    def change_rules(self, edit: Callable[[list[dict[str, Any]]],
+                                          tuple[list[dict[str, Any]], Change]]) -> None:
+        """Replace the rules with what `edit` makes of the current ones, and append the
+        change it returns to the audit chain, in one transaction. The audit lock is taken
+        first, so two editors never both start from the same rules."""
+        with self._write() as cur:
+            self._lock_audit(cur)
+            current = [_loads(r[0]) for r in self._exec(
+                cur, "SELECT body FROM policy_rules ORDER BY position")]
+            rules, change = edit(current)
+            self._exec(cur, "DELETE FROM policy_rules")
+            self._many(cur, "INSERT INTO policy_rules (name, position, body) VALUES (?, ?, ?)",
+                       [(r["name"], i, _sorted_json(r)) for i, r in enumerate(rules)])
+            self._append_changes(cur, [change], {})
 
     # ---- API keys
     def insert_key(self, row: dict[str, Any], role_counter: counters.Counter) -> None:
