@@ -38,6 +38,7 @@ ACTIONS = ("allow", "deny", "ask")
 RISKS = ("low", "medium", "high")
 FIELDS = ("name", "tools", "match", "exact", "action", "risk", "ttl", "note")
 RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+RESERVED_NAMES = frozenset({"test", "import"})  # /api/v1/rules/test and /import
 PATH = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,15}")
 MAX_RULES = 1000
 MAX_GLOBS = 100
@@ -96,6 +97,8 @@ def check_rule(raw: Any, *, parse_ttl: Any = None) -> dict[str, Any]:
     if not isinstance(name, str) or not RULE_NAME.fullmatch(name):
         raise RuleError(f"invalid rule name {name!r}: 1-64 letters, digits, _ . -, starting "
                         "with a letter or digit")
+    if name in RESERVED_NAMES:
+        raise RuleError(f"the rule name {name!r} is reserved")
     where = f"rule {name!r}"
     tools = raw.get("tools")
     if isinstance(tools, str):
@@ -156,6 +159,11 @@ def check_rule(raw: Any, *, parse_ttl: Any = None) -> dict[str, Any]:
             raise RuleError(f"{where}: note must be text of at most {MAX_NOTE} characters")
         out["note"] = note
     return out
+
+
+def ordered(rule: dict[str, Any]) -> dict[str, Any]:
+    """The rule with its fields in the documented order (for export and listing)."""
+    return {k: rule[k] for k in FIELDS if k in rule}
 
 
 def check_rules(raws: Any, *, parse_ttl: Any = None) -> tuple[list[dict[str, Any]], list[str]]:

@@ -400,7 +400,7 @@ class ApprovalService:
     def list_rules(self, actor: Principal) -> list[dict[str, Any]]:
         """The policy rules in evaluation order."""
         rbac.require(actor, rbac.MANAGE_RULES, "read policy rules")
-        return self.store.list_rules()
+        return [policy.ordered(r) for r in self.store.list_rules()]
 
     def add_rule(self, actor: Principal, rule: dict[str, Any], *,
                  before: str | None = None) -> dict[str, Any]:
@@ -462,7 +462,7 @@ class ApprovalService:
                 actor, "rules_import", {"replace": replace, "rules": good})
 
         self.store.change_rules(edit)
-        return self.store.list_rules()
+        return [policy.ordered(r) for r in self.store.list_rules()]
 
     def test_rule(self, actor: Principal, tool_name: str, arguments: Any = None
                   ) -> dict[str, Any]:
