@@ -125,7 +125,11 @@ def import_cmd(
     import yaml
 
     try:
-        text = sys.stdin.read() if file == "-" else open(file, encoding="utf-8").read()
+        if file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(file, encoding="utf-8") as handle:
+                text = handle.read()
     except OSError as exc:
         raise InvalidInput(f"cannot read {file}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
