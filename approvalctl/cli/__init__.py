@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import requests  # noqa: F401  (the core verbs first)
 
 # isort: split
-from . import fastparams, keys, migrate, monitoring, notify, rules, server  # noqa: F401
+from . import fastparams, hooks, keys, migrate, monitoring, notify, rules, server  # noqa: F401
 from .app import app
 
 __all__ = ["app", "main"]
