@@ -217,8 +217,8 @@ class Client:
             body["before"] = before
         return self._call("POST", f"{API}/rules", json=body)
 
-    def remove_rule(self, name: str) -> None:
-        self._call("DELETE", f"{API}/rules/{quote(name, safe='')}")
+    def remove_rule(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"{API}/rules/{quote(name, safe='')}")
 
     def test_rule(self, tool_name: str, arguments: Any = None) -> dict[str, Any]:
         return self._call("POST", f"{API}/rules/test",

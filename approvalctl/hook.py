@@ -258,6 +258,17 @@ def _timeout(args: list[str], agent: str) -> float:
     return timeout
 
 
+def _drain(stream: Any, limit: int = 256 * MAX_EVENT_BYTES) -> None:
+    """Read the rest of an oversized event and drop it, so the agent's write of it ends
+    normally instead of in a broken pipe (which it might count as a hook failure)."""
+    seen = 0
+    while seen < limit:
+        chunk = stream.read(64 * 1024)
+        if not chunk:
+            return
+        seen += len(chunk)
+
+
 def run(agent: str, args: list[str], stdin: Any = None) -> int:
     """Gate one tool call for `agent`; writes the answer and returns the exit status."""
     start = time.monotonic()
@@ -286,6 +297,8 @@ def run(agent: str, args: list[str], stdin: Any = None) -> int:
         deadline = start + _timeout(args, agent)
         stream = stdin if stdin is not None else sys.stdin.buffer
         raw = stream.read(MAX_EVENT_BYTES + 1)
+        if len(raw) > MAX_EVENT_BYTES:
+            _drain(stream)
         call = parse_event(agent, raw)
         event = call.event
         gate = Gate(agent, deadline)

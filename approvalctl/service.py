@@ -428,17 +428,21 @@ class ApprovalService:
         self.store.change_rules(edit)
         return checked
 
-    def remove_rule(self, actor: Principal, name: str) -> None:
+    def remove_rule(self, actor: Principal, name: str) -> dict[str, Any]:
+        """Remove the rule named `name` and return it; NotFound if there is none."""
         rbac.require(actor, rbac.MANAGE_RULES, "change policy rules")
+        removed: list[dict[str, Any]] = []
 
         def edit(rules: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Change]:
             kept = [r for r in rules if r["name"] != name]
             if len(kept) == len(rules):
                 raise NotFound(f"no policy rule named {name!r}")
             gone = next(r for r in rules if r["name"] == name)
+            removed.append(gone)
             return kept, self._rule_change(actor, "rule_remove", {"rule": gone})
 
         self.store.change_rules(edit)
+        return policy.ordered(removed[-1])
 
     def import_rules(self, actor: Principal, rules: Any, *, replace: bool = False
                      ) -> list[dict[str, Any]]:

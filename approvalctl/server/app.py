@@ -447,8 +447,8 @@ class Api:
         return json_response(rule, 201)
 
     async def remove_rule(self, call: Call) -> Response:
-        await self.run(self.service.remove_rule, call.principal, call.path["name"])
-        return Response(status_code=204)
+        return json_response(await self.run(self.service.remove_rule, call.principal,
+                                            call.path["name"]))
 
     async def test_rules(self, call: Call) -> Response:
         body = await self._body(call)
