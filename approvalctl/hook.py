@@ -13,9 +13,9 @@ exit status 2 with the reason on stderr (for Claude Code, Codex and Gemini CLI a
 non-zero exit lets the tool run; exit 2 blocks).
 
 This module is the hot path: it runs before every tool call the agent makes. It imports
-only the standard library at start, and then only what the chosen mode needs (the Client
-for a server, the service and store locally); never Typer, rich or pydantic (guarded by
-tests/test_hook_startup.py).
+only the standard library at start, and then only what the chosen mode needs (http.client
+for a server, the service and store locally); never Typer, click, rich, pydantic or httpx
+(guarded by tests/test_hook_startup.py).
 """
 
 from __future__ import annotations
@@ -173,10 +173,88 @@ def _consume(backend: Any, req: Any) -> None:
 
     Wire to `backend.consume(req.id, req.digest)` (issue #10, branch `trust`) when it
     merges, so one approval lets exactly one call run; an error there must propagate (the
-    caller turns it into a deny). Until then an approval is not consumed: a second hook
-    run files its own request, so nothing is reused, but the approval stays unconsumed.
+    caller turns it into a deny). `backend` is the service locally (its `consume` as
+    is) or `Remote` (add a `consume` there: one POST to the consume endpoint). Until then
+    an approval is not consumed: each hook run files its own request, so nothing is
+    reused, but the approval stays unconsumed.
     """
     return None
+
+
+class Remote:
+    """The three calls the hook makes to an approvalctl server, over the standard library.
+
+    Not `approvalctl.Client`: importing httpx loads click and rich (its command-line
+    entry point), several times the cost of this whole hook, before every tool call. The
+    HTTP contract is the same (specs/approval_api.yaml); any failure is Refused.
+    """
+
+    def __init__(self, base_url: str, api_key: str, timeout: float) -> None:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(base_url.rstrip("/"))
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise Refused(f"APPROVALCTL_SERVER must be an http:// or https:// URL, got "
+                          f"{base_url[:80]!r}")
+        self.base_url = base_url.rstrip("/")
+        self.url = url
+        self.timeout = timeout
+        self.headers = {"X-API-Key": api_key, "User-Agent": "approvalctl-hook",
+                        "Content-Type": "application/json", "Accept": "application/json"}
+
+    def _call(self, method: str, path: str, body: Any = None, timeout: float | None = None
+              ) -> Any:
+        import http.client
+
+        cls = http.client.HTTPSConnection if self.url.scheme == "https" \
+            else http.client.HTTPConnection
+        conn = cls(self.url.hostname, self.url.port, timeout=timeout or self.timeout)
+        try:
+            conn.request(method, self.url.path + path, headers=self.headers,
+                         body=None if body is None else json.dumps(body).encode())
+            response = conn.getresponse()
+            raw = response.read(4 * MAX_EVENT_BYTES)
+        except TimeoutError:
+            raise Refused(f"approvalctl server at {self.base_url} did not answer in "
+                          "time") from None
+        except OSError as exc:
+            raise Refused(f"cannot reach approvalctl server at {self.base_url}: "
+                          f"{exc.strerror or exc}") from None
+        finally:
+            conn.close()
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if response.status >= 400 or not isinstance(data, dict):
+            detail = data.get("detail") if isinstance(data, dict) else None
+            raise Refused(f"approvalctl server refused (HTTP {response.status}): "
+                          f"{detail or 'no detail'}")
+        return data
+
+    def _request(self, data: dict[str, Any]) -> Any:
+        from .models import ApprovalRequest
+
+        return ApprovalRequest.from_dict(data)
+
+    def create(self, tool_name: str, arguments: dict[str, Any], *, reason: str) -> Any:
+        return self._request(self._call("POST", "/api/v1/approvals", {
+            "tool_name": tool_name, "arguments": arguments, "reason": reason}))
+
+    def wait(self, request_id: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            slice_ = max(0.0, min(60.0, deadline - time.monotonic()))
+            req = self._request(self._call("GET", f"/api/v1/approvals/{request_id}"
+                                           f"?wait={slice_:.3f}", timeout=slice_ + 10))
+            if req.status != "pending" or time.monotonic() >= deadline:
+                return req
+
+    def cancel(self, request_id: str) -> Any:
+        return self._request(self._call("DELETE", f"/api/v1/approvals/{request_id}"))
+
+    def close(self) -> None:
+        """Nothing held open: one connection per call."""
 
 
 class Gate:
@@ -191,9 +269,7 @@ class Gate:
         if settings.server:
             if not settings.api_key:
                 raise Refused("APPROVALCTL_SERVER is set but APPROVALCTL_API_KEY is not")
-            from .client import Client
-
-            self.backend: Any = Client(settings.server, settings.api_key,
+            self.backend: Any = Remote(settings.server, settings.api_key,
                                        timeout=max(1.0, min(10.0, self.left())))
             self.actor: tuple = ()
             self.user: dict[str, Any] = {}
