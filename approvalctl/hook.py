@@ -189,7 +189,7 @@ class Remote:
     HTTP contract is the same (specs/approval_api.yaml); any failure is Refused.
     """
 
-    def __init__(self, base_url: str, api_key: str, timeout: float) -> None:
+    def __init__(self, base_url: str, api_key: str, deadline: float) -> None:
         from urllib.parse import urlsplit
 
         url = urlsplit(base_url.rstrip("/"))
@@ -198,7 +198,7 @@ class Remote:
                           f"{base_url[:80]!r}")
         self.base_url = base_url.rstrip("/")
         self.url = url
-        self.timeout = timeout
+        self.deadline = deadline
         self.headers = {"X-API-Key": api_key, "User-Agent": "approvalctl-hook",
                         "Content-Type": "application/json", "Accept": "application/json"}
 
@@ -208,7 +208,10 @@ class Remote:
 
         cls = http.client.HTTPSConnection if self.url.scheme == "https" \
             else http.client.HTTPConnection
-        conn = cls(self.url.hostname, self.url.port, timeout=timeout or self.timeout)
+        # No call may outlast the budget by more than a moment: the agent kills a hook that
+        # overruns its own timeout, and some agents then run the tool.
+        limit = max(0.5, min(timeout or 10.0, self.deadline - time.monotonic() + 2.0))
+        conn = cls(self.url.hostname, self.url.port, timeout=limit)
         try:
             conn.request(method, self.url.path + path, headers=self.headers,
                          body=None if body is None else json.dumps(body).encode())
@@ -269,8 +272,7 @@ class Gate:
         if settings.server:
             if not settings.api_key:
                 raise Refused("APPROVALCTL_SERVER is set but APPROVALCTL_API_KEY is not")
-            self.backend: Any = Remote(settings.server, settings.api_key,
-                                       timeout=max(1.0, min(10.0, self.left())))
+            self.backend: Any = Remote(settings.server, settings.api_key, deadline)
             self.actor: tuple = ()
             self.user: dict[str, Any] = {}
             self.close = self.backend.close
