@@ -1,3 +1,3 @@
-from approvalctl.cli import main
+from approvalctl.entry import main
 
 main()

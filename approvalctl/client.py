@@ -224,6 +224,42 @@ class Client:
     def revoke_key(self, name: str) -> None:
         self._call("DELETE", f"{API}/keys/{quote(name, safe='')}")
 
+    # ---- policy rules
+    def list_rules(self) -> list[dict[str, Any]]:
+        return self._call("GET", f"{API}/rules")
+
+    def add_rule(self, rule: dict[str, Any], *, before: str | None = None) -> dict[str, Any]:
+        body = dict(rule)
+        if before is not None:
+            body["before"] = before
+        return self._call("POST", f"{API}/rules", json=body)
+
+    def remove_rule(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"{API}/rules/{quote(name, safe='')}")
+
+    def test_rule(self, tool_name: str, arguments: Any = None) -> dict[str, Any]:
+        return self._call("POST", f"{API}/rules/test",
+                          json={"tool_name": tool_name, "arguments": arguments})
+
+    def import_rules(self, rules: Any, *, replace: bool = False) -> list[dict[str, Any]]:
+        return self._call("POST", f"{API}/rules/import",
+                          json={"rules": rules, "replace": replace})
+
+    def approve_always(self, id_or_prefix: str, note: str | None = None
+                       ) -> tuple[ApprovalRequest, dict[str, Any]]:
+        """Approve a request and add an allow rule for exactly its call (as the service
+        does); the rule is checked before anything is approved."""
+        from . import policy
+
+        req = self.get(id_or_prefix)
+        try:
+            rule = policy.check_rule(policy.exact_rule(f"always-{req.id}", req.tool_name,
+                                                       req.arguments, note=note))
+        except policy.RuleError as exc:
+            raise errors.InvalidInput(str(exc)) from None
+        done = self.decide(req.id, "approve", note)
+        return done, self.add_rule(rule)
+
     def healthz(self) -> dict[str, Any]:
         return self._call("GET", "/healthz")
 

@@ -105,6 +105,8 @@ SCHEMA: dict[str, Any] = {
                                 "x-invalid": "allow_self_approval must be true or false"},
         "default_ttl": {"type": ["number", "string"]},  # durations.parse_duration checks it
         "use_within": {"type": ["number", "string"]},  # likewise
+        "policy_default": {"enum": ["ask", "deny"],
+                           "x-invalid": "policy_default must be ask or deny, got {value!r}"},
         "user": _TEXT,
         "notifications": NOTIFICATIONS_SCHEMA,
         "rate_limit": {"type": "number", "exclusiveMinimum": 0,
@@ -237,6 +239,7 @@ class Settings:
     notifications: dict[str, Any] = field(default_factory=dict)
     rate_limit: float | None = None  # requests per second per key (server)
     templates_dir: str | None = None
+    policy_default: str = "ask"  # what a call no policy rule matches gets: ask or deny
     source: str | None = None
     #: The config file's settings as read (validated against SCHEMA); see `get`.
     file: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -259,6 +262,7 @@ class Settings:
 
         ttl = data.get("default_ttl", DEFAULT_TTL_SECONDS)
         allow = data.get("allow_self_approval", False)
+        policy_default = data.get("policy_default", "ask")
         return cls(
             db=db or env.get("APPROVALCTL_DB") or data.get("db") or str(default_db_path()),
             server=server or env.get("APPROVALCTL_SERVER") or data.get("server") or None,
@@ -271,6 +275,7 @@ class Settings:
             notifications=data.get("notifications") or {},
             rate_limit=data.get("rate_limit"),
             templates_dir=data.get("templates_dir"),
+            policy_default=policy_default,
             source=str(path) if data else None,
             file=data,
         )

@@ -21,6 +21,9 @@ CONSUMED = "approval_consumed_total"
 RBAC_CHECKS = "rbac_permission_checks_total"
 ROLE_ASSIGNMENTS = "rbac_role_assignments_total"
 NOTIFY_DELIVERIES = "notification_deliveries_total"
+#: Requests a policy rule decided without a person, by action and rule name (rule names
+#: are operator-chosen and bounded in number, so the label set stays small).
+POLICY_DECISIONS = "approval_policy_decisions_total"
 
 RESPONSE_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600)
 

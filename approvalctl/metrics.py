@@ -253,6 +253,18 @@ class StoreCollector:
             c.RESPONSE_TIME, "Seconds from creation to an approve or reject decision.",
             buckets=buckets, sum_value=val(c.RESPONSE_TIME + "_sum"))
 
+        # Series exist once a rule has decided something: rule names are the operator's.
+        policy = CounterMetricFamily(
+            _base(c.POLICY_DECISIONS),
+            "Requests a policy rule allowed or denied without a person, by action and rule.",
+            labels=["action", "rule"])
+        prefix = c.POLICY_DECISIONS
+        for (name, lab), value in sorted(rows.items()):
+            if name == prefix:
+                parts = dict(p.split("=", 1) for p in lab.split(",") if "=" in p)
+                policy.add_metric([parts.get("action", ""), parts.get("rule", "")], value)
+        yield policy
+
         yield CounterMetricFamily(_base(c.TIMEOUT_TOTAL),
                                   "Approval requests that expired undecided.",
                                   value=val(c.TIMEOUT_TOTAL))

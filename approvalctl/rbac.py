@@ -2,7 +2,7 @@
 
     user      create; read and cancel their own requests
     viewer    read all requests; stats
-    operator  viewer + approve/reject/cancel any request; sweep
+    operator  viewer + approve/reject/cancel any request; sweep; policy rules
     admin     operator + creating requests, API keys, the audit trail and pruning
 
 Admin may also create requests (as docs/design.md's matrix says) because the local CLI acts as
@@ -29,10 +29,11 @@ SWEEP = "sweep"
 MANAGE_KEYS = "manage_keys"
 AUDIT = "audit"
 PRUNE = "prune"
+MANAGE_RULES = "manage_rules"
 
 _USER = frozenset({CREATE, READ_OWN, CANCEL_OWN})
 _VIEWER = frozenset({READ_OWN, READ_ALL, STATS})
-_OPERATOR = _VIEWER | {DECIDE, CANCEL_ANY, CANCEL_OWN, SWEEP}
+_OPERATOR = _VIEWER | {DECIDE, CANCEL_ANY, CANCEL_OWN, SWEEP, MANAGE_RULES}
 _ADMIN = _OPERATOR | {CREATE, MANAGE_KEYS, AUDIT, PRUNE}
 
 PERMISSIONS: dict[str, frozenset[str]] = {

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import audit, counters, keys, rbac
+from . import audit, counters, keys, policy, rbac
 from .config import Settings
 from .digest import DigestError, digest
 from .errors import (
@@ -135,21 +135,62 @@ class ApprovalService:
             if found:
                 return self._replay(found, body_hash), True
 
+        rule = self._policy_for(tool_name, arguments)
+        action = rule["action"] if rule else self.settings.policy_default
+        if rule and rule.get("risk"):
+            risk = rule["risk"]
+        if rule and rule.get("ttl"):
+            ttl = min(ttl, rule["ttl"]) if ttl_seconds is not None else rule["ttl"]
         now = self.clock()
         req = ApprovalRequest(
             id=new_id(now), tool_name=tool_name, arguments=arguments, reason=reason, risk=risk,
             user_id=owner, status=PENDING, created_at=to_iso(now),
             expires_at=to_iso(now + timedelta(seconds=ttl)), digest=call_digest,
         )
-        change = Change(request_id=req.id, actor=actor.name, action="create", from_status=None,
-                        to_status=PENDING, at=req.created_at,
-                        detail={"tool_name": tool_name, "risk": risk, "user_id": owner},
-                        counters=counters.for_status(PENDING),
-                        outbox=[(c, "created") for c in self.settings.channels_for("created")])
+        detail: dict[str, Any] = {"tool_name": tool_name, "risk": risk, "user_id": owner}
+        if action == "ask":
+            change: Change | list[Change] = Change(
+                request_id=req.id, actor=actor.name, action="create", from_status=None,
+                to_status=PENDING, at=req.created_at, detail=detail,
+                counters=counters.for_status(PENDING),
+                outbox=[(c, "created") for c in self.settings.channels_for("created")])
+        else:
+            change = self._policy_decision(actor, req, detail, action, rule)
         result = self.store.create(req, change, idem)
         if isinstance(result, dict):  # a concurrent replay won the race
             return self._replay(result, idem[2]), True  # type: ignore[index]
         return result, False
+
+    def _policy_for(self, tool_name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """The first policy rule that holds for this call, or None."""
+        return policy.evaluate(self.store.list_rules(), tool_name, arguments)
+
+    def _policy_decision(self, actor: Principal, req: ApprovalRequest, detail: dict[str, Any],
+                         action: str, rule: dict[str, Any] | None) -> list[Change]:
+        """Create `req` already decided by a rule (or by the `deny` default): two audit rows,
+        the create and the decision by `policy:NAME`, counted like a person's decision but
+        outside the response-time histogram, and without notifications (nobody has to
+        act). Sets the decision fields on `req`."""
+        name = rule["name"] if rule else "default"
+        target = APPROVED if action == "allow" else REJECTED
+        req.status = target
+        req.decided_at = req.created_at
+        req.decided_by = f"policy:{name}"
+        req.decision_note = (rule or {}).get("note") or (
+            None if rule else "no policy rule matched and the policy default is deny")
+        if target == APPROVED:  # usable once, like a person's approval (DESIGN.md §10)
+            req.use_by = to_iso(from_iso(req.created_at) +
+                                timedelta(seconds=self.settings.use_within))
+        decision = Change(
+            request_id=req.id, actor=req.decided_by, action="approve" if target == APPROVED
+            else "reject", from_status=PENDING, to_status=target, at=req.created_at,
+            detail={"policy": name, **({"note": req.decision_note} if req.decision_note
+                                        else {})},
+            counters=counters.for_status(target) + [
+                (counters.POLICY_DECISIONS, counters.labels(action=action, rule=name), 1)])
+        return [Change(request_id=req.id, actor=actor.name, action="create", from_status=None,
+                       to_status=PENDING, at=req.created_at, detail=detail,
+                       counters=counters.for_status(PENDING)), decision]
 
     @staticmethod
     def _replay(found: dict[str, Any], body_hash: str) -> ApprovalRequest:
@@ -491,6 +532,107 @@ class ApprovalService:
             n, m = self.store.prune(cutoff, change)
         return {"cutoff": cutoff, "dry_run": dry_run, "requests": n, "outbox": m}
 
+    # ------------------------------------------------------------ policy rules
+    def list_rules(self, actor: Principal) -> list[dict[str, Any]]:
+        """The policy rules in evaluation order."""
+        rbac.require(actor, rbac.MANAGE_RULES, "read policy rules")
+        return [policy.ordered(r) for r in self.store.list_rules()]
+
+    def add_rule(self, actor: Principal, rule: dict[str, Any], *,
+                 before: str | None = None) -> dict[str, Any]:
+        """Add a rule at the end, or just before the rule named `before`; returns it as
+        stored. InvalidInput for a rule that is malformed or can never match, Conflict for
+        a name in use, NotFound for an unknown `before`."""
+        rbac.require(actor, rbac.MANAGE_RULES, "change policy rules")
+        checked = _checked_rule(rule)
+
+        def edit(rules: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Change]:
+            names = [r["name"] for r in rules]
+            if checked["name"] in names:
+                raise ApprovalConflict(f"a policy rule named {checked['name']!r} already "
+                                       "exists (remove it first)")
+            if len(rules) >= policy.MAX_RULES:
+                raise InvalidInput(f"at most {policy.MAX_RULES} policy rules")
+            at = len(rules)
+            if before is not None:
+                if before not in names:
+                    raise NotFound(f"no policy rule named {before!r} (for --before)")
+                at = names.index(before)
+            return (rules[:at] + [checked] + rules[at:],
+                    self._rule_change(actor, "rule_add", {"rule": checked, "position": at}))
+
+        self.store.change_rules(edit)
+        return checked
+
+    def remove_rule(self, actor: Principal, name: str) -> dict[str, Any]:
+        """Remove the rule named `name` and return it; NotFound if there is none."""
+        rbac.require(actor, rbac.MANAGE_RULES, "change policy rules")
+        removed: list[dict[str, Any]] = []
+
+        def edit(rules: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Change]:
+            kept = [r for r in rules if r["name"] != name]
+            if len(kept) == len(rules):
+                raise NotFound(f"no policy rule named {name!r}")
+            gone = next(r for r in rules if r["name"] == name)
+            removed.append(gone)
+            return kept, self._rule_change(actor, "rule_remove", {"rule": gone})
+
+        self.store.change_rules(edit)
+        return policy.ordered(removed[-1])
+
+    def import_rules(self, actor: Principal, rules: Any, *, replace: bool = False
+                     ) -> list[dict[str, Any]]:
+        """Append `rules` (or with `replace`, make them the whole policy) all at once. Any
+        error refuses the whole import, and the InvalidInput lists every error, one a line."""
+        rbac.require(actor, rbac.MANAGE_RULES, "change policy rules")
+        good, errors = policy.check_rules(rules, parse_ttl=_parse_ttl)
+        if errors:
+            raise InvalidInput(f"{len(errors)} error(s), nothing imported:\n" +
+                               "\n".join(errors))
+
+        def edit(current: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Change]:
+            kept = [] if replace else current
+            clash = sorted({r["name"] for r in kept} & {r["name"] for r in good})
+            if clash:
+                raise ApprovalConflict(f"policy rule {clash[0]!r} already exists, nothing "
+                                       "imported (use --replace to replace the whole policy)")
+            if len(kept) + len(good) > policy.MAX_RULES:
+                raise InvalidInput(f"at most {policy.MAX_RULES} policy rules")
+            return kept + good, self._rule_change(
+                actor, "rules_import", {"replace": replace, "rules": good})
+
+        self.store.change_rules(edit)
+        return [policy.ordered(r) for r in self.store.list_rules()]
+
+    def test_rule(self, actor: Principal, tool_name: str, arguments: Any = None
+                  ) -> dict[str, Any]:
+        """Dry run: what the policy would do with this call, and which rule says so."""
+        rbac.require(actor, rbac.MANAGE_RULES, "test policy rules")
+        arguments = {} if arguments is None else arguments
+        if not isinstance(arguments, dict):
+            raise InvalidInput(f"arguments must be a JSON object, not {_json_type(arguments)}")
+        tool_name = _text(tool_name, "tool_name", required=True, limit=MAX_TOOL_NAME)
+        rule = self._policy_for(tool_name, arguments)  # type: ignore[arg-type]
+        return {"tool_name": tool_name, "action": rule["action"] if rule
+                else self.settings.policy_default, "rule": rule["name"] if rule else None}
+
+    def approve_always(self, actor: Principal, id_or_prefix: str, note: str | None = None
+                       ) -> tuple[ApprovalRequest, dict[str, Any]]:
+        """Approve a request and add an allow rule for exactly its tool and arguments,
+        named `always-<id>`, checked before anything is approved."""
+        req = self.resolve(actor, id_or_prefix)
+        rule = _checked_rule(policy.exact_rule(f"always-{req.id}", req.tool_name,
+                                               req.arguments, note=note))
+        rbac.require(actor, rbac.MANAGE_RULES, "add policy rules")
+        done = self.decide(actor, req.id, "approve", note)
+        return done, self.add_rule(actor, rule)
+
+    def _rule_change(self, actor: Principal, action: str, detail: dict[str, Any]) -> Change:
+        """A policy change as an audit row: no request, so `request_id` is empty."""
+        return Change(request_id=None, actor=actor.name, action=action,  # type: ignore[arg-type]
+                      from_status=None, to_status=None,  # type: ignore[arg-type]
+                      at=to_iso(self.clock()), detail=detail)
+
     # ------------------------------------------------------------ API keys
     def create_key(self, actor: Principal, name: str, role: str,
                    expires_seconds: float | None = None) -> tuple[str, dict[str, Any]]:
@@ -568,6 +710,19 @@ def _tool_name(value: Any) -> str:
         raise InvalidInput(f"tool_name contains {ascii(bad)}: use 1-{MAX_TOOL_NAME} "
                            "characters of A-Z a-z 0-9 and _ . : / @ + -")
     return value
+
+
+def _parse_ttl(text: str) -> float:
+    from .durations import parse_duration
+
+    return parse_duration(text, what="ttl")
+
+
+def _checked_rule(rule: Any) -> dict[str, Any]:
+    try:
+        return policy.check_rule(rule, parse_ttl=_parse_ttl)
+    except (policy.RuleError, InvalidInput) as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def _text(value: Any, what: str, *, required: bool = False, limit: int) -> str | None:

@@ -186,11 +186,22 @@ IDS_ARG = typer.Argument(..., metavar="ID...", help="Ids or unique id prefixes."
 @command(app, "approve")
 def approve_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                 note: str | None = typer.Option(None, "--note", help="Why, for the record."),
+                always: bool = typer.Option(False, "--always", help="Also add an allow rule "
+                                            "for exactly this tool with exactly these "
+                                            "arguments (named always-ID)."),
                 as_json: bool = JSON_OPT) -> None:
     """Approve pending requests."""
     be = backend(ctx)
-    _decide_many(ids, "approved",
-                 lambda rid: be.decide(rid, "approve", note), as_json)
+
+    def approve(rid: str) -> Any:
+        if not always:
+            return be.decide(rid, "approve", note)
+        req, rule = be.approve_always(rid, note)
+        message(f"added policy rule {rule['name']!r}: {req.tool_name} with exactly these "
+                "arguments is allowed from now on")
+        return req
+
+    _decide_many(ids, "approved", approve, as_json)
 
 
 @command(app, "reject")

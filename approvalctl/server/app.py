@@ -463,6 +463,30 @@ class Api:
         keys = await self.run(self.service.list_keys, call.principal)
         return json_response(next(k for k in keys if k["name"] == name))
 
+    # ---- policy rules
+    async def list_rules(self, call: Call) -> Response:
+        return json_response(await self.run(self.service.list_rules, call.principal))
+
+    async def add_rule(self, call: Call) -> Response:
+        body = dict(await self._body(call))
+        before = body.pop("before", None)
+        rule = await self.run(self.service.add_rule, call.principal, body, before=before)
+        return json_response(rule, 201)
+
+    async def remove_rule(self, call: Call) -> Response:
+        return json_response(await self.run(self.service.remove_rule, call.principal,
+                                            call.path["name"]))
+
+    async def test_rules(self, call: Call) -> Response:
+        body = await self._body(call)
+        return json_response(await self.run(self.service.test_rule, call.principal,
+                                            body["tool_name"], body.get("arguments")))
+
+    async def import_rules(self, call: Call) -> Response:
+        body = await self._body(call)
+        return json_response(await self.run(self.service.import_rules, call.principal,
+                                            body["rules"], replace=body.get("replace", False)))
+
     # ---- service endpoints
     async def health(self, call: Call) -> Response:
         await self.run(self.store.get_status, "0" * 26)  # raises Unavailable if the DB is gone
@@ -508,6 +532,10 @@ class Api:
             self.endpoint("/api/v1/prune", {"POST": self.prune}),
             self.endpoint("/api/v1/keys", {"GET": self.list_keys, "POST": self.create_key}),
             self.endpoint("/api/v1/keys/{name}", {"DELETE": self.revoke_key}),
+            self.endpoint("/api/v1/rules", {"GET": self.list_rules, "POST": self.add_rule}),
+            self.endpoint("/api/v1/rules/test", {"POST": self.test_rules}),
+            self.endpoint("/api/v1/rules/import", {"POST": self.import_rules}),
+            self.endpoint("/api/v1/rules/{name}", {"DELETE": self.remove_rule}),
             self.endpoint("/healthz", {"GET": self.health}),
             self.endpoint("/metrics", {"GET": self.metrics}),
             self.endpoint("/openapi.json", {"GET": self.openapi}),

@@ -225,6 +225,18 @@ MIGRATIONS: list[tuple[str, list[Any]]] = [
             "CREATE INDEX outbox_request ON outbox (request_id)",
         ],
     ),
+    (
+        "0009_policy_rules",
+        [
+            # The ordered policy (approvalctl/policy.py): one row per rule, its checked form
+            # as JSON; `position` orders them. Changes go through the audit chain.
+            """CREATE TABLE policy_rules (
+                name TEXT PRIMARY KEY,
+                position INTEGER NOT NULL,
+                body TEXT NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 

@@ -47,6 +47,7 @@ TABLES = {
     "idempotency_keys": ("owner, key", ("owner", "key", "body_hash", "request_id", "response",
                                         "created_at")),
     "outbox": ("id", OUTBOX_COLUMNS),
+    "policy_rules": ("name", ("name", "position", "body")),
 }
 AUDIT_INSERT = ("INSERT INTO audit_log (" + ", ".join(AUDIT_COLUMNS) + ") VALUES ("
                 + ", ".join("?" * len(AUDIT_COLUMNS)) + ")")
@@ -68,6 +69,8 @@ assert REQUEST_COLUMNS[2] == "arguments"  # request_from_row relies on the colum
 _NCOLUMNS = len(REQUEST_COLUMNS)
 _STATE_INDEX = [REQUEST_COLUMNS.index(f) for f in audit.STATE_FIELDS]
 _STATUS, _DECIDED_AT = REQUEST_COLUMNS.index("status"), REQUEST_COLUMNS.index("decided_at")
+_UNDECIDED = [REQUEST_COLUMNS.index(f) for f in ("decided_at", "decided_by", "decision_note",
+                                                  "use_by", "consumed_at")]
 #: Request rows per batch of `prune` (and of the reads of `audit verify`).
 PRUNE_BATCH = 500
 
@@ -85,6 +88,16 @@ def seal(change: Change, row: tuple | list, req: ApprovalRequest) -> Change:
         except DigestError:  # refused at creation once digests are stored; never crash here
             change.digest = None
     return change
+
+
+def _as_created(row: tuple) -> tuple:
+    """A request row as its creation left it (pending, undecided), for a request a policy
+    rule decided in the same transaction."""
+    out = list(row)
+    out[_STATUS] = PENDING
+    for i in _UNDECIDED:
+        out[i] = None
+    return tuple(out)
 
 
 def request_from_row(row: tuple) -> ApprovalRequest:
@@ -239,7 +252,7 @@ class SQLStore(OutboxQueries):
             self._exec(cur, BUMP_SQL.format(values=", ".join(["(?, ?, ?)"] * len(chunk))),
                        [v for row in chunk for v in row])
 
-    def create(self, req: ApprovalRequest, change: Change,
+    def create(self, req: ApprovalRequest, change: Change | list[Change],
                idempotency: tuple[str, str, str] | None = None) -> ApprovalRequest:
         """Insert `req` with its change; with `idempotency` (owner, key, body hash), record it.
 
@@ -247,6 +260,7 @@ class SQLStore(OutboxQueries):
         """
         # The stored response (idempotency) and the notification payload (outbox rows) are
         # the same JSON; a plain create needs neither, so it is not encoded for nothing.
+        changes = change if isinstance(change, list) else [change]
         with self._write() as cur:
             if idempotency:
                 found = self._idempotent(cur, idempotency[0], idempotency[1])
@@ -256,18 +270,26 @@ class SQLStore(OutboxQueries):
                 now = self._db_now(cur, req.created_at)
                 ttl = from_iso(req.expires_at) - from_iso(req.created_at)
                 req.created_at, req.expires_at = now, to_iso(from_iso(now) + ttl)
-                change.at = now
-            payload = _sorted_json(req.to_dict()) if idempotency or change.outbox else ""
+                if req.decided_at is not None:  # decided by a policy rule as it was created
+                    if req.use_by is not None:
+                        req.use_by = to_iso(from_iso(now) + (from_iso(req.use_by) -
+                                                             from_iso(req.decided_at)))
+                    req.decided_at = now
+                for ch in changes:
+                    ch.at = now
+            payload = _sorted_json(req.to_dict()) if idempotency or any(
+                ch.outbox for ch in changes) else ""
             values = tuple(_sorted_json(req.arguments) if c == "arguments"
                            else getattr(req, c) for c in REQUEST_COLUMNS)
-            seal(change, values, req)
+            for ch in changes:  # each audit row holds the row as its own change left it
+                seal(ch, values if ch.to_status == req.status else _as_created(values), req)
             self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
                        + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", values)
             if idempotency:
                 self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
                            "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                            (*idempotency, req.id, payload, req.created_at))
-            self._append_changes(cur, [change], {req.id: payload})
+            self._append_changes(cur, changes, {req.id: payload})
         return req
 
     #: Whose clock decides expiry and decision times: False, the caller's (SQLite, one
@@ -659,6 +681,28 @@ class SQLStore(OutboxQueries):
         with self._write() as cur:
             return self._exec(cur, "DELETE FROM idempotency_keys WHERE created_at < ?",
                               (before,)).rowcount
+
+    # ---- policy rules
+    def list_rules(self) -> list[dict[str, Any]]:
+        """The policy rules in order, as stored (see approvalctl/policy.py)."""
+        with self._read() as cur:
+            return [_loads(r[0]) for r in self._exec(
+                cur, "SELECT body FROM policy_rules ORDER BY position")]
+
+    def change_rules(self, edit: Callable[[list[dict[str, Any]]],
+                                          tuple[list[dict[str, Any]], Change]]) -> None:
+        """Replace the rules with what `edit` makes of the current ones, and append the
+        change it returns to the audit chain, in one transaction. The audit lock is taken
+        first, so two editors never both start from the same rules."""
+        with self._write() as cur:
+            self._lock_audit(cur)
+            current = [_loads(r[0]) for r in self._exec(
+                cur, "SELECT body FROM policy_rules ORDER BY position")]
+            rules, change = edit(current)
+            self._exec(cur, "DELETE FROM policy_rules")
+            self._many(cur, "INSERT INTO policy_rules (name, position, body) VALUES (?, ?, ?)",
+                       [(r["name"], i, _sorted_json(r)) for i, r in enumerate(rules)])
+            self._append_changes(cur, [change], {})
 
     # ---- API keys
     def insert_key(self, row: dict[str, Any], role_counter: counters.Counter) -> None:
