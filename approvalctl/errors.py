@@ -26,6 +26,9 @@ Internal signals, never shown to a user as such (each is caught by its own modul
     GroupSpoiled(Exception)          a group commit was rolled back (store/sql.py)
     UniqueViolation(Unavailable)     a concurrent insert of the same key (store/postgres.py)
     PromQLError(ValueError)          an expression does not parse (lint/)
+    RuleError(ValueError)            a policy rule is malformed or can never match (policy.py)
+    DuplicateKey(ValueError)         a JSON object names a member twice (strictjson.py)
+    Refused(Exception)               an agent hook denies the call, with the reason (hook.py)
 """
 
 from __future__ import annotations
@@ -209,3 +212,18 @@ class GroupSpoiled(Exception):
 class PromQLError(ValueError):
     """The expression is not valid PromQL; the message is Prometheus' own wording."""
 
+
+class RuleError(ValueError):
+    """A rule that is malformed or can never match; the message says which field and why."""
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names the same member twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r} in a JSON object")
+        self.key = key
+
+
+class Refused(Exception):
+    """An agent hook denies the call; the message is the one-line reason (hook.py)."""

@@ -28,6 +28,8 @@ import time
 from contextlib import suppress
 from typing import Any
 
+from .errors import Refused
+
 AGENTS = ("claude-code", "codex", "gemini", "cursor")
 #: Default time budget per agent: just under the agent's own default hook timeout (Claude
 #: Code and Codex 600 s, Gemini CLI 60 s; Cursor documents none, so as for Gemini), so the
@@ -42,10 +44,6 @@ EVENTS = {
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_CONTEXT = 300  # characters of session id and cwd shown in the reason
 DENIED = 2  # the blocking exit status of every supported agent
-
-
-class Refused(Exception):
-    """The call is not allowed; the message is the one-line reason."""
 
 
 # ---------------------------------------------------------------- the event

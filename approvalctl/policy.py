@@ -34,6 +34,8 @@ import re
 from fnmatch import fnmatchcase
 from typing import Any
 
+from .errors import RuleError
+
 ACTIONS = ("allow", "deny", "ask")
 RISKS = ("low", "medium", "high")
 FIELDS = ("name", "tools", "match", "exact", "action", "risk", "ttl", "note")
@@ -47,10 +49,6 @@ MAX_NOTE = 4000
 MAX_TTL_SECONDS = 30 * 86400
 
 _compact = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-
-
-class RuleError(ValueError):
-    """A rule that is malformed or can never match; the message says which field and why."""
 
 
 def _glob_error(glob: Any) -> str | None:

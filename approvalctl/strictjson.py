@@ -13,15 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import InvalidInput
-
-
-class DuplicateKey(ValueError):
-    """A JSON object names the same member twice."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"duplicate key {key!r} in a JSON object")
-        self.key = key
+from .errors import (
+    DuplicateKey,
+    InvalidInput,
+)
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -135,9 +135,9 @@ def test_usage_error_exits_2() -> None:
 def test_a_new_setting_is_one_line_of_schema(isolated_env: Path, monkeypatch) -> None:
     from approvalctl import config
 
-    write_config(isolated_env, "use_within: 5m\n")
-    assert "unknown setting 'use_within'" in run("list").stderr
-    monkeypatch.setitem(config.SCHEMA["properties"], "use_within", {"type": "string"})
+    write_config(isolated_env, "some_future_key: 5m\n")
+    assert "unknown setting 'some_future_key'" in run("list").stderr
+    monkeypatch.setitem(config.SCHEMA["properties"], "some_future_key", {"type": "string"})
     monkeypatch.setattr(config, "_COMPILED", [])
     assert run("list").exit_code == 0
-    assert config.Settings.load().get("use_within") == "5m"
+    assert config.Settings.load().get("some_future_key") == "5m"

@@ -502,15 +502,10 @@ def test_any_stdout_encoding(tmp_path, encoding_env):
     assert proc.returncode in (2, 3) and proc.stderr.count(b"\n") == 1
 
 
-def test_confirmation_digest_is_short_and_tolerant():
-    from types import SimpleNamespace
+def test_digests_are_shown_as_twelve_hex_digits():
+    from approvalctl.digest import short
 
-    from approvalctl.cli.requests import short_digest
-
-    assert short_digest(SimpleNamespace(digest="sha256:" + "0123456789ab" + "f" * 52)) == \
-        ", digest 0123456789ab"
-    assert short_digest({"digest": "sha256:" + "a" * 64}) == ", digest aaaaaaaaaaaa"
-    assert short_digest(SimpleNamespace()) == "" and short_digest({}) == ""
+    assert short("sha256:" + "0123456789ab" + "f" * 52) == "sha256:0123456789ab"
     assert messages.short_digest({"digest": "sha256:" + "b" * 64}) == "b" * 12
     assert messages.audit_head({"audit": {"seq": 3, "hash": "e" * 64}}) == \
         f"audit head 3:{'e' * 64}"

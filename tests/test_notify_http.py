@@ -73,6 +73,7 @@ def test_slack_block_kit_message_is_exact(store, agent, httpx_mock):
                                          f"*Reject:* `approvalctl reject {req.id}`"}},
             {"type": "context", "elements": [
                 {"type": "mrkdwn", "text": f"approvalctl · request {req.id} · pending · "
+                                           f"digest {req.digest[7:19]} · "
                                            f"audit head 1:{store.audit_head()[1]}"}]},
         ],
     }

@@ -7,6 +7,7 @@ server through the Client and the CLI with `--server`.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -283,4 +284,5 @@ def test_remote_cli_works_as_the_local_one(live, monkeypatch, tmp_path):
     assert [x["name"] for x in json.loads(cli("rules", "list", "--json").stdout)] == \
         ["reads", f"always-{req.id}"]
     metrics = live.client("user")._http.get("/metrics").text
-    assert 'approval_policy_decisions_total{action="allow",rule="reads"} 1.0' in metrics
+    assert re.search(r'approval_policy_decisions_total\{action="allow",database="[^"]+",'
+                     r'rule="reads"\} 1\.0', metrics), metrics

@@ -215,7 +215,7 @@ class SQLStore(OutboxQueries):
         counter_rows = list(checks or ())
         for ch, payload in entries:
             seq += 1
-            if ch.state is None:  # fail closed: an unsealed change would not verify
+            if ch.state is None and ch.request_id is not None:  # fail closed: it would not verify
                 raise ValueError(f"change {ch.action} of {ch.request_id} was not sealed")
             row = {"seq": seq, "at": ch.at, "actor": ch.actor, "action": ch.action,
                    "request_id": ch.request_id, "from_status": ch.from_status,

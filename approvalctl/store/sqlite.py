@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,7 +71,7 @@ class SQLiteStore(SQLStore):
                 conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_ms
                                        / 1000, check_same_thread=False)
                 conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = self._enable_wal(conn)
                 if mode != "wal":
                     raise sqlite3.OperationalError(f"could not enable WAL (got {mode})")
                 # FULL: a commit is fsynced before it returns, so an acknowledged decision
@@ -84,6 +85,23 @@ class SQLiteStore(SQLStore):
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch a connection's file to WAL; returns the journal mode it got.
+
+        On a brand-new file opened by several processes at once, the switch can answer
+        SQLITE_BUSY without consulting the busy handler (it needs an exclusive lock that a
+        waiting reader could otherwise deadlock on), so it is retried here for up to the
+        busy timeout.
+        """
+        deadline = time.monotonic() + self._busy_ms / 1000
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Cursor]:
