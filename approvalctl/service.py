@@ -152,7 +152,10 @@ class ApprovalService:
             raise InvalidInput(f"invalid request id {id_or_prefix!r}")
         req = self.store.get(prefix) if len(prefix) == 26 else None
         if req is None:
-            ids = self.store.resolve_prefix(prefix)
+            # A caller who sees only their own requests resolves among those alone: an
+            # ambiguity error must not name other users' ids.
+            owner = None if rbac.sees_all(actor) else actor.name
+            ids = self.store.resolve_prefix(prefix, user_id=owner)
             if len(ids) > 1:
                 raise InvalidInput(f"id prefix {id_or_prefix!r} is ambiguous: it matches "
                                    f"{ids[0]}, {ids[1]} and maybe more")
