@@ -7,6 +7,7 @@ the notification outbox. The CLI and the HTTP server call this and nothing below
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -24,6 +25,7 @@ from .errors import (
     InvalidInput,
     NotFound,
     Unauthenticated,
+    Unavailable,
 )
 from .models import (
     APPROVED,
@@ -310,14 +312,28 @@ class ApprovalService:
             if status != PENDING:
                 return self.store.get(req.id)  # type: ignore[return-value]
             if self.clock() >= expires:
-                self.sweep()
-                continue
+                return self._expire_best_effort(req.id)
             if deadline is not None and time.monotonic() >= deadline:
                 return self.store.get(req.id)  # type: ignore[return-value]
             pause = poll_interval
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             time.sleep(pause)
+
+    def _expire_best_effort(self, request_id: str) -> ApprovalRequest:
+        """An overdue request as a read reports it: expired. The expiry is recorded if the
+        database takes the write at once; when it is busy, full or read-only the read still
+        answers (a decision past `expires_at` is refused anyway, and the next sweep records
+        it) — a read never fails or hangs on a write it did not need."""
+        try:
+            with self.store.brief_writes():
+                self.sweep()
+        except Unavailable:
+            pass
+        req = self.store.get(request_id)
+        if req is not None and req.status == PENDING:
+            return dataclasses.replace(req, status=EXPIRED)
+        return req  # type: ignore[return-value]
 
     # ------------------------------------------------------------ stats
     def stats(self, actor: Principal, since_seconds: float = 86400) -> dict[str, Any]:

@@ -297,6 +297,12 @@ class SQLStore(OutboxQueries):
         """A planner hint where the dialect has one (SQLite's INDEXED BY)."""
         return ""
 
+    @contextmanager
+    def brief_writes(self) -> Iterator[None]:
+        """Writes on this thread meanwhile give up quickly on a lock (see SQLiteStore);
+        PostgreSQL's expiry sweep already skips locked rows."""
+        yield
+
     def flush_counters(self) -> None:
         """Write buffered counter deltas (RBAC checks on reads) now."""
         deltas = counters.pending.take()
