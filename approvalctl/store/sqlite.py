@@ -30,7 +30,7 @@ def _fail(path: Path, exc: sqlite3.Error) -> Unavailable:
     if "not a database" in low or "malformed" in low:
         return Unavailable(f"{path} is not an approvalctl database or is damaged ({msg}): "
                            "check the --db path, or restore the file from a backup")
-    if "full" in low:
+    if "full" in low or ("disk i/o" in low and _no_space(path)):
         return Unavailable(f"database {path}: the disk is full ({msg}): free space on the "
                            "file system that holds it")
     if "readonly" in low or "read-only" in low:
@@ -46,6 +46,15 @@ def _fail(path: Path, exc: sqlite3.Error) -> Unavailable:
         return Unavailable(f"I/O error on database {path} ({msg}): check the disk and the "
                            "file system")
     return Unavailable(f"database error on {path}: {msg}")
+
+
+def _no_space(path: Path) -> bool:
+    """Whether the file system holding `path` is full (SQLite reports a WAL reader that
+    cannot create its -shm file as a plain I/O error)."""
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _on_read_only_mount(path: Path) -> bool:
