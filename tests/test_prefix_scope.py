@@ -6,15 +6,13 @@ gives two users' requests a common prefix without touching the store's internals
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pytest
 
 from approvalctl.errors import InvalidInput
-from approvalctl.models import Principal
+from approvalctl.models import Principal, utcnow
 from approvalctl.service import ApprovalService
 
-MOMENT = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+MOMENT = utcnow()  # now-ish, so the requests are not overdue for the server's sweeper
 ALICE = Principal("alice", "user")
 BOB = Principal("bob", "user")
 
