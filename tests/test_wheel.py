@@ -67,6 +67,10 @@ def test_the_wheel_carries_the_spec_and_templates(installed: Path, tmp_path: Pat
     assert package.startswith(site) and spec.startswith(site), (package, spec)
     assert not Path(spec).is_symlink()
     assert version.startswith("3.0")
+    # The linter's catalogue of exported metrics comes from the installed package too.
+    lint = run(installed / "bin" / "approvalctl", "lint-dashboards", ROOT / "dashboards",
+               ROOT / "alerts", "--no-promtool", cwd=tmp_path)
+    assert "0 errors" in lint.stderr
 
 
 def test_serve_create_approve_from_the_installed_wheel(installed: Path, tmp_path: Path):
