@@ -32,6 +32,8 @@ __all__ = ["Client", "ApprovalDenied", "require_approval", "to_json_value"]
 
 API = "/api/v1"
 MAX_POLL = 60.0  # the server's cap on ?wait=
+WAIT_RETRY_INITIAL = 0.25  # seconds: first pause of a wait that lost its server
+WAIT_RETRY_MAX = 5.0  # seconds: the longest pause between attempts to reach it again
 
 _BY_STATUS: dict[int, type[errors.ApprovalctlError]] = {
     400: errors.InvalidInput,
@@ -162,15 +164,40 @@ class Client:
         """Block until the request leaves pending or `timeout` seconds pass (None: forever).
 
         Long-polls the server in slices of at most 60 s; returns the request either way, so
-        check `.status`.
+        check `.status` (still `pending` when the time ran out: CLI exit 124). This is the
+        one waiting loop of every remote caller (CLI, `require_approval`, hooks): a server
+        that restarts or is briefly unreachable (connection errors, timeouts, 502/503/504)
+        is retried with exponential backoff and jitter until `timeout`; only if it is still
+        unreachable then does `Unavailable` (exit 6) end the wait — the outcome is unknown,
+        which is not the same as "still pending".
         """
+        from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
+
         deadline = None if timeout is None else time.monotonic() + timeout
         path = f"{API}/approvals/{self._id(id_or_prefix)}"
+        backoff = wait_exponential(multiplier=WAIT_RETRY_INITIAL, max=WAIT_RETRY_MAX) + \
+            wait_random(0, WAIT_RETRY_INITIAL)
+
+        def left() -> float:
+            return MAX_POLL if deadline is None else max(0.0, deadline - time.monotonic())
+
+        def until_deadline(state: Any) -> float:
+            return min(backoff(state), left())
+
+        retrying = Retrying(retry=retry_if_exception_type(errors.Unavailable),
+                            stop=lambda state: deadline is not None
+                            and time.monotonic() >= deadline,
+                            wait=until_deadline, reraise=True)
         while True:
-            left = MAX_POLL if deadline is None else deadline - time.monotonic()
-            slice_ = max(0.0, min(MAX_POLL, left))
-            data = self._call("GET", path, params={"wait": _num(slice_)},
-                              timeout=slice_ + self.timeout)
+            try:
+                for attempt in retrying:
+                    with attempt:
+                        slice_ = min(MAX_POLL, left())
+                        data = self._call("GET", path, params={"wait": _num(slice_)},
+                                          timeout=slice_ + self.timeout)
+            except errors.Unavailable as exc:
+                raise errors.Unavailable(f"{exc.detail} (still unreachable when the wait of "
+                                         f"{timeout:g} s ran out)") from None
             req = ApprovalRequest.from_dict(data)
             if req.status != PENDING or (deadline is not None
                                          and time.monotonic() >= deadline):

@@ -7,6 +7,7 @@ the notification outbox. The CLI and the HTTP server call this and nothing below
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -27,6 +28,7 @@ from .errors import (
     InvalidInput,
     NotFound,
     Unauthenticated,
+    Unavailable,
 )
 from .models import (
     APPROVED,
@@ -209,7 +211,10 @@ class ApprovalService:
             raise InvalidInput(f"invalid request id {id_or_prefix!r}")
         req = self.store.get(prefix) if len(prefix) == 26 else None
         if req is None:
-            ids = self.store.resolve_prefix(prefix)
+            # A caller who sees only their own requests resolves among those alone: an
+            # ambiguity error must not name other users' ids.
+            owner = None if rbac.sees_all(actor) else actor.name
+            ids = self.store.resolve_prefix(prefix, user_id=owner)
             if len(ids) > 1:
                 raise InvalidInput(f"id prefix {id_or_prefix!r} is ambiguous: it matches "
                                    f"{ids[0]}, {ids[1]} and maybe more")
@@ -379,8 +384,7 @@ class ApprovalService:
         reader never sees an overdue request as pending, sweep or no sweep."""
         if req.status != PENDING or req.expires_at > (now or self._now_iso()):
             return req
-        done = self._expire_if_due(req.id)
-        return done or self.store.get(req.id) or req
+        return self._expire_best_effort(req.id) or req
 
     # ------------------------------------------------------------ consume
     def consume(self, actor: Principal, id_or_prefix: str, digest: str) -> ApprovalRequest:
@@ -443,6 +447,24 @@ class ApprovalService:
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             time.sleep(pause)
+
+    def _expire_best_effort(self, request_id: str) -> ApprovalRequest:
+        """An overdue request as a read reports it: expired. The expiry of this one request
+        is recorded (once: a compare-and-set) if the database takes the write at once; when
+        it is busy, full or read-only the read still answers (a decision past `expires_at`
+        is refused anyway, and the next sweep records it) — a read never fails or hangs on a
+        write it did not need."""
+        try:
+            with self.store.brief_writes():
+                done = self._expire_if_due(request_id)
+            if done is not None:
+                return done
+        except Unavailable:
+            pass
+        req = self.store.get(request_id)
+        if req is not None and req.status == PENDING:
+            return dataclasses.replace(req, status=EXPIRED)
+        return req  # type: ignore[return-value]
 
     # ------------------------------------------------------------ stats
     def stats(self, actor: Principal, since_seconds: float = 86400) -> dict[str, Any]:

@@ -10,14 +10,47 @@ from approvalctl.server import create_app, spec
 from approvalctl.server.spec import HTTP_METHODS, load_spec, operations, spec_path
 
 
-def test_spec_is_found_beside_the_package():
+def test_spec_is_the_top_level_document_through_the_package_link():
     from pathlib import Path
 
     import approvalctl
 
-    assert spec_path() == Path(approvalctl.__file__).resolve().parents[1] / "specs" / \
-        "approval_api.yaml"
+    top = Path(approvalctl.__file__).resolve().parents[1] / "specs" / "approval_api.yaml"
+    assert spec_path().resolve() == top.resolve()  # one hand-kept copy
     assert load_spec()["openapi"].startswith("3.0")
+
+
+def test_the_document_is_valid_openapi():
+    from openapi_spec_validator import validate
+
+    validate(load_spec())
+
+
+def test_the_yaml_uses_block_style_only():
+    """No `{...}` or `[...]` collections with content: in flow style an unquoted comma
+    silently adds a key (a junk key once broke the document), in block style it cannot.
+    An empty `[]` (e.g. `security: []`) has no block spelling and nothing to split."""
+    import yaml
+
+    flow = []
+
+    def walk(node: yaml.Node) -> None:
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            if node.flow_style and node.value:
+                flow.append(f"line {node.start_mark.line + 1}")
+            children = node.value if isinstance(node, yaml.SequenceNode) else \
+                [part for pair in node.value for part in pair]
+            for child in children:
+                walk(child)
+
+    walk(yaml.compose(spec_path().read_text()))
+    assert flow == []
+
+
+def test_served_openapi_json_is_valid_openapi(http, live):
+    from openapi_spec_validator import validate
+
+    validate(http.get("/openapi.json").json())
 
 
 def test_every_route_is_in_the_spec_and_every_spec_path_is_a_route(store):

@@ -94,8 +94,10 @@ def local_service(ctx: typer.Context):  # -> ApprovalService
     from ..store import open_store
 
     store = open_store(state.settings.db)
+    # No flush of buffered RBAC-check counters at exit: a read command must write nothing
+    # (it would wait on, or fail for, a lock or a full disk it never needed). A command that
+    # changes something writes the checks made before it in the same transaction.
     state._closers.append(store.close)
-    state._closers.append(store.flush_counters)
     return ApprovalService(store, state.settings)
 
 
@@ -259,6 +261,15 @@ def errors_to_exit() -> Iterator[None]:
         raise fail(exc) from None
 
 
+def environment_error(exc: OSError) -> ApprovalctlError:
+    """An operating-system fault outside approvalctl as exit 6 with one line."""
+    from ..errors import Unavailable
+
+    where = f" on {exc.filename}" if getattr(exc, "filename", None) else ""
+    return Unavailable(f"{exc.strerror or exc}{where}: check the disk, the path and its "
+                       "permissions")
+
+
 def parse_json_object(text: str | None, what: str = "--args") -> dict[str, Any] | None:
     """`text` as a JSON object; duplicate keys at any depth and NaN/Infinity are refused
     (strictjson), each with one line naming the problem."""
@@ -282,6 +293,8 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except ApprovalctlError as exc:
             raise fail(exc) from None
+        except OSError as exc:  # the environment (disk, permissions), never a traceback
+            raise fail(environment_error(exc)) from None
         except KeyboardInterrupt:
             message("interrupted")
             raise typer.Exit(130) from None

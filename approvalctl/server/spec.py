@@ -25,9 +25,12 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
 def spec_path() -> Path:
-    import approvalctl
+    """The document inside the installed package: `approvalctl/specs` is a link to the
+    top-level `specs/` in the source tree, and the wheel build copies the file it points to
+    (package data), so there is one hand-kept copy and an installed server still finds it."""
+    from importlib.resources import files
 
-    return Path(approvalctl.__file__).resolve().parents[1] / "specs" / "approval_api.yaml"
+    return Path(str(files("approvalctl") / "specs" / "approval_api.yaml"))
 
 
 @lru_cache(maxsize=1)

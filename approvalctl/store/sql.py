@@ -419,6 +419,12 @@ class SQLStore(OutboxQueries):
         """A planner hint where the dialect has one (SQLite's INDEXED BY)."""
         return ""
 
+    @contextmanager
+    def brief_writes(self) -> Iterator[None]:
+        """Writes on this thread meanwhile give up quickly on a lock (see SQLiteStore);
+        PostgreSQL's expiry sweep already skips locked rows."""
+        yield
+
     def flush_counters(self) -> None:
         """Write buffered counter deltas (RBAC checks on reads) now."""
         deltas = counters.pending.take()
@@ -447,12 +453,15 @@ class SQLStore(OutboxQueries):
                              (request_id,)).fetchone()
         return row[0] if row else None
 
-    def resolve_prefix(self, prefix: str, limit: int = 2) -> list[str]:
-        """Ids starting with `prefix` (a range scan on the primary key)."""
+    def resolve_prefix(self, prefix: str, limit: int = 2, *, user_id: str | None = None
+                       ) -> list[str]:
+        """Ids starting with `prefix` (a range scan on the primary key), only those of
+        `user_id` when given."""
+        owner = " AND user_id = ?" if user_id is not None else ""
+        params = (prefix, prefix + "\x7f") + ((user_id,) if user_id is not None else ())
         with self._read() as cur:
-            rows = self._exec(cur, "SELECT id FROM requests WHERE id >= ? AND id < ? "
-                              "ORDER BY id LIMIT ?", (prefix, prefix + "\x7f", limit)
-                              ).fetchall()
+            rows = self._exec(cur, "SELECT id FROM requests WHERE id >= ? AND id < ?"
+                              f"{owner} ORDER BY id LIMIT ?", params + (limit,)).fetchall()
         return [r[0] for r in rows]
 
     def list_requests(self, *, status: str | None, tool_name: str | None, user_id: str | None,

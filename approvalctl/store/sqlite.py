@@ -13,23 +13,55 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from ..errors import Unavailable
 from . import migrations
 from .sql import SQLStore
 
 MIGRATIONS_TABLE = migrations.TABLE
+BRIEF_BUSY_MS = 200  # how long a read's best-effort write waits for the lock
 
 
 def _fail(path: Path, exc: sqlite3.Error) -> Unavailable:
+    """One line naming what went wrong with the file and what to check."""
     msg = str(exc)
-    if "not a database" in msg:
-        return Unavailable(f"{path} is not an approvalctl database (file is not a database)")
-    if "unable to open" in msg or "readonly" in msg:
-        return Unavailable(f"cannot open database {path}: {msg}")
-    if "locked" in msg or "busy" in msg:
-        return Unavailable(f"database {path} is busy (locked by another process): {msg}")
+    low = msg.lower()
+    if "not a database" in low or "malformed" in low:
+        return Unavailable(f"{path} is not an approvalctl database or is damaged ({msg}): "
+                           "check the --db path, or restore the file from a backup")
+    if "full" in low or ("disk i/o" in low and _no_space(path)):
+        return Unavailable(f"database {path}: the disk is full ({msg}): free space on the "
+                           "file system that holds it")
+    if "readonly" in low or "read-only" in low:
+        return Unavailable(f"database {path} is read-only ({msg}): check the permissions of "
+                           "the file, its -wal/-shm files and its folder, and the mount")
+    if "unable to open" in low:
+        return Unavailable(f"cannot open database {path} ({msg}): check that its folder "
+                           "exists and is readable and writable by this user")
+    if "locked" in low or "busy" in low:
+        return Unavailable(f"database {path} is locked by another process ({msg}): check for "
+                           "a process holding a long write transaction on it")
+    if "disk i/o" in low:
+        return Unavailable(f"I/O error on database {path} ({msg}): check the disk and the "
+                           "file system")
     return Unavailable(f"database error on {path}: {msg}")
+
+
+def _no_space(path: Path) -> bool:
+    """Whether the file system holding `path` is full (SQLite reports a WAL reader that
+    cannot create its -shm file as a plain I/O error)."""
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _on_read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 class SQLiteStore(SQLStore):
@@ -48,7 +80,11 @@ class SQLiteStore(SQLStore):
         if not self.path.exists():
             self._create_file()
         elif not os.access(self.path, os.R_OK):
-            raise Unavailable(f"cannot open database {self.path}: permission denied")
+            raise Unavailable(f"cannot open database {self.path}: permission denied (check "
+                              "the file's owner and mode)")
+        # A file this user may not write is opened read-only, so reads still work from it
+        # and a write fails at once with "read-only" instead of on some later lock.
+        self._read_only = not os.access(self.path, os.W_OK)
         if migrate:
             self.migrate()
 
@@ -68,10 +104,17 @@ class SQLiteStore(SQLStore):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_ms
-                                       / 1000, check_same_thread=False)
+                target: str | Path = self.path
+                if self._read_only:
+                    target = f"file:{quote(str(self.path))}?mode=ro"
+                    if _on_read_only_mount(self.path):
+                        # Nothing can change the file there, and SQLite could not create the
+                        # -shm file WAL readers need: read it as an immutable file.
+                        target += "&immutable=1"
+                conn = sqlite3.connect(target, isolation_level=None, timeout=self._busy_ms
+                                       / 1000, check_same_thread=False, uri=self._read_only)
                 conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-                mode = self._enable_wal(conn)
+                mode = "wal" if self._read_only else self._enable_wal(conn)
                 if mode != "wal":
                     raise sqlite3.OperationalError(f"could not enable WAL (got {mode})")
                 # FULL: a commit is fsynced before it returns, so an acknowledged decision
@@ -153,6 +196,18 @@ class SQLiteStore(SQLStore):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise _fail(self.path, exc) from None
+
+    @contextmanager
+    def brief_writes(self) -> Iterator[None]:
+        """Writes on this thread meanwhile wait for the lock a moment, not busy_timeout:
+        for the best-effort writes a read makes (recording an expiry), which must never
+        hold the read up behind another process's transaction."""
+        conn = self._conn()
+        conn.execute(f"PRAGMA busy_timeout = {min(self._busy_ms, BRIEF_BUSY_MS)}")
+        try:
+            yield
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def before_bulk_load(self) -> None:
         # Index inserts in key order of a secondary index land on random pages; with the
