@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInput
+from .limits import HttpLimits, Quotas, http_limits_from, quotas_from
 
 DEFAULT_TTL_SECONDS = 3600.0
 NOTIFY_EVENTS = ("created", "decided", "expired")
 
 _KNOWN_KEYS = {"db", "server", "api_key", "allow_self_approval", "default_ttl", "user",
-               "notifications", "rate_limit", "templates_dir"}
+               "notifications", "rate_limit", "templates_dir", "http_limits", "quotas"}
 
 
 def xdg_config_home() -> Path:
@@ -70,6 +71,8 @@ class Settings:
     rate_limit: float | None = None  # requests per second per key (server)
     templates_dir: str | None = None
     source: str | None = None
+    http_limits: HttpLimits = field(default_factory=HttpLimits)  # server connections
+    quotas: Quotas = field(default_factory=Quotas)  # per key (server) / per user (service)
 
     @classmethod
     def load(cls, *, db: str | None = None, server: str | None = None,
@@ -95,6 +98,8 @@ class Settings:
             rate_limit=data.get("rate_limit"),
             templates_dir=data.get("templates_dir"),
             source=str(path) if data else None,
+            http_limits=http_limits_from(data.get("http_limits"), f"config file {path}"),
+            quotas=quotas_from(data.get("quotas"), f"config file {path}"),
         )
 
     def channels_for(self, event: str) -> list[str]:
