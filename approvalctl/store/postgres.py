@@ -385,6 +385,13 @@ class PostgresStore(SQLStore):
                     "set_config('synchronous_commit', 'off', true)", (self._audit_key,))
         self._chained.add(id(cur.connection))
 
+    def _lock_user(self, cur: Any, user_id: str) -> None:
+        # Per user, not the audit lock: creates of different users do not wait on each
+        # other. Two groups locking two users in opposite orders deadlock; PostgreSQL breaks
+        # that by failing one, whose group the database thread reruns change by change.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)",
+                    (_lock_key("approvalctl-pending", self.schema, user_id),))
+
     def _skip_locked(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
 

@@ -13,8 +13,13 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from .. import audit, counters
+from ..errors import QuotaExceeded
 from ..models import PENDING, STATUSES, ApprovalRequest, Change
 from .outbox import OutboxQueries
+
+#: Seconds a client is told to wait when its user is at the pending quota: decisions take
+#: a person, so retrying sooner only adds load.
+PENDING_RETRY_AFTER = 30
 
 REQUEST_COLUMNS = ApprovalRequest.FIELDS
 _SELECT = "SELECT " + ", ".join(REQUEST_COLUMNS) + " FROM requests"
@@ -206,10 +211,15 @@ class SQLStore(OutboxQueries):
                        [v for row in chunk for v in row])
 
     def create(self, req: ApprovalRequest, change: Change,
-               idempotency: tuple[str, str, str] | None = None) -> ApprovalRequest:
+               idempotency: tuple[str, str, str] | None = None,
+               max_pending: int | None = None) -> ApprovalRequest:
         """Insert `req` with its change; with `idempotency` (owner, key, body hash), record it.
 
         If the idempotency key was stored meanwhile, return the request it created instead.
+        With `max_pending`, raise QuotaExceeded (before writing anything) if `req.user_id`
+        already has that many pending requests — counted in the transaction of the insert,
+        under a per-user lock, so concurrent creates (group commit, other processes) cannot
+        all pass one count.
         """
         # The stored response (idempotency) and the notification payload (outbox rows) are
         # the same JSON; a plain create needs neither, so it is not encoded for nothing.
@@ -219,6 +229,8 @@ class SQLStore(OutboxQueries):
                 found = self._idempotent(cur, idempotency[0], idempotency[1])
                 if found:
                     return found  # type: ignore[return-value]
+            if max_pending is not None:
+                self._check_pending(cur, req.user_id, max_pending)
             self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
                        + ", ".join("?" * len(REQUEST_COLUMNS)) + ")",
                        tuple(_sorted_json(req.arguments) if c == "arguments"
@@ -229,6 +241,20 @@ class SQLStore(OutboxQueries):
                            (*idempotency, req.id, payload, req.created_at))
             self._append_changes(cur, [change], {req.id: payload})
         return req
+
+    def _check_pending(self, cur: Any, user_id: str, cap: int) -> None:
+        self._lock_user(cur, user_id)
+        # LIMIT/OFFSET: reads at most `cap` index entries, however many the user has.
+        row = self._exec(cur, "SELECT 1 FROM requests WHERE status = ? AND user_id = ? "
+                         "LIMIT 1 OFFSET ?", (PENDING, user_id, cap - 1)).fetchone()
+        if row is not None:
+            raise QuotaExceeded(f"pending quota exceeded: user {user_id!r} already has {cap} "
+                                "pending requests (quotas.max_pending); wait for decisions "
+                                "or cancel some", "pending", PENDING_RETRY_AFTER)
+
+    def _lock_user(self, cur: Any, user_id: str) -> None:
+        """Serialise one user's pending-quota checks until commit (SQLite's BEGIN IMMEDIATE
+        already serialises every writer)."""
 
     def transition(self, request_id: str, to_status: str, at: str, decided_by: str,
                    note: str | None, *, timed: bool, not_user: str | None,
