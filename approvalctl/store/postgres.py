@@ -434,10 +434,10 @@ class PostgresStore(SQLStore):
         if parts:
             cur.execute("WITH " + ", ".join(parts) + " SELECT 1", params)
 
-    def create(self, req: Any, change: Any, idempotency: tuple[str, str, str] | None = None
-               ) -> Any:
+    def create(self, req: Any, change: Any, idempotency: tuple[str, str, str] | None = None,
+               max_pending: int | None = None) -> Any:
         try:
-            return super().create(req, change, idempotency)
+            return super().create(req, change, idempotency, max_pending)
         except _UniqueViolation:
             # Under SQLite's single writer the second creator sees the first one's key; here
             # it loses the race on the primary key instead, and replays the winner's answer.

@@ -224,33 +224,43 @@ class SQLStore(OutboxQueries):
         # The stored response (idempotency) and the notification payload (outbox rows) are
         # the same JSON; a plain create needs neither, so it is not encoded for nothing.
         payload = _sorted_json(req.to_dict()) if idempotency or change.outbox else ""
+        over = False
         with self._write() as cur:
             if idempotency:
                 found = self._idempotent(cur, idempotency[0], idempotency[1])
                 if found:
                     return found  # type: ignore[return-value]
-            if max_pending is not None:
-                self._check_pending(cur, req.user_id, max_pending)
-            self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
-                       + ", ".join("?" * len(REQUEST_COLUMNS)) + ")",
-                       tuple(_sorted_json(req.arguments) if c == "arguments"
-                             else getattr(req, c) for c in REQUEST_COLUMNS))
-            if idempotency:
-                self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
-                           "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                           (*idempotency, req.id, payload, req.created_at))
-            self._append_changes(cur, [change], {req.id: payload})
+            if max_pending is not None and self._at_pending_cap(cur, req.user_id,
+                                                                 max_pending):
+                over = True  # raised below: an error inside the block would spoil a group
+            else:
+                self._insert(cur, req, change, idempotency, payload)
+        if over:
+            raise QuotaExceeded(f"pending quota exceeded: user {req.user_id!r} already has "
+                                f"{max_pending} pending requests (quotas.max_pending); wait "
+                                "for decisions or cancel some", "pending", PENDING_RETRY_AFTER)
         return req
 
-    def _check_pending(self, cur: Any, user_id: str, cap: int) -> None:
+    def _insert(self, cur: Any, req: ApprovalRequest, change: Change,
+                idempotency: tuple[str, str, str] | None, payload: str) -> None:
+        self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
+                   + ", ".join("?" * len(REQUEST_COLUMNS)) + ")",
+                   tuple(_sorted_json(req.arguments) if c == "arguments"
+                         else getattr(req, c) for c in REQUEST_COLUMNS))
+        if idempotency:
+            self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
+                       "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (*idempotency, req.id, payload, req.created_at))
+        self._append_changes(cur, [change], {req.id: payload})
+
+    def _at_pending_cap(self, cur: Any, user_id: str, cap: int) -> bool:
+        """Whether `user_id` has `cap` pending requests, under the user's lock (held until
+        the transaction ends, so the insert that follows is counted by the next check)."""
         self._lock_user(cur, user_id)
-        # LIMIT/OFFSET: reads at most `cap` index entries, however many the user has.
-        row = self._exec(cur, "SELECT 1 FROM requests WHERE status = ? AND user_id = ? "
-                         "LIMIT 1 OFFSET ?", (PENDING, user_id, cap - 1)).fetchone()
-        if row is not None:
-            raise QuotaExceeded(f"pending quota exceeded: user {user_id!r} already has {cap} "
-                                "pending requests (quotas.max_pending); wait for decisions "
-                                "or cancel some", "pending", PENDING_RETRY_AFTER)
+        # LIMIT/OFFSET: reads at most `cap` matching rows, however many the user has.
+        return self._exec(cur, "SELECT 1 FROM requests WHERE status = ? AND user_id = ? "
+                          "LIMIT 1 OFFSET ?", (PENDING, user_id, cap - 1)).fetchone() \
+            is not None
 
     def _lock_user(self, cur: Any, user_id: str) -> None:
         """Serialise one user's pending-quota checks until commit (SQLite's BEGIN IMMEDIATE
