@@ -147,8 +147,8 @@ HTTP_LATENCY = Histogram(HTTP_LATENCY_NAME, "HTTP request latency by route and s
 QUOTAS = ("request_rate", "create_rate", "pending", "waits", "response_bytes")
 HTTP_LIMITS = ("header_bytes", "header_count", "header_timeout", "connections")
 QUOTA_REJECTIONS = Counter("approvalctl_quota_rejections",
-                           "Requests refused by a per-key quota, by quota.", ["quota"],
-                           registry=_http_registry)
+                           "Requests refused by a per-key quota (list pages cut short, for "
+                           "response_bytes), by quota.", ["quota"], registry=_http_registry)
 HTTP_LIMIT_REJECTIONS = Counter("approvalctl_http_limit_rejections",
                                 "Connections cut off by an HTTP limit before authentication, "
                                 "by limit.", ["limit"], registry=_http_registry)

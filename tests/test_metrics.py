@@ -54,8 +54,8 @@ def test_required_metrics_have_the_designed_names_types_labels_and_buckets(store
 
 def test_every_known_series_exists_at_zero_on_a_fresh_database(store) -> None:
     fams = scrape(store)
-    store_families = [f for name, f in fams.items() if not name.startswith("approvalctl_http")
-                      and name != "approvalctl_database_up"]
+    # approvalctl_* are per process (HTTP, quotas) or the database_up gauge
+    store_families = [f for name, f in fams.items() if not name.startswith("approvalctl_")]
     assert all(s.value == 0 for f in store_families for s in f.samples)
     assert value(fams, "approval_requests", "approval_requests_total", status="rejected") == 0
 
@@ -132,7 +132,9 @@ def test_catalogue_lists_every_exported_family(store) -> None:
         listed.add(info.name[: -len("_total")] if info.type == "counter" else info.name)
     # prometheus-client lists `_created` samples as families of their own
     assert exported - listed <= {"approvalctl_http_requests_created",
-                                 "approvalctl_http_request_duration_seconds_created"}
+                                 "approvalctl_http_request_duration_seconds_created",
+                                 "approvalctl_quota_rejections_created",
+                                 "approvalctl_http_limit_rejections_created"}
     assert listed <= exported
 
 
