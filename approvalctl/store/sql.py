@@ -257,10 +257,13 @@ class SQLStore(OutboxQueries):
         """Whether `user_id` has `cap` pending requests, under the user's lock (held until
         the transaction ends, so the insert that follows is counted by the next check)."""
         self._lock_user(cur, user_id)
-        # LIMIT/OFFSET: reads at most `cap` matching rows, however many the user has.
-        return self._exec(cur, "SELECT 1 FROM requests WHERE status = ? AND user_id = ? "
-                          "LIMIT 1 OFFSET ?", (PENDING, user_id, cap - 1)).fetchone() \
-            is not None
+        # Walk the pending rows (the (status, id) index), never the user's whole history:
+        # `user_id || ''` keeps the planner off the (user_id, id) index, whose scan would
+        # grow with every request the user ever made. LIMIT/OFFSET stops at the cap-th
+        # match. The cost follows the pending queue; see docs/api.md "Limits".
+        return self._exec(cur, "SELECT 1 FROM requests WHERE status = ? AND "
+                          "user_id || '' = ? ORDER BY id LIMIT 1 OFFSET ?",
+                          (PENDING, user_id, cap - 1)).fetchone() is not None
 
     def _lock_user(self, cur: Any, user_id: str) -> None:
         """Serialise one user's pending-quota checks until commit (SQLite's BEGIN IMMEDIATE
