@@ -129,6 +129,13 @@ def test_oversized_header_block_gets_431_problem(serve) -> None:
     answer = _read_all(sock)
     assert answer.startswith(b"HTTP/1.1 431 ")
     assert b"application/problem+json" in answer and b"4096 bytes" in answer
+    whole = server.connect()  # a complete block in one packet is bounded too
+    whole.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 5000 + b"\r\n\r\n")
+    assert _read_all(whole).startswith(b"HTTP/1.1 431 ")
+    fits = server.connect()
+    fits.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " +
+                 b"b" * 3000 + b"\r\n\r\n")
+    assert _read_all(fits).startswith(b"HTTP/1.1 200 ")
 
 
 def test_too_many_header_fields_get_431(serve) -> None:

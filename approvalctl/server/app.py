@@ -432,17 +432,22 @@ class Api:
         """A list page, cut short at the response size budget (quotas.max_response_bytes):
         items stop before the one that would pass it (always at least one), and
         next_cursor continues from the last item sent."""
-        parts, size = [], 0
+        items = [r.to_dict() for r in page.items]
+        body = _encode({"items": items, "next_cursor": page.next_cursor}).encode()
         budget = self.max_response_bytes
-        cursor = page.next_cursor
-        for i, req in enumerate(page.items):
-            part = _encode(req.to_dict()).encode()
-            if budget is not None and parts and size + len(part) > budget:
-                cursor = self.service.cursor_after(page.items[i - 1], status)
-                metrics.count_quota("response_bytes")
+        if budget is None or len(body) <= budget:  # the usual case: one encoding
+            return Response(body, media_type="application/json")
+        parts, size = [], 0
+        for item in items:
+            part = _encode(item).encode()
+            if parts and size + len(part) > budget:
                 break
             parts.append(part)
             size += len(part) + 1
+        cursor = page.next_cursor
+        if len(parts) < len(items):
+            cursor = self.service.cursor_after(page.items[len(parts) - 1], status)
+            metrics.count_quota("response_bytes")
         body = b'{"items":[' + b",".join(parts) + b'],"next_cursor":' + \
             _encode(cursor).encode() + b"}"
         return Response(body, media_type="application/json")

@@ -54,8 +54,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.loop_ = _loop or asyncio.get_event_loop()
         self.conn_transport: asyncio.Transport | None = None
         self.in_headers = False
-        self.header_bytes = 0
+        self.header_bytes = 0  # bytes received while the header block is incomplete
+        self.header_size = 0  # the parsed target and fields of the current request
         self.header_count = 0
+        self.over_limit: str | None = None  # a bound passed in a complete header block
         self.header_timer: asyncio.TimerHandle | None = None
         self.in_flight = 0
         self.refused = False
@@ -89,10 +91,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 or self.conn_transport.is_closing():
             return
         self.header_bytes += len(data)
-        if self.header_bytes > self.limits.max_header_bytes:
+        if self.over_limit is None and self.header_bytes > self.limits.max_header_bytes:
+            self.over_limit = "header_bytes"  # still incomplete, already too long
+        if self.over_limit == "header_bytes":
             self._reject(431, "Request Header Fields Too Large", "the request line and headers "
                          f"exceed {self.limits.max_header_bytes} bytes", "header_bytes")
-        elif self.header_count > self.limits.max_headers:
+        elif self.over_limit == "header_count":
             self._reject(431, "Request Header Fields Too Large", "the request has more than "
                          f"{self.limits.max_headers} header fields", "header_count")
 
@@ -102,13 +106,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self.in_headers:
             self._start_headers(timed=self.in_flight == 0)
 
+    def on_url(self, url: bytes) -> None:
+        self.header_size += len(url)
+        super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
+        self.header_size += len(name) + len(value) + 4  # ": " and CRLF
         if self.header_count <= self.limits.max_headers:  # past it: dropped, and refused
             super().on_header(name, value)               # in data_received
 
     def on_headers_complete(self) -> None:
+        # A whole header block can arrive in one read: bound it here, not only by the bytes
+        # received while it is incomplete (data_received).
         if self.header_count > self.limits.max_headers:
+            self.over_limit = "header_count"
+        elif self.header_size > self.limits.max_header_bytes:
+            self.over_limit = "header_bytes"
+        if self.over_limit is not None:
             return  # no request starts; data_received answers 431 once this chunk is parsed
         self.in_headers = False
         self._stop_timer()
@@ -116,11 +131,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if self.header_count <= self.limits.max_headers:
+        if self.over_limit is None:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self.header_count <= self.limits.max_headers:
+        if self.over_limit is None:
             super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -135,6 +150,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.in_headers = True
         if reset:
             self.header_bytes = 0
+            self.header_size = 0
             self.header_count = 0
         self._stop_timer()
         if timed:
