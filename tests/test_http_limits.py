@@ -224,3 +224,34 @@ def test_bad_http_limits_stop_serve_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "http_limits.header_timeout" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_raises_its_open_file_limit_to_hold_the_connection_cap(tmp_path: Path) -> None:
+    """With the usual soft limit of 1024 files, accept() would fail long before a cap of
+    10,000 connections; serve raises its soft limit (up to the hard one)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 10_256:
+        pytest.skip("the hard open-file limit is too low to raise to")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "approvalctl", "serve", "--port", str(port)],
+        env=env_for(tmp_path / "approvals.db"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.05)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert int(line.split()[3]) >= 10_256
+    finally:
+        stop_process(proc)

@@ -128,6 +128,24 @@ def _attach_limits(config, settings) -> None:  # type: ignore[no-untyped-def]
     from ..server.protocol import CONFIG_ATTRIBUTE
 
     setattr(config, CONFIG_ATTRIBUTE, settings.http_limits)
+    _raise_open_files(settings.http_limits.max_connections)
+
+
+def _raise_open_files(connections: int) -> None:
+    """Let the process hold `connections` sockets plus its own files: below that, accept()
+    would fail with EMFILE long before the connection cap answers 503."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256  # the database, logs, pipes, the listening socket
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if new > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    if new < want:
+        message(f"warning: the open-file limit ({new}) is below http_limits.max_connections "
+                f"+ 256; raise it (ulimit -n) or lower max_connections")
 
 
 def _server_class():  # -> type[uvicorn.Server]
