@@ -40,11 +40,13 @@ _BY_STATUS: dict[int, type[errors.ApprovalctlError]] = {
     401: errors.Unauthenticated,
     403: errors.Forbidden,
     404: errors.NotFound,
+    408: errors.Unavailable,
     409: errors.ApprovalConflict,
     413: errors.InvalidInput,
     415: errors.InvalidInput,
     422: errors.IdempotencyMismatch,
     429: errors.RateLimited,
+    431: errors.InvalidInput,
     503: errors.Unavailable,
 }
 
@@ -328,6 +330,8 @@ def _error_from(response: httpx.Response) -> errors.ApprovalctlError:
             retry = int(response.headers.get("retry-after", "1"))
         except ValueError:
             retry = 1
+        if isinstance(data, dict) and isinstance(data.get("quota"), str):
+            return errors.QuotaExceeded(detail, data["quota"], retry)
         return errors.RateLimited(detail, retry)
     return cls(detail)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInput
+from .limits import HttpLimits, Quotas, http_limits_from, quotas_from
 
 DEFAULT_TTL_SECONDS = 3600.0
 #: How long an approval may wait to be consumed (DESIGN.md §10).
@@ -105,6 +106,9 @@ SCHEMA: dict[str, Any] = {
                                 "x-invalid": "allow_self_approval must be true or false"},
         "default_ttl": {"type": ["number", "string"]},  # durations.parse_duration checks it
         "use_within": {"type": ["number", "string"]},  # likewise
+        # checked into their dataclasses by http_limits_from / quotas_from below
+        "http_limits": {"type": ["object", "null"]},
+        "quotas": {"type": ["object", "null"]},
         "policy_default": {"enum": ["ask", "deny"],
                            "x-invalid": "policy_default must be ask or deny, got {value!r}"},
         "user": _TEXT,
@@ -241,6 +245,8 @@ class Settings:
     templates_dir: str | None = None
     policy_default: str = "ask"  # what a call no policy rule matches gets: ask or deny
     source: str | None = None
+    http_limits: HttpLimits = field(default_factory=HttpLimits)  # server connections
+    quotas: Quotas = field(default_factory=Quotas)  # per key (server) / per user (service)
     #: The config file's settings as read (validated against SCHEMA); see `get`.
     file: dict[str, Any] = field(default_factory=dict, repr=False)
     _notifications_checked: bool = field(default=False, repr=False, compare=False)
@@ -277,6 +283,8 @@ class Settings:
             templates_dir=data.get("templates_dir"),
             policy_default=policy_default,
             source=str(path) if data else None,
+            http_limits=http_limits_from(data.get("http_limits"), f"config file {path}"),
+            quotas=quotas_from(data.get("quotas"), f"config file {path}"),
             file=data,
         )
 

@@ -12,6 +12,7 @@
     ├── Unauthenticated              exit 5   401
     ├── Forbidden                    exit 5   403
     ├── RateLimited                  exit 5   429
+    │   └── QuotaExceeded            exit 5   429
     ├── Unavailable                  exit 6   503
     ├── VerificationFailed           exit 1         (`migrate copy --verify`)
     └── ApprovalDenied               exit 10/11/12/124 (not approved: `STATUS_EXIT_CODES`)
@@ -149,6 +150,15 @@ class RateLimited(ApprovalctlError):
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
+    """A per-key quota (limits.Quotas) refused the request; `quota` names it (the label of
+    approvalctl_quota_rejections_total)."""
+
+    def __init__(self, detail: str, quota: str, retry_after: int = 1) -> None:
+        super().__init__(detail, retry_after)
+        self.quota = quota
 
 
 class Unavailable(ApprovalctlError):

@@ -312,6 +312,30 @@ HTTP_REQUESTS = Counter(HTTP_REQUESTS_NAME, "HTTP requests served, by route and 
                         list(HTTP_LABELS), registry=_http_registry)
 HTTP_LATENCY = Histogram(HTTP_LATENCY_NAME, "HTTP request latency by route and status.",
                          list(HTTP_LABELS), buckets=HTTP_BUCKETS, registry=_http_registry)
+#: The per-key quotas (limits.Quotas) and the connection limits (limits.HttpLimits), as
+#: label values known in advance so every series exists at 0 from the start.
+QUOTAS = ("request_rate", "create_rate", "pending", "waits", "response_bytes")
+HTTP_LIMITS = ("header_bytes", "header_count", "header_timeout", "connections")
+QUOTA_REJECTIONS = Counter("approvalctl_quota_rejections",
+                           "Requests refused by a per-key quota (list pages cut short, for "
+                           "response_bytes), by quota.", ["quota"], registry=_http_registry)
+HTTP_LIMIT_REJECTIONS = Counter("approvalctl_http_limit_rejections",
+                                "Connections cut off by an HTTP limit before authentication, "
+                                "by limit.", ["limit"], registry=_http_registry)
+for _name in QUOTAS:
+    QUOTA_REJECTIONS.labels(_name)
+for _name in HTTP_LIMITS:
+    HTTP_LIMIT_REJECTIONS.labels(_name)
+
+
+def count_quota(quota: str) -> None:
+    """Count one request refused by the per-key quota `quota` (one of QUOTAS)."""
+    QUOTA_REJECTIONS.labels(quota).inc()
+
+
+def count_http_limit(limit: str) -> None:
+    """Count one connection cut off by the HTTP limit `limit` (one of HTTP_LIMITS)."""
+    HTTP_LIMIT_REJECTIONS.labels(limit).inc()
 
 
 #: The standard process_* metrics (CPU, memory, file descriptors, start time) of `serve`.
@@ -422,6 +446,11 @@ def catalogue() -> list[MetricInfo]:
     for fam in _process_registry.collect():
         name = fam.name + "_total" if fam.type == "counter" else fam.name
         out.append(MetricInfo(name, fam.type, fam.documentation, (), source="process"))
+    for metric, label, known in ((QUOTA_REJECTIONS, "quota", QUOTAS),
+                                 (HTTP_LIMIT_REJECTIONS, "limit", HTTP_LIMITS)):
+        for fam in metric.describe():
+            out.append(MetricInfo(fam.name + "_total", fam.type, fam.documentation, (label,),
+                                  {label: tuple(sorted(known))}, source="http"))
     return out
 
 

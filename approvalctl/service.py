@@ -158,7 +158,8 @@ class ApprovalService:
                 outbox=[(c, "created") for c in self.settings.channels_for("created")])
         else:
             change = self._policy_decision(actor, req, detail, action, rule)
-        result = self.store.create(req, change, idem)
+        result = self.store.create(req, change, idem,
+                                   max_pending=self.settings.quotas.max_pending)
         if isinstance(result, dict):  # a concurrent replay won the race
             return self._replay(result, idem[2]), True  # type: ignore[index]
         return result, False
@@ -259,6 +260,12 @@ class ApprovalService:
             items = [self._fresh(r, now) for r in items]
         return Page(items=items, next_cursor=_encode_cursor(items[-1].id, descending)
                     if more else None)
+
+    @staticmethod
+    def cursor_after(req: ApprovalRequest, status: str | None) -> str:
+        """The `cursor` that continues a `list(status=status)` page after `req` (for a page
+        a face cuts short, e.g. at a response size budget)."""
+        return _encode_cursor(req.id, status != PENDING)
 
     # ------------------------------------------------------------ decide
     def decide(self, actor: Principal, id_or_prefix: str, action: str,

@@ -137,7 +137,9 @@ def test_catalogue_lists_every_exported_family(store) -> None:
         listed.add(info.name[: -len("_total")] if info.type == "counter" else info.name)
     # prometheus-client lists `_created` samples as families of their own
     assert exported - listed <= {"approvalctl_http_requests_created",
-                                 "approvalctl_http_request_duration_seconds_created"}
+                                 "approvalctl_http_request_duration_seconds_created",
+                                 "approvalctl_quota_rejections_created",
+                                 "approvalctl_http_limit_rejections_created"}
     assert listed <= exported
 
 

@@ -91,7 +91,9 @@ def serve_cmd(
         if workers == 1:
             application = create_app(store, settings, sweep_interval=sweep_interval)
             config = uvicorn.Config(application, log_level="warning", access_log=False,
-                                    timeout_graceful_shutdown=30, lifespan="on")
+                                    timeout_graceful_shutdown=30, lifespan="on",
+                                    **_limit_options(settings))
+            _attach_limits(config, settings)
             server = _Server(config, application.state.api)
             server.run(sockets=[sock])
         else:
@@ -100,7 +102,9 @@ def serve_cmd(
             os.environ["APPROVALCTL_DB"] = settings.db
             config = uvicorn.Config("approvalctl.server:create_app_from_env", factory=True,
                                     workers=workers, log_level="warning", access_log=False,
-                                    timeout_graceful_shutdown=30, lifespan="on")
+                                    timeout_graceful_shutdown=30, lifespan="on",
+                                    **_limit_options(settings))
+            _attach_limits(config, settings)
             from uvicorn.supervisors import Multiprocess
 
             Multiprocess(config, sockets=[sock]).run()
@@ -109,6 +113,39 @@ def serve_cmd(
         sock.close()
         store.close()
     message("approvalctl API stopped")
+
+
+def _limit_options(settings) -> dict:  # type: ignore[no-untyped-def]
+    """uvicorn options for the connection limits (docs/api.md "Limits"): our protocol class,
+    and uvicorn's own keep-alive timer, which runs between requests."""
+    from ..server.protocol import LimitedHttpToolsProtocol
+
+    return {"http": LimitedHttpToolsProtocol,
+            "timeout_keep_alive": settings.http_limits.keep_alive_timeout}
+
+
+def _attach_limits(config, settings) -> None:  # type: ignore[no-untyped-def]
+    from ..server.protocol import CONFIG_ATTRIBUTE
+
+    setattr(config, CONFIG_ATTRIBUTE, settings.http_limits)
+    _raise_open_files(settings.http_limits.max_connections)
+
+
+def _raise_open_files(connections: int) -> None:
+    """Let the process hold `connections` sockets plus its own files: below that, accept()
+    would fail with EMFILE long before the connection cap answers 503."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256  # the database, logs, pipes, the listening socket
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if new > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    if new < want:
+        message(f"warning: the open-file limit ({new}) is below http_limits.max_connections "
+                f"+ 256; raise it (ulimit -n) or lower max_connections")
 
 
 def _server_class():  # -> type[uvicorn.Server]

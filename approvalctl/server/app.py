@@ -18,9 +18,9 @@ import math
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +37,7 @@ from ..errors import (  # noqa: F401  (PayloadTooLarge, UnsupportedMediaType: re
     ApprovalctlError,
     InvalidInput,
     PayloadTooLarge,
+    QuotaExceeded,
     RateLimited,
     UnsupportedMediaType,
 )
@@ -58,6 +59,7 @@ POLL_SECONDS = 0.2
 IDEMPOTENCY_HEADER = re.compile(r"[!-~]{1,255}")
 PROBLEM = "application/problem+json"
 INLINE_PAGE = 100
+WAIT_RETRY_AFTER = 5
 
 
 # ---------------------------------------------------------------- responses
@@ -86,6 +88,9 @@ def error_response(exc: ApprovalctlError) -> Response:
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
         extra["retry_after"] = exc.retry_after
+        if isinstance(exc, QuotaExceeded):
+            extra["quota"] = exc.quota
+            metrics.count_quota(exc.quota)
     current = getattr(exc, "current_status", None)
     if current:
         extra["current_status"] = current
@@ -94,11 +99,18 @@ def error_response(exc: ApprovalctlError) -> Response:
 
 # ---------------------------------------------------------------- rate limiting
 class RateLimiter:
-    """A token bucket per API key: `rate` requests per second, bursts of up to `rate`."""
+    """A token bucket per API key: `rate` requests per second, bursts of up to `rate`.
 
-    def __init__(self, rate: float) -> None:
+    One mechanism for every rate: the request rate (`rate_limit`, all requests, quota
+    label "request_rate") and the creation quota (`quotas.create_rate`, "create_rate").
+    """
+
+    def __init__(self, rate: float, quota: str = "request_rate",
+                 what: str = "rate limit of {rate:g} requests per second") -> None:
         self.rate = float(rate)
         self.burst = max(1.0, self.rate)
+        self.quota = quota
+        self.what = what
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()  # checked on the loop and in database jobs
 
@@ -113,9 +125,45 @@ class RateLimiter:
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
             retry = max(1, math.ceil((1.0 - tokens) / self.rate))
-            raise RateLimited(f"rate limit of {self.rate:g} requests per second for API key "
-                              f"{key!r} exceeded; retry after {retry} s", retry)
+            raise QuotaExceeded(f"{self.what.format(rate=self.rate)} for API key {key!r} "
+                                f"exceeded; retry after {retry} s", self.quota, retry)
         self._buckets[key] = (tokens - 1.0, now)
+
+
+class KeySlots:
+    """At most `limit` things held at once per API key: long-polls now, event streams
+    later (share one instance so both count against `quotas.max_waits`). Event-loop only.
+
+        with slots.hold(principal.name):  # QuotaExceeded (429) when the key is at its limit
+            ...wait...
+    """
+
+    def __init__(self, limit: int | None, quota: str = "waits",
+                 what: str = "concurrent long-polls and streams") -> None:
+        self.limit = limit
+        self.quota = quota
+        self.what = what
+        self._held: dict[str, int] = {}
+
+    def held(self, key: str) -> int:
+        return self._held.get(key, 0)
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        count = self._held.get(key, 0)
+        if self.limit is not None and count >= self.limit:
+            raise QuotaExceeded(f"quota of {self.limit} {self.what} for API key {key!r} "
+                                "reached (quotas.max_waits); retry after one ends",
+                                self.quota, WAIT_RETRY_AFTER)
+        self._held[key] = count + 1
+        try:
+            yield
+        finally:
+            left = self._held[key] - 1
+            if left:
+                self._held[key] = left
+            else:
+                del self._held[key]
 
 
 # ---------------------------------------------------------------- the app
@@ -150,6 +198,12 @@ class Api:
             raise InvalidInput(f"rate_limit must be a number of requests per second greater "
                                f"than zero, got {rate!r}")
         self.limiter = RateLimiter(rate) if rate else None
+        quotas = settings.quotas
+        self.create_limiter = RateLimiter(
+            quotas.create_rate, "create_rate", "creation quota of {rate:g} requests per "
+            "second (quotas.create_rate)") if quotas.create_rate else None
+        self.waits = KeySlots(quotas.max_waits)
+        self.max_response_bytes = quotas.max_response_bytes
         self.ops = spec.operations()
         # Changes (write()) go through one database thread with group commit on both
         # stores (see dbthread.py). Everything else (run()) goes to that thread too on
@@ -339,13 +393,28 @@ class Api:
         if key is not None and not IDEMPOTENCY_HEADER.fullmatch(key):
             raise InvalidInput("Idempotency-Key must be 1-255 visible ASCII characters")
         req, replayed = await self.change(
-            call, self.service.create_idempotent, body["tool_name"],
+            call, self._create_within_quota(), body["tool_name"],
             body.get("arguments"), reason=body.get("reason"), risk=body.get("risk"),
             ttl_seconds=body.get("ttl_seconds"), idempotency_key=key)
         headers = {"Location": f"/api/v1/approvals/{req.id}"}
         if key is not None:
             headers["Idempotent-Replayed"] = "true" if replayed else "false"
         return json_response(req.to_dict(), 201, headers)
+
+    def _create_within_quota(self) -> Callable[..., Any]:
+        """service.create_idempotent behind the per-key creation quota, checked in the
+        database job once the key is known (once: a job rerun alone is not re-counted)."""
+        limiter = self.create_limiter
+        if limiter is None:
+            return self.service.create_idempotent
+        checked: list[bool] = []
+
+        def create(principal: Any, *args: Any, **kwargs: Any) -> Any:
+            if not checked:
+                checked.append(True)
+                limiter.check(principal.name)
+            return self.service.create_idempotent(principal, *args, **kwargs)
+        return create
 
     async def list_approvals(self, call: Call) -> Response:
         q = call.query
@@ -362,8 +431,31 @@ class Api:
                               status=q.get("status", PENDING), tool_name=q.get("tool_name"),
                               user_id=q.get("user_id"), limit=q.get("limit", 50),
                               cursor=q.get("cursor"))
-        return json_response({"items": [r.to_dict() for r in page.items],
-                              "next_cursor": page.next_cursor})
+        return self._page_response(page, q.get("status", PENDING))
+
+    def _page_response(self, page: Any, status: str) -> Response:
+        """A list page, cut short at the response size budget (quotas.max_response_bytes):
+        items stop before the one that would pass it (always at least one), and
+        next_cursor continues from the last item sent."""
+        items = [r.to_dict() for r in page.items]
+        body = _encode({"items": items, "next_cursor": page.next_cursor}).encode()
+        budget = self.max_response_bytes
+        if budget is None or len(body) <= budget:  # the usual case: one encoding
+            return Response(body, media_type="application/json")
+        parts, size = [], 0
+        for item in items:
+            part = _encode(item).encode()
+            if parts and size + len(part) > budget:
+                break
+            parts.append(part)
+            size += len(part) + 1
+        cursor = page.next_cursor
+        if len(parts) < len(items):
+            cursor = self.service.cursor_after(page.items[len(parts) - 1], status)
+            metrics.count_quota("response_bytes")
+        body = b'{"items":[' + b",".join(parts) + b'],"next_cursor":' + \
+            _encode(cursor).encode() + b"}"
+        return Response(body, media_type="application/json")
 
     async def stats(self, call: Call) -> Response:
         since = int(call.query.get("since", "86400"))
@@ -380,7 +472,8 @@ class Api:
             req = await self.run(self.service.get, call.principal, call.path["id"])
         wait = call.query.get("wait")
         if wait and req.status == PENDING:
-            req = await self._long_poll(call, req, min(float(wait), MAX_WAIT))
+            with self.waits.hold(call.principal.name):
+                req = await self._long_poll(call, req, min(float(wait), MAX_WAIT))
         return json_response(req.to_dict())
 
     async def _long_poll(self, call: Call, req: Any, wait: float) -> Any:

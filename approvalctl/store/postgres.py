@@ -402,6 +402,13 @@ class PostgresStore(SQLStore):
         # changes in one transaction and so under one flush.
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._audit_key,))
 
+    def _lock_user(self, cur: Any, user_id: str) -> None:
+        # Per user, not the audit lock: creates of different users do not wait on each
+        # other. Two groups locking two users in opposite orders deadlock; PostgreSQL breaks
+        # that by failing one, whose group the database thread reruns change by change.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)",
+                    (_lock_key("approvalctl-pending", self.schema, user_id),))
+
     def _skip_locked(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
 
@@ -444,10 +451,10 @@ class PostgresStore(SQLStore):
         if parts:
             cur.execute("WITH " + ", ".join(parts) + " SELECT 1", params)
 
-    def create(self, req: Any, change: Any, idempotency: tuple[str, str, str] | None = None
-               ) -> Any:
+    def create(self, req: Any, change: Any, idempotency: tuple[str, str, str] | None = None,
+               max_pending: int | None = None) -> Any:
         try:
-            return super().create(req, change, idempotency)
+            return super().create(req, change, idempotency, max_pending)
         except _UniqueViolation:
             # Under SQLite's single writer the second creator sees the first one's key; here
             # it loses the race on the primary key instead, and replays the winner's answer.

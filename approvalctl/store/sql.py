@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import audit, counters
 from ..digest import DigestError, digest
-from ..errors import GroupSpoiled
+from ..errors import GroupSpoiled, QuotaExceeded
 from ..models import (
     APPROVED,
     EXPIRED,
@@ -28,6 +28,10 @@ from ..models import (
     to_iso,
 )
 from .outbox import OutboxQueries
+
+#: Seconds a client is told to wait when its user is at the pending quota: decisions take
+#: a person, so retrying sooner only adds load.
+PENDING_RETRY_AFTER = 30
 
 REQUEST_COLUMNS = ApprovalRequest.FIELDS
 _SELECT = "SELECT " + ", ".join(REQUEST_COLUMNS) + " FROM requests"
@@ -253,44 +257,64 @@ class SQLStore(OutboxQueries):
                        [v for row in chunk for v in row])
 
     def create(self, req: ApprovalRequest, change: Change | list[Change],
-               idempotency: tuple[str, str, str] | None = None) -> ApprovalRequest:
-        """Insert `req` with its change; with `idempotency` (owner, key, body hash), record it.
+               idempotency: tuple[str, str, str] | None = None,
+               max_pending: int | None = None) -> ApprovalRequest:
+        """Insert `req` with its change(s); with `idempotency` (owner, key, body hash), record
+        it. `change` is a list when a policy rule decided the request as it was created (the
+        create, then the decision).
 
         If the idempotency key was stored meanwhile, return the request it created instead.
+        With `max_pending`, raise QuotaExceeded (before writing anything) if `req.user_id`
+        already has that many pending requests — counted in the transaction of the insert,
+        under a per-user lock, so concurrent creates (group commit, other processes) cannot
+        all pass one count. A request a rule decided adds nothing pending and is not counted.
         """
-        # The stored response (idempotency) and the notification payload (outbox rows) are
-        # the same JSON; a plain create needs neither, so it is not encoded for nothing.
         changes = change if isinstance(change, list) else [change]
+        over = False
         with self._write() as cur:
             if idempotency:
                 found = self._idempotent(cur, idempotency[0], idempotency[1])
                 if found:
                     return found  # type: ignore[return-value]
-            if self.server_clock:  # created and expiring by the database's clock
-                now = self._db_now(cur, req.created_at)
-                ttl = from_iso(req.expires_at) - from_iso(req.created_at)
-                req.created_at, req.expires_at = now, to_iso(from_iso(now) + ttl)
-                if req.decided_at is not None:  # decided by a policy rule as it was created
-                    if req.use_by is not None:
-                        req.use_by = to_iso(from_iso(now) + (from_iso(req.use_by) -
-                                                             from_iso(req.decided_at)))
-                    req.decided_at = now
-                for ch in changes:
-                    ch.at = now
-            payload = _sorted_json(req.to_dict()) if idempotency or any(
-                ch.outbox for ch in changes) else ""
-            values = tuple(_sorted_json(req.arguments) if c == "arguments"
-                           else getattr(req, c) for c in REQUEST_COLUMNS)
-            for ch in changes:  # each audit row holds the row as its own change left it
-                seal(ch, values if ch.to_status == req.status else _as_created(values), req)
-            self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
-                       + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", values)
-            if idempotency:
-                self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
-                           "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                           (*idempotency, req.id, payload, req.created_at))
-            self._append_changes(cur, changes, {req.id: payload})
+            if max_pending is not None and req.status == PENDING and \
+                    self._at_pending_cap(cur, req.user_id, max_pending):
+                over = True  # raised below: an error inside the block would spoil a group
+            else:
+                self._insert(cur, req, changes, idempotency)
+        if over:
+            raise QuotaExceeded(f"pending quota exceeded: user {req.user_id!r} already has "
+                                f"{max_pending} pending requests (quotas.max_pending); wait "
+                                "for decisions or cancel some", "pending", PENDING_RETRY_AFTER)
         return req
+
+    def _insert(self, cur: Any, req: ApprovalRequest, changes: list[Change],
+                idempotency: tuple[str, str, str] | None) -> None:
+        if self.server_clock:  # created and expiring by the database's clock
+            now = self._db_now(cur, req.created_at)
+            ttl = from_iso(req.expires_at) - from_iso(req.created_at)
+            req.created_at, req.expires_at = now, to_iso(from_iso(now) + ttl)
+            if req.decided_at is not None:  # decided by a policy rule as it was created
+                if req.use_by is not None:
+                    req.use_by = to_iso(from_iso(now) + (from_iso(req.use_by) -
+                                                         from_iso(req.decided_at)))
+                req.decided_at = now
+            for ch in changes:
+                ch.at = now
+        # The stored response (idempotency) and the notification payload (outbox rows) are
+        # the same JSON; a plain create needs neither, so it is not encoded for nothing.
+        payload = _sorted_json(req.to_dict()) if idempotency or any(
+            ch.outbox for ch in changes) else ""
+        values = tuple(_sorted_json(req.arguments) if c == "arguments"
+                       else getattr(req, c) for c in REQUEST_COLUMNS)
+        for ch in changes:  # each audit row holds the row as its own change left it
+            seal(ch, values if ch.to_status == req.status else _as_created(values), req)
+        self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
+                   + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", values)
+        if idempotency:
+            self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
+                       "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (*idempotency, req.id, payload, req.created_at))
+        self._append_changes(cur, changes, {req.id: payload})
 
     #: Whose clock decides expiry and decision times: False, the caller's (SQLite, one
     #: machine); True, the database server's (PostgreSQL, shared by many hosts).
@@ -304,6 +328,22 @@ class SQLStore(OutboxQueries):
     def db_now(self) -> str | None:
         """The database server's time now, or None where the caller's clock decides."""
         return None
+
+    def _at_pending_cap(self, cur: Any, user_id: str, cap: int) -> bool:
+        """Whether `user_id` has `cap` pending requests, under the user's lock (held until
+        the transaction ends, so the insert that follows is counted by the next check)."""
+        self._lock_user(cur, user_id)
+        # Walk the pending rows (the (status, id) index), never the user's whole history:
+        # `user_id || ''` keeps the planner off the (user_id, id) index, whose scan would
+        # grow with every request the user ever made. LIMIT/OFFSET stops at the cap-th
+        # match. The cost follows the pending queue; see docs/api.md "Limits".
+        return self._exec(cur, "SELECT 1 FROM requests WHERE status = ? AND "
+                          "user_id || '' = ? ORDER BY id LIMIT 1 OFFSET ?",
+                          (PENDING, user_id, cap - 1)).fetchone() is not None
+
+    def _lock_user(self, cur: Any, user_id: str) -> None:
+        """Serialise one user's pending-quota checks until commit (SQLite's BEGIN IMMEDIATE
+        already serialises every writer)."""
 
     def transition(self, request_id: str, to_status: str, at: str, decided_by: str,
                    note: str | None, *, timed: bool, not_user: str | None,

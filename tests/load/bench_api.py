@@ -235,6 +235,11 @@ def main() -> None:
     agent_key, ops_key, seeded = seed(db, args.rows)
     print(f"seeded {args.rows:,} requests in {time.perf_counter() - t0:.1f} s", flush=True)
 
+    # One key creates thousands of requests a second here, which is what the per-key
+    # creation and pending quotas exist to stop: lift those two; the others stay on.
+    (tmp / "config" / "approvalctl").mkdir(parents=True)
+    (tmp / "config" / "approvalctl" / "config.yaml").write_text(
+        "quotas:\n  create_rate: null\n  max_pending: null\n")
     env = dict(os.environ, APPROVALCTL_DB=db, XDG_CONFIG_HOME=str(tmp / "config"),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     results: dict[str, dict] = {}
