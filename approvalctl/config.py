@@ -106,9 +106,9 @@ SCHEMA: dict[str, Any] = {
                                 "x-invalid": "allow_self_approval must be true or false"},
         "default_ttl": {"type": ["number", "string"]},  # durations.parse_duration checks it
         "use_within": {"type": ["number", "string"]},  # likewise
-        # checked into their dataclasses by http_limits_from / quotas_from below
-        "http_limits": {"type": ["object", "null"]},
-        "quotas": {"type": ["object", "null"]},
+        # checked key by key into their dataclasses by limits.py (one line naming the key)
+        "http_limits": {},
+        "quotas": {},
         "policy_default": {"enum": ["ask", "deny"],
                            "x-invalid": "policy_default must be ask or deny, got {value!r}"},
         "user": _TEXT,
