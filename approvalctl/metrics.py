@@ -216,7 +216,11 @@ class StoreCollector:
         self.database = database
 
     def describe(self) -> Iterator[Any]:
-        yield from self._labelled(self._families({}, 0, 0.0, 0), 1)
+        # One sample per open-ended family, so the catalogue sees its label names; a rule's
+        # name is the operator's, so its value is left empty (any value is valid).
+        examples = {(c.POLICY_DECISIONS, c.labels(action=action, rule="")): 0.0
+                    for action in ("allow", "deny")}
+        yield from self._labelled(self._families(examples, 0, 0.0, 0), 1)
 
     def collect(self) -> Iterator[Any]:
         snap = self.snapshot
@@ -425,7 +429,7 @@ def catalogue() -> list[MetricInfo]:
         values: dict[str, set[str]] = {}
         for sample in fam.samples:
             for key, value in sample.labels.items():
-                if key != DATABASE_LABEL:  # its value depends on the deployment
+                if key != DATABASE_LABEL and value:  # "": open-ended, e.g. a rule's name
                     values.setdefault(key, set()).add(value)
                 if key == "le":
                     continue
