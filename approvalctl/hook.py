@@ -28,7 +28,8 @@ import time
 from contextlib import suppress
 from typing import Any
 
-from .errors import Refused
+from .errors import DuplicateKey, Refused
+from .strictjson import decode as strict_json
 
 AGENTS = ("claude-code", "codex", "gemini", "cursor")
 #: Default time budget per agent: just under the agent's own default hook timeout (Claude
@@ -74,7 +75,9 @@ def _string(data: dict[str, Any], key: str, *, required: bool = False) -> str | 
 def _object(value: Any, what: str) -> dict[str, Any]:
     if isinstance(value, str):  # Cursor has sent MCP tool input as JSON text
         try:
-            value = json.loads(value)
+            value = strict_json(value)
+        except DuplicateKey as exc:  # the agent and the operator could read different values
+            raise Refused(f"malformed hook event: {what}: {exc}") from None
         except (ValueError, RecursionError):
             raise Refused(f"malformed hook event: {what} is not a JSON object") from None
     if value is None:
@@ -89,8 +92,10 @@ def parse_event(agent: str, raw: bytes) -> Call:
     if len(raw) > MAX_EVENT_BYTES:
         raise Refused(f"hook event larger than {MAX_EVENT_BYTES // 1024} KiB")
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
+        data = strict_json(raw.decode("utf-8"))
+    except DuplicateKey as exc:  # the agent and the operator could read different values
+        raise Refused(f"malformed hook event: {exc}") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise Refused("malformed hook event: not JSON") from None
     if not isinstance(data, dict):
         raise Refused("malformed hook event: not a JSON object")

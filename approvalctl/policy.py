@@ -9,7 +9,9 @@ A rule is a mapping:
     name     [A-Za-z0-9][A-Za-z0-9_.-]{0,63}; also the label of a metric, so bounded
     tools    a non-empty list of fnmatch globs on tool_name (case-sensitive)
     match    optional {path: glob}; every path must match (AND)
-    exact    optional bool: the arguments hold no top-level key outside `match`
+    exact    optional bool: the arguments hold no top-level key outside `match`, and every
+             value is matched against its JSON text, strings included (`"main"` with the
+             quotes), so the string `"false"` never passes for the boolean `false`
     action   allow | deny | ask
     risk     optional low | medium | high (replaces what the caller claimed)
     ttl      optional seconds (a duration such as "10m" is accepted on input)
@@ -203,9 +205,10 @@ def _lookup(arguments: Any, path: str) -> Any:
     return value
 
 
-def value_text(value: Any) -> str:
-    """The text a glob is matched against: a string itself, anything else its JSON."""
-    return value if isinstance(value, str) else _compact(value)
+def value_text(value: Any, *, exact: bool = False) -> str:
+    """The text a glob is matched against: a string itself, anything else its JSON; in an
+    `exact` rule every value's JSON, so a value's type is part of what must match."""
+    return value if isinstance(value, str) and not exact else _compact(value)
 
 
 def matches(rule: dict[str, Any], tool_name: str, arguments: dict[str, Any]) -> bool:
@@ -213,11 +216,12 @@ def matches(rule: dict[str, Any], tool_name: str, arguments: dict[str, Any]) -> 
     if not any(fnmatchcase(tool_name, glob) for glob in rule["tools"]):
         return False
     match = rule.get("match") or {}
-    if rule.get("exact") and set(arguments) != set(match):
+    exact = bool(rule.get("exact"))
+    if exact and set(arguments) != set(match):
         return False
     for path, glob in match.items():
         value = _lookup(arguments, path)
-        if value is _MISSING or not fnmatchcase(value_text(value), glob):
+        if value is _MISSING or not fnmatchcase(value_text(value, exact=exact), glob):
             return False
     return True
 
@@ -244,7 +248,8 @@ def exact_rule(name: str, tool_name: str, arguments: dict[str, Any], *,
     rule: dict[str, Any] = {"name": name, "tools": [escape(tool_name)], "action": "allow",
                             "exact": True}
     if arguments:
-        rule["match"] = {key: escape(value_text(value)) for key, value in arguments.items()}
+        rule["match"] = {key: escape(value_text(value, exact=True))
+                         for key, value in arguments.items()}
     if note:
         rule["note"] = note
     return rule

@@ -305,8 +305,14 @@ def test_bad_or_missing_key_is_a_deny(serve):
      + b"x" * (2 * 1024 * 1024) + b'"}}', "larger than"),
     (b'{"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": {"command": "'
      + b"x" * (100 * 1024) + b'"}}', "64 KiB"),
+    # a repeated key: the agent (first-wins parser) and the operator would read different
+    # values, so neither value may be filed
+    (b'{"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": '
+     b'{"command": "rm -rf ~", "command": "ls"}}', "duplicate key 'command'"),
+    (b'{"hook_event_name": "PreToolUse", "hook_event_name": "PreToolUse", "tool_name": "Bash",'
+     b' "tool_input": {"command": "ls"}}', "duplicate key 'hook_event_name'"),
 ], ids=["empty", "not-json", "array", "no-tool", "tool-input-array", "unknown-event",
-        "2-MiB-event", "100-KiB-arguments"])
+        "2-MiB-event", "100-KiB-arguments", "duplicate-tool-input-key", "duplicate-event-key"])
 def test_malformed_unknown_and_huge_events_are_denied(serve, stdin, why):
     _assert_denied("claude-code", "PreToolUse", run_hook("claude-code", stdin,
                                                          serve.hook_env()), why)
@@ -327,6 +333,20 @@ def test_being_stopped_mid_wait_is_a_deny(serve):
     pending_for(lambda: serve.operator.list().items, "Bash", proc)
     proc.send_signal(signal.SIGTERM)
     _assert_denied("claude-code", "PreToolUse", finish(proc), "stopped")
+
+
+def test_cursor_tool_input_as_json_text_with_a_repeated_key_is_denied(db_path):
+    """Cursor may send an MCP tool input as JSON text: a repeated key inside it is refused
+    even when a policy rule would allow the value the operator would have been shown."""
+    env = env_for(db_path)
+    subprocess.run([sys.executable, "-m", "approvalctl", "rules", "add", "safe-read",
+                    "--action", "allow", "--tool", "read_file", "--match", "path=/tmp/safe"],
+                   env=env, check=True, capture_output=True)
+    event = {"hook_event_name": "beforeMCPExecution", "conversation_id": "c",
+             "tool_name": "read_file",
+             "tool_input": '{"path": "/etc/shadow", "path": "/tmp/safe"}'}
+    _assert_denied("cursor", "beforeMCPExecution",
+                   run_hook("cursor", json.dumps(event).encode(), env), "duplicate key 'path'")
 
 
 def test_unknown_agent_and_bad_options_are_denied(db_path):

@@ -91,6 +91,17 @@ def test_an_exact_rule_matches_only_that_call():
     assert not policy.matches(r, "Ba*sh", {"command": "make [all] *", "env": {"A": 1}})
 
 
+def test_an_exact_rule_matches_each_value_with_its_type():
+    """`"false"` is truthy to most tools: a string never passes for a boolean, a number or
+    a list an operator approved, nor the other way round."""
+    args = {"recursive": False, "paths": ["/tmp/a"], "n": 5, "mode": "5"}
+    r = check(policy.exact_rule("always-x", "mcp__fs__delete", args))
+    assert policy.matches(r, "mcp__fs__delete", dict(args))
+    for forged in ({"recursive": "false"}, {"paths": '["/tmp/a"]'}, {"n": "5"}, {"mode": 5},
+                   {"n": 5.5}):
+        assert not policy.matches(r, "mcp__fs__delete", {**args, **forged}), forged
+
+
 # ---------------------------------------------------------------- the service
 def test_allow_and_deny_are_decisions_by_the_rule_audited_and_counted(service, store, admin):
     service.add_rule(admin, rule("reads", "allow", tools=["Read", "Glob"], note="read-only"))

@@ -23,6 +23,9 @@ DAY = 86400
 def history(store, monkeypatch, agent, operator, admin):
     """Four requests decided 100 days ago (approved, rejected, cancelled, expired), one
     still pending from then, one approved today; every event queues a webhook row."""
+    if getattr(store, "server_clock", False):
+        pytest.skip("on PostgreSQL the database server's clock stamps every change, so a "
+                    "service clock cannot make requests 100 days old (prune's SQL is shared)")
     monkeypatch.setenv("TEST_WEBHOOK_SECRET", "s")
     settings = notify_settings(webhooks=[webhook("https://example.org/hook",
                                                  ["created", "decided", "expired"])])
