@@ -221,10 +221,14 @@ def load_file(path: Path | None = None) -> dict[str, Any]:
         return {}
     import yaml
 
+    from .strictyaml import load
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise InvalidInput(f"cannot read config file {path}: {exc}") from None
+    except ValueError as exc:  # a repeated key (DuplicateKey)
+        raise InvalidInput(f"config file {path}: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"config file {path} must be a mapping of settings")
     validate_config(data, top=f"config file {path}")

@@ -28,7 +28,8 @@ Internal signals, never shown to a user as such (each is caught by its own modul
     UniqueViolation(Unavailable)     a concurrent insert of the same key (store/postgres.py)
     PromQLError(ValueError)          an expression does not parse (lint/)
     RuleError(ValueError)            a policy rule is malformed or can never match (policy.py)
-    DuplicateKey(ValueError)         a JSON object names a member twice (strictjson.py)
+    DuplicateKey(ValueError)         a JSON object or YAML mapping repeats a key (strictjson.py,
+                                     strictyaml.py)
     Refused(Exception)               an agent hook denies the call, with the reason (hook.py)
 """
 
@@ -228,10 +229,10 @@ class RuleError(ValueError):
 
 
 class DuplicateKey(ValueError):
-    """A JSON object names the same member twice."""
+    """A JSON object (or YAML mapping) names the same member twice."""
 
-    def __init__(self, key: str) -> None:
-        super().__init__(f"duplicate key {key!r} in a JSON object")
+    def __init__(self, key: str, container: str = "a JSON object") -> None:
+        super().__init__(f"duplicate key {key!r} in {container}")
         self.key = key
 
 

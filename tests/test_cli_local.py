@@ -141,3 +141,10 @@ def test_a_new_setting_is_one_line_of_schema(isolated_env: Path, monkeypatch) ->
     monkeypatch.setattr(config, "_COMPILED", [])
     assert run("list").exit_code == 0
     assert config.Settings.load().get("some_future_key") == "5m"
+
+
+def test_a_repeated_key_in_the_config_file_is_refused(isolated_env: Path) -> None:
+    write_config(isolated_env, "allow_self_approval: false\nallow_self_approval: true\n")
+    result = run("list")
+    assert result.exit_code == 2
+    assert "duplicate key 'allow_self_approval'" in result.stderr and "line 2" in result.stderr

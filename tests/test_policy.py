@@ -256,6 +256,24 @@ def test_cli_export_import_round_trip_and_all_or_nothing(cli, tmp_path):
     (tmp_path / "junk.yaml").write_text("- [unclosed")
     r = cli("rules", "import", str(tmp_path / "junk.yaml"))
     assert r.exit_code == 2 and "not valid YAML" in r.stderr
+    # a reviewer of the file in git reads `deny`; the last key must not win silently
+    (tmp_path / "twice.yaml").write_text("- name: e\n  tools: [Bash]\n  action: deny\n"
+                                         "  action: allow\n")
+    r = cli("rules", "import", str(tmp_path / "twice.yaml"))
+    assert r.exit_code == 2 and "duplicate key 'action'" in r.stderr and "line 4" in r.stderr
+    assert cli("rules", "export").stdout == exported
+
+
+def test_export_writes_agent_text_as_ascii_escapes(cli):
+    """An --always rule captures an agent's argument: bidi and invisible characters in it
+    must not reach the terminal raw through `rules export`; the YAML still round-trips."""
+    value = "safe\u202e\u200bcmd"
+    r = cli("rules", "add", "bidi", "--action", "allow", "--tool", "Bash", "--match",
+            f"command={value}")
+    assert r.exit_code == 0, r.output
+    out = cli("rules", "export").stdout
+    assert out.isascii() and "\\u202E" in out.upper().replace("\\U", "\\u")
+    assert yaml.safe_load(out)[0]["match"]["command"] == value
 
 
 # ---------------------------------------------------------------- over HTTP, remotely

@@ -134,10 +134,15 @@ def import_cmd(
         raise InvalidInput(f"cannot read {file}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise InvalidInput(f"{file} is not UTF-8 text") from None
+    from ..errors import DuplicateKey
+    from ..strictyaml import load
+
     try:
-        data = yaml.safe_load(text)
+        data = load(text)
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{file} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except DuplicateKey as exc:
+        raise InvalidInput(f"{file}: {exc}") from None
     rules = backend(ctx).import_rules(data if data is not None else [], replace=replace)
     message(f"imported; the policy now has {len(rules)} rule(s)")
 
@@ -148,5 +153,7 @@ def export_cmd(ctx: typer.Context) -> None:
     import yaml
 
     rules = backend(ctx).list_rules()
-    sys.stdout.write(yaml.safe_dump(rules, sort_keys=False, allow_unicode=True)
+    # allow_unicode off: anything outside ASCII (an agent's argument captured by an
+    # --always rule may hold bidi or invisible characters) is written as a YAML escape
+    sys.stdout.write(yaml.safe_dump(rules, sort_keys=False, allow_unicode=False)
                      if rules else "[]\n")
