@@ -4,6 +4,7 @@
     ├── InvalidInput                 exit 2   400
     │   ├── IdempotencyMismatch      exit 2   422
     │   ├── PayloadTooLarge          exit 2   413
+    │   ├── BodyTimeout              exit 2   408
     │   └── UnsupportedMediaType     exit 2   415
     ├── NotFound                     exit 3   404
     ├── ApprovalConflict             exit 4   409
@@ -77,6 +78,14 @@ class PayloadTooLarge(InvalidInput):
 
     http_status = 413
     title = "Payload too large"
+
+
+class BodyTimeout(InvalidInput):
+    """The request body did not arrive within `http_limits.body_timeout` (the connection is
+    then closed)."""
+
+    http_status = 408
+    title = "Request timeout"
 
 
 class UnsupportedMediaType(InvalidInput):

@@ -23,6 +23,9 @@ class HttpLimits:
     header_timeout: seconds from the connection (or the first byte of the next request on a
         kept-alive connection) until its header block is complete; then 408 and close.
     keep_alive_timeout: seconds an idle kept-alive connection stays open between requests.
+    body_timeout: seconds an authenticated request's body may take to arrive in full (a
+        body trickled a byte at a time would otherwise hold a connection for ever); then
+        408 and close.
     max_connections: open connections per server process; more are answered 503 and closed.
     """
 
@@ -30,6 +33,7 @@ class HttpLimits:
     max_headers: int = 100
     header_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
+    body_timeout: float = 10.0
     max_connections: int = 10_000
 
 
@@ -52,7 +56,7 @@ class Quotas:
 
 _INTS = {"max_header_bytes", "max_headers", "max_connections", "max_pending", "max_waits",
          "max_response_bytes"}
-_SECONDS = {"header_timeout", "keep_alive_timeout"}
+_SECONDS = {"header_timeout", "keep_alive_timeout", "body_timeout"}
 
 
 def _parse(cls: type, data: Any, section: str, where: str, nullable: bool) -> Any:

@@ -255,3 +255,38 @@ def test_serve_raises_its_open_file_limit_to_hold_the_connection_cap(tmp_path: P
         assert int(line.split()[3]) >= 10_256
     finally:
         stop_process(proc)
+
+
+def test_a_body_trickled_after_the_headers_is_timed_out(serve, tmp_path: Path) -> None:
+    """With a valid key, headers complete, then a body sent a byte at a time: without a body
+    deadline such connections are held for ever and fill the connection cap."""
+    server = serve("  body_timeout: 1s\n")
+    env = env_for(tmp_path / "approvals.db")
+    key = subprocess.run([sys.executable, "-m", "approvalctl", "keys", "create", "--name",
+                          "slow-bot", "--role", "user"], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()[-1]
+    sock = server.connect()
+    sock.settimeout(30)
+    sock.sendall(b"POST /api/v1/approvals HTTP/1.1\r\nHost: x\r\nX-API-Key: " + key.encode()
+                 + b"\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+    started = time.monotonic()
+    answer = b""
+    while time.monotonic() - started < 20 and not answer:
+        try:
+            sock.sendall(b" ")
+            sock.settimeout(0.2)
+            answer = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:120]
+    assert b"body_timeout" in answer and b"connection: close" in answer.lower()
+
+
+def test_the_key_is_sent_once(serve) -> None:
+    server = serve("  max_headers: 100\n")
+    for headers in ({"X-API-Key": "ak_x", "Authorization": "Bearer ak_y"},
+                    [("X-API-Key", "ak_x"), ("X-API-Key", "ak_y")]):
+        r = httpx.get(server.url + "/api/v1/approvals", headers=headers)
+        assert r.status_code == 400 and "send the API key once" in r.json()["detail"]

@@ -35,6 +35,7 @@ from .. import __version__, metrics, rbac
 from ..config import Settings
 from ..errors import (  # noqa: F401  (PayloadTooLarge, UnsupportedMediaType: re-exported)
     ApprovalctlError,
+    BodyTimeout,
     InvalidInput,
     PayloadTooLarge,
     QuotaExceeded,
@@ -91,6 +92,8 @@ def error_response(exc: ApprovalctlError) -> Response:
         if isinstance(exc, QuotaExceeded):
             extra["quota"] = exc.quota
             metrics.count_quota(exc.quota)
+    if isinstance(exc, BodyTimeout):  # the rest of the body may never come: do not wait
+        headers = {"Connection": "close"}
     current = getattr(exc, "current_status", None)
     if current:
         extra["current_status"] = current
@@ -256,7 +259,11 @@ class Api:
     @staticmethod
     def _secret(request: Request) -> str | None:
         headers = request.headers
-        secret = headers.get("x-api-key")
+        keys = headers.getlist("x-api-key")
+        if len(keys) > 1 or (keys and "authorization" in headers):
+            raise InvalidInput("send the API key once, in X-API-Key or in Authorization: "
+                               "Bearer, not both")
+        secret = keys[0] if keys else None
         if secret is None:
             auth = headers.get("authorization")
             if auth is not None:
@@ -322,16 +329,25 @@ class Api:
             if declared > MAX_BODY:
                 raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of "
                                       f"{MAX_BODY // 1024} KiB")
-        chunks, size = [], 0
-        try:
+        chunks: list[bytes] = []
+
+        async def read() -> None:
+            size = 0
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > MAX_BODY:  # stop reading: nothing more is buffered
                     raise PayloadTooLarge(f"request body exceeds the limit of "
                                           f"{MAX_BODY // 1024} KiB")
                 chunks.append(chunk)
+
+        limit = self.settings.http_limits.body_timeout
+        try:
+            await asyncio.wait_for(read(), limit)
         except ClientDisconnect:
             raise InvalidInput("the client disconnected while sending the body") from None
+        except asyncio.TimeoutError:
+            raise BodyTimeout(f"the request body did not arrive within {limit:g}s "
+                              "(http_limits.body_timeout)") from None
         return call.op.check_body(parse_json(b"".join(chunks)))
 
     def endpoint(self, path: str, handlers: dict[str, Handler],
