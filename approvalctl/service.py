@@ -7,6 +7,7 @@ the notification outbox. The CLI and the HTTP server call this and nothing below
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -251,6 +252,8 @@ class ApprovalService:
             user_id = actor.name
         descending = status != PENDING
         after = _decode_cursor(cursor, descending) if cursor else None
+        if status in (None, PENDING, EXPIRED):
+            self._settle_overdue()  # an overdue request is listed as expired, not pending
         items = self.store.list_requests(status=status, tool_name=tool_name, user_id=user_id,
                                          after=after, descending=descending, limit=limit + 1)
         more = len(items) > limit
@@ -381,6 +384,15 @@ class ApprovalService:
         """Now, by the clock that decides expiry: the database server's on PostgreSQL."""
         return self.store.db_now() or to_iso(self.clock())
 
+    def _settle_overdue(self) -> None:
+        """Before a read that counts or filters by status: record the expiry of overdue
+        pending requests, best-effort (one indexed read when there are none; a brief write
+        when there are, skipped if the database is busy or read-only)."""
+        if not self.store.has_overdue(self._now_iso()):
+            return
+        with contextlib.suppress(Unavailable), self.store.brief_writes():
+            self.sweep()
+
     def _expire_if_due(self, request_id: str) -> ApprovalRequest | None:
         """Expire one overdue pending request now (recorded once); None if not due."""
         now = to_iso(self.clock())
@@ -476,6 +488,7 @@ class ApprovalService:
     # ------------------------------------------------------------ stats
     def stats(self, actor: Principal, since_seconds: float = 86400) -> dict[str, Any]:
         rbac.require(actor, rbac.STATS, "read stats")
+        self._settle_overdue()  # counted as expired, not pending, sweep or no sweep
         now = self.clock()
         since = now - timedelta(seconds=since_seconds)
         raw = self.store.stats(to_iso(since))

@@ -325,3 +325,20 @@ def test_migration_gives_existing_requests_their_digest(db_url, monkeypatch, age
             service.consume(agent, first.id, first.digest)
     finally:
         store.close()
+
+
+def test_stats_and_status_filters_count_an_overdue_request_as_expired(db_url, agent, operator):
+    """No sweep has run: `stats` and `list --status expired|pending` still see the overdue
+    request as expired (recorded once, in the audit trail)."""
+    store = open_store(db_url)
+    try:
+        service = ApprovalService(store, Settings(db=""))
+        req = service.create(agent, "pay", {"n": 1}, ttl_seconds=0.3)
+        time.sleep(0.6)
+        stats = service.stats(operator)
+        assert stats["by_status"]["pending"] == 0 and stats["by_status"]["expired"] == 1
+        assert [r.id for r in service.list(operator, status="expired").items] == [req.id]
+        assert service.list(operator, status="pending").items == []
+        assert [r["action"] for r in store.audit_rows(request_id=req.id)].count("expire") == 1
+    finally:
+        store.close()

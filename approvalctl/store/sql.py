@@ -487,6 +487,13 @@ class SQLStore(OutboxQueries):
             row = self._exec(cur, _SELECT + " WHERE id = ?", (request_id,)).fetchone()
         return request_from_row(row) if row else None
 
+    def has_overdue(self, now: str) -> bool:
+        """Whether any pending request's `expires_at` is at or before `now` (one probe of
+        the (status, expires_at) index)."""
+        with self._read() as cur:
+            return self._exec(cur, "SELECT 1 FROM requests WHERE status = ? AND "
+                              "expires_at <= ? LIMIT 1", (PENDING, now)).fetchone() is not None
+
     def get_status(self, request_id: str) -> str | None:
         with self._read() as cur:
             row = self._exec(cur, "SELECT status FROM requests WHERE id = ?",
