@@ -296,7 +296,12 @@ class Gate:
         req = self.backend.create(*self.actor, call.tool_name, call.arguments,
                                   reason=call.reason, **self.user)
         if req.status == "pending":
-            req = self.backend.wait(*self.actor, req.id, max(0.0, self.left()))
+            try:
+                req = self.backend.wait(*self.actor, req.id, max(0.0, self.left()))
+            except BaseException:  # stopped (SIGTERM), or the wait failed: withdraw it, so
+                with suppress(Exception):  # nobody is asked to approve a call that won't run
+                    self.backend.cancel(*self.actor, req.id)
+                raise
         if req.status == "pending":
             with suppress(Exception):  # withdraw it: nobody approves a call that won't run
                 self.backend.cancel(*self.actor, req.id)

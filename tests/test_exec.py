@@ -84,6 +84,20 @@ def test_exec_timeout_is_124_and_withdraws_the_request(db_url, tmp_path) -> None
     assert [i["status"] for i in items] == ["cancelled"]
 
 
+def test_exec_stopped_mid_wait_withdraws_the_request(db_url, tmp_path) -> None:
+    """SIGTERM while waiting: nothing runs, and the operator is not left with a request
+    for a call that will never run (its approval would stay consumable until use_by)."""
+    import signal
+
+    proc = start_exec(db_url, tmp_path)
+    rid = pending_id(db_url)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0 and not (tmp_path / "ran.txt").exists()
+    shown = json.loads(approvalctl(db_url, "show", rid, "--json").stdout)
+    assert shown["status"] == "cancelled"
+
+
 def test_local_decider_is_the_os_account_not_the_environment(db_url) -> None:
     rid = approvalctl(db_url, "request", "deploy", env={"APPROVALCTL_USER": "alice"}
                       ).stdout.strip()

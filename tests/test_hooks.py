@@ -330,9 +330,11 @@ def test_no_decision_within_the_budget_is_a_deny_and_the_request_is_withdrawn(se
 @pytest.mark.slow
 def test_being_stopped_mid_wait_is_a_deny(serve):
     proc = start_hook("claude-code", BASH, serve.hook_env())
-    pending_for(lambda: serve.operator.list().items, "Bash", proc)
+    req = pending_for(lambda: serve.operator.list().items, "Bash", proc)
+    time.sleep(0.5)  # the request is stored before the hook has read the server's answer
     proc.send_signal(signal.SIGTERM)
     _assert_denied("claude-code", "PreToolUse", finish(proc), "stopped")
+    assert serve.operator.get(req.id).status == "cancelled"  # withdrawn, not left pending
 
 
 def test_cursor_tool_input_as_json_text_with_a_repeated_key_is_denied(db_path):

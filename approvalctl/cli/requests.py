@@ -3,6 +3,7 @@ audit trail."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -55,6 +56,25 @@ def _finish_wait(req: Any, as_json: bool) -> None:
         note = f": {req.decision_note}" if req.decision_note else ""
         message(f"{req.id}: {req.status}{who}{note}")
     raise typer.Exit(exit_code(req.status))
+
+
+def _wait_or_withdraw(be: Any, request_id: str, timeout_s: float | None) -> Any:
+    """Wait for a decision; stopped meanwhile (SIGTERM, Ctrl-C) or failing, withdraw the
+    request first, so the operator is not asked to approve a call that will never run."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return be.wait(request_id, timeout_s)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            be.cancel(request_id)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @command(app, "request")
@@ -271,7 +291,7 @@ def exec_cmd(
     if req.digest != expected:  # the server must have stored exactly this call
         raise InvalidInput(f"the server stored {req.digest} for {req.id}, not {expected}")
     message(f"waiting for a decision on {req.id} (approvalctl approve {req.id})")
-    req = be.wait(req.id, timeout_s)
+    req = _wait_or_withdraw(be, req.id, timeout_s)
     if req.status != "approved":
         if req.status == "pending":
             be.cancel(req.id)
