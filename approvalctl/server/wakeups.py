@@ -31,8 +31,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from prometheus_client import Gauge
-
 from .. import metrics
 from ..errors import ApprovalctlError
 
@@ -52,10 +50,7 @@ RELISTEN_SECONDS = 1.0
 EVENTS = {"create": "created", "approve": "decided", "reject": "decided",
           "expire": "expired", "cancel": "cancelled", "consume": "consumed"}
 
-WAITERS = Gauge("approvalctl_waiters", "Long-polls and event streams held open now, by kind.",
-                ["kind"], registry=metrics._http_registry)
-for _kind in ("long_poll", "stream"):
-    WAITERS.labels(_kind)
+WAITERS = metrics.WAITERS
 
 #: (seq, event name, to_status, request) as handed to streams
 Event = tuple[int, str, Any]
