@@ -255,3 +255,70 @@ def test_a_bad_last_event_id_is_a_400(live):
                   timeout=GUARD)
     assert r.status_code == 400
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.slow
+def test_two_serve_processes_and_the_cli_wake_each_other(db_url, service, tmp_path):
+    """A decision through server B wakes a long-poll, a stream on server A and a local
+    `wait`; a decision by a CLI process wakes the stream on A too."""
+    from test_scaleout import Servers
+
+    from approvalctl.client import Client
+
+    user, _ = service.create_key(ADMIN, "agent-bot", "user")
+    operator, _ = service.create_key(ADMIN, "olivia", "operator")
+    servers = Servers(db_url, 2, tmp_path)
+    a, b = servers.urls
+    try:
+        first = service.create(agent(), "deploy", {"n": 1})
+        second = service.create(agent(), "deploy", {"n": 2})
+        box: dict[str, Any] = {"events": []}
+
+        def poll() -> None:
+            box["poll"] = httpx.get(f"{a}/api/v1/approvals/{first.id}", params={"wait": 60},
+                                    headers={"X-API-Key": user}, timeout=90).json()
+
+        def stream() -> None:
+            with Client(a, operator, timeout=GUARD) as client:
+                for event in client.events(reconnect=False):
+                    if event["event"] == "decided":
+                        box["events"].append(event["data"]["id"])
+                    if len(box["events"]) == 2:
+                        return
+        threads = [threading.Thread(target=f, daemon=True) for f in (poll, stream)]
+        for t in threads:
+            t.start()
+        waiter = subprocess.Popen([sys.executable, "-m", "approvalctl", "wait", first.id,
+                                   "--timeout", "60", "--json"], env=env_for(db_url),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def held() -> bool:
+            text = httpx.get(a + "/metrics", timeout=GUARD).text
+            return ('approvalctl_waiters{kind="long_poll"} 1.0' in text
+                    and 'approvalctl_waiters{kind="stream"} 1.0' in text)
+        until(held, "the long-poll and the stream to be held on A")
+        r = httpx.put(f"{b}/api/v1/approvals/{first.id}", json={"action": "approve"},
+                      headers={"X-API-Key": operator}, timeout=GUARD)
+        assert r.status_code == 200, r.text
+        threads[0].join(GUARD)
+        assert box.get("poll", {}).get("status") == "approved"
+        out, err = waiter.communicate(timeout=GUARD)
+        assert json.loads(out)["status"] == "approved", err
+        done = cli(db_url, "reject", second.id)
+        assert done.returncode == 0, done.stderr
+        threads[1].join(GUARD)
+        assert box["events"] == [first.id, second.id]
+    finally:
+        servers.stop()
+
+
+def test_an_idle_stream_sends_heartbeats(live, monkeypatch):
+    from approvalctl.server import app as server_app
+
+    monkeypatch.setattr(server_app, "HEARTBEAT_SECONDS", 0.2)
+    with httpx.Client(timeout=GUARD) as client, client.stream(
+            "GET", f"{live.url}/api/v1/events", headers=live.headers("viewer")) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = resp.iter_lines()
+        assert next(lines).startswith(":")
+        assert [next(lines) for _ in range(5)] == ["", ": heartbeat", "", ": heartbeat", ""]

@@ -541,7 +541,10 @@ class Api:
         except BaseException:
             slot.__exit__(None, None, None)
             raise
-        start = self.wakeups.dispatched if after is None else after
+        start = after
+        if start is None:  # from now on: what is already handed out is the past
+            start = self.wakeups.dispatched if self.wakeups.seq is not None else \
+                (await self.run(self.store.audit_head))[0]
 
         def release() -> None:
             stream_cm.__exit__(None, None, None)
