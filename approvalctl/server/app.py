@@ -55,7 +55,7 @@ log = logging.getLogger("approvalctl.server")
 #: Bodies are small JSON objects (arguments are capped at 64 KiB); anything bigger is refused
 #: while it is still being read, long before a 1 MiB upload is buffered.
 MAX_BODY = 256 * 1024
-#: The longest long-poll (s): `?wait=` above it is cut to it. The client asks again.
+#: The longest long-poll (s): the spec refuses a larger `?wait=`; the client asks again.
 MAX_WAIT = 60.0
 #: Seconds between heartbeat comments on an idle event stream (proxies keep it open).
 HEARTBEAT_SECONDS = 15.0
@@ -533,6 +533,9 @@ class Api:
                                    "integer)")
             after = int(text)
         filters = (call.query.get("status"), call.query.get("tool_name"))
+        head = None
+        if after is None and self.wakeups.seq is None:  # the hub has not read the head yet
+            head = (await self.run(self.store.audit_head))[0]
         slot = self.waits.hold(principal.name)
         slot.__enter__()  # 429 now, before the stream starts; released when it ends
         try:
@@ -541,10 +544,10 @@ class Api:
         except BaseException:
             slot.__exit__(None, None, None)
             raise
-        start = after
-        if start is None:  # from now on: what is already handed out is the past
-            start = self.wakeups.dispatched if self.wakeups.seq is not None else \
-                (await self.run(self.store.audit_head))[0]
+        # without Last-Event-ID, from now on: what was handed out before the stream was
+        # registered is the past (read after registering, so nothing falls in between)
+        start = after if after is not None else head if head is not None \
+            else self.wakeups.dispatched
 
         def release() -> None:
             stream_cm.__exit__(None, None, None)
