@@ -491,6 +491,7 @@ class Api:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         expires = from_iso(req.expires_at)
+        await self.wakeups.ensure_started()
         gone = asyncio.ensure_future(_disconnected(call.request))
         try:
             with self.wakeups.waiting(req.id) as woken:
@@ -533,6 +534,7 @@ class Api:
                                    "integer)")
             after = int(text)
         filters = (call.query.get("status"), call.query.get("tool_name"))
+        await self.wakeups.ensure_started()
         head = None
         if after is None and self.wakeups.seq is None:  # the hub has not read the head yet
             head = (await self.run(self.store.audit_head))[0]

@@ -95,11 +95,15 @@ class Wakeups:
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
         self._marker: Any = None
+        self._started = False
         #: PostgreSQL: the backend pid of the LISTEN connection (None while there is none)
         self.listener_pid: int | None = None
 
     # ---- lifecycle
     async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
         self._loop = asyncio.get_running_loop()
         self._poke = asyncio.Event()
         try:
@@ -114,6 +118,11 @@ class Wakeups:
                                               name="approvalctl-listen")
             self._listener.start()
         self._task = asyncio.create_task(self._main())
+
+    async def ensure_started(self) -> None:
+        """Start on first use when no lifespan ran (an app driven without one)."""
+        if not self._started and not self._stop.is_set():
+            await self.start()
 
     async def stop(self) -> None:
         """Stop listening; every waiter and stream is woken (to see the server stopping)."""
