@@ -17,9 +17,10 @@ unreachable server is `Unavailable` (CLI exit 6).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -291,6 +292,65 @@ class Client:
 
     def healthz(self) -> dict[str, Any]:
         return self._call("GET", "/healthz")
+
+    def events(self, *, status: str | None = None, tool_name: str | None = None,
+                last_event_id: int | None = None, reconnect: bool = True
+                ) -> Iterator[dict[str, Any]]:
+        """Iterate GET /api/v1/events: `{"event": name, "id": audit seq, "data": request
+        dict}` per change, forever. After a dropped connection (or the server's `too slow` /
+        `server stopping` end) it reconnects with Last-Event-ID, so nothing is missed; with
+        `reconnect=False` it returns instead. Errors the server answers (401, 403, 429) raise
+        as the other calls do; Unavailable when the server cannot be reached at all."""
+        params = {k: v for k, v in (("status", status), ("tool_name", tool_name))
+                  if v is not None}
+        last = last_event_id
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = str(last)
+            try:
+                with self._http.stream("GET", "/api/v1/events", params=params, headers=headers,
+                                       timeout=httpx.Timeout(self.timeout, read=60.0)) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        raise _error_from(resp)
+                    for event in _parse_sse(resp.iter_lines()):
+                        if event["event"] == "error":
+                            break
+                        last = int(event["id"])
+                        event["id"] = last
+                        event["data"] = json.loads(event["data"])
+                        yield event
+            except httpx.TransportError as exc:
+                if not reconnect:
+                    raise errors.Unavailable(f"event stream from {self.base_url} lost: "
+                                             f"{_reason(exc)}") from None
+                time.sleep(1.0)
+            if not reconnect:
+                return
+
+
+def _parse_sse(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """Events from text/event-stream lines (WHATWG HTML "Server-sent events"): fields
+    `event`, `id`, `data` (lines joined by newline); comments skipped."""
+    event: dict[str, str] = {}
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                event.setdefault("event", "message")
+                event["data"] = "\n".join(data)
+                yield event
+            event, data = {}, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        elif name in ("event", "id"):
+            event[name] = value
 
 
 def _num(value: float) -> str:

@@ -326,6 +326,12 @@ QUOTA_REJECTIONS = Counter("approvalctl_quota_rejections",
 HTTP_LIMIT_REJECTIONS = Counter("approvalctl_http_limit_rejections",
                                 "Connections cut off by an HTTP limit before authentication, "
                                 "by limit.", ["limit"], registry=_http_registry)
+#: Long-polls and event streams held open (server/wakeups.py), by kind.
+WAITER_KINDS = ("long_poll", "stream")
+WAITERS = Gauge("approvalctl_waiters", "Long-polls and event streams held open now, by kind.",
+                ["kind"], registry=_http_registry)
+for _name in WAITER_KINDS:
+    WAITERS.labels(_name)
 for _name in QUOTAS:
     QUOTA_REJECTIONS.labels(_name)
 for _name in HTTP_LIMITS:
@@ -455,6 +461,9 @@ def catalogue() -> list[MetricInfo]:
         for fam in metric.describe():
             out.append(MetricInfo(fam.name + "_total", fam.type, fam.documentation, (label,),
                                   {label: tuple(sorted(known))}, source="http"))
+    for fam in WAITERS.describe():
+        out.append(MetricInfo(fam.name, fam.type, fam.documentation, ("kind",),
+                              {"kind": WAITER_KINDS}, source="http"))
     return out
 
 

@@ -447,19 +447,26 @@ class ApprovalService:
              poll_interval: float = 0.2) -> ApprovalRequest:
         """Block until the request leaves pending or `timeout` seconds pass.
 
-        Polls one indexed row a few times a second, so another process's decision is seen
-        well within a second without spinning. A request past its expiry is expired here,
-        so a waiter never outlives the TTL even when no sweep runs.
+        Checks a few times a second whether anything changed at all (`store.change_marker`:
+        SQLite's data_version, which reads no page, or the audit head's seq), and reads the
+        row only when it did, so another process's decision is seen well within a second.
+        A request past its expiry is expired here, so a waiter never outlives the TTL even
+        when no sweep runs.
         """
         req = self.resolve(actor, id_or_prefix)
         deadline = None if timeout is None else time.monotonic() + timeout
+        expires = from_iso(req.expires_at)
+        marker = None
         while True:
-            status = self.store.get_status(req.id)
-            if status != PENDING:
-                return self.store.get(req.id)  # type: ignore[return-value]
-            fresh = self._fresh(req)
-            if fresh.status != PENDING:
-                return fresh
+            seen = self.store.change_marker()
+            if seen != marker or self.clock() >= expires:
+                marker = seen
+                status = self.store.get_status(req.id)
+                if status != PENDING:
+                    return self.store.get(req.id)  # type: ignore[return-value]
+                fresh = self._fresh(req)
+                if fresh.status != PENDING:
+                    return fresh
             if deadline is not None and time.monotonic() >= deadline:
                 return self.store.get(req.id)  # type: ignore[return-value]
             pause = poll_interval

@@ -165,6 +165,7 @@ def _server_class():  # -> type[uvicorn.Server]
             import signal
 
             self.api.stopping = True
+            self.api.wakeups.wake_all_threadsafe()  # long-polls answer, streams end
             if self.should_exit and sig == signal.SIGINT:
                 self.force_exit = True  # a second Ctrl-C: stop now
             else:

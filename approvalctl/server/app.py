@@ -28,7 +28,7 @@ from urllib.parse import quote
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, request_response
 
 from .. import __version__, metrics, rbac
@@ -49,14 +49,17 @@ from ..strictjson import decode as strict_decode
 from . import spec
 from .dbthread import DatabaseThread
 from .docs import DOCS_HTML
+from .wakeups import Wakeups
 
 log = logging.getLogger("approvalctl.server")
 
 #: Bodies are small JSON objects (arguments are capped at 64 KiB); anything bigger is refused
 #: while it is still being read, long before a 1 MiB upload is buffered.
 MAX_BODY = 256 * 1024
+#: The longest long-poll (s): the spec refuses a larger `?wait=`; the client asks again.
 MAX_WAIT = 60.0
-POLL_SECONDS = 0.2
+#: Seconds between heartbeat comments on an idle event stream (proxies keep it open).
+HEARTBEAT_SECONDS = 15.0
 IDEMPOTENCY_HEADER = re.compile(r"[!-~]{1,255}")
 PROBLEM = "application/problem+json"
 INLINE_PAGE = 100
@@ -221,6 +224,8 @@ class Api:
         self.inline_reads = sqlite
         self.stopping = False
         self._last_purge = 0.0
+        self.wakeups = Wakeups(store, self.read, self.run)
+        self.db_thread.on_commit = self.wakeups.poke_threadsafe
 
     # ---- plumbing shared by every operation
     async def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -493,27 +498,133 @@ class Api:
         return json_response(req.to_dict())
 
     async def _long_poll(self, call: Call, req: Any, wait: float) -> Any:
-        """Poll one indexed row a few times a second until it leaves pending.
+        """Wait until the request leaves pending, its expiry, `wait` s, or the client goes.
 
-        Polling the database (not an in-process signal) is what makes a decision by another
-        server process or a local CLI visible here; asyncio.sleep keeps the loop free.
+        Woken by change notification (wakeups.py), which sees decisions made here, by
+        another server process and by a local CLI; the row is read again only when woken.
+        A client that disconnects releases its waiter at once.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         expires = from_iso(req.expires_at)
-        while not self.stopping:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            await asyncio.sleep(min(POLL_SECONDS, remaining))
-            if utcnow() >= expires:  # expire it now (once) rather than wait for a sweep
-                await self.run(self.service.get, call.principal, req.id)
-            status = await self.read(self.store.get_status, req.id)
-            if status != PENDING:
-                break
-            if await call.request.is_disconnected():
-                break
+        await self.wakeups.ensure_started()
+        gone = asyncio.ensure_future(_disconnected(call.request))
+        try:
+            with self.wakeups.waiting(req.id) as woken:
+                # read again now that the waiter is registered: nothing falls in between
+                status = await self.read(self.store.get_status, req.id)
+                while status == PENDING and not self.stopping:
+                    remaining = min(deadline - loop.time(),
+                                    (expires - utcnow()).total_seconds())
+                    if remaining <= 0 or gone.done():
+                        break
+                    woke = asyncio.ensure_future(woken.wait())
+                    try:
+                        await asyncio.wait({woke, gone}, timeout=remaining,
+                                           return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        woke.cancel()
+                    woken.clear()
+                    status = await self.read(self.store.get_status, req.id)
+        finally:
+            gone.cancel()
+        # expires it now (once) if it is overdue, rather than wait for a sweep
         return await self.run(self.service.get, call.principal, req.id)
+
+    # ---- the event stream
+    async def events(self, call: Call) -> Response:
+        """GET /api/v1/events: Server-Sent Events of request changes (see wakeups.py)."""
+        principal = call.principal
+        if not rbac.allowed(principal, rbac.READ_OWN):
+            from ..errors import Forbidden
+
+            raise Forbidden(f"role {principal.role!r} may not read requests")
+        resume = call.request.headers.get("last-event-id")
+        if resume is None:
+            resume = call.query.get("last_event_id")
+        after: int | None = None
+        if resume is not None:
+            text = str(resume).strip()
+            if not text.isascii() or not text.isdigit() or len(text) > 18:
+                raise InvalidInput("Last-Event-ID must be an audit seq (a non-negative "
+                                   "integer)")
+            after = int(text)
+        filters = (call.query.get("status"), call.query.get("tool_name"))
+        await self.wakeups.ensure_started()
+        head = None
+        if after is None and self.wakeups.seq is None:  # the hub has not read the head yet
+            head = (await self.run(self.store.audit_head))[0]
+        slot = self.waits.hold(principal.name)
+        slot.__enter__()  # 429 now, before the stream starts; released when it ends
+        try:
+            stream_cm = self.wakeups.streaming()
+            stream = stream_cm.__enter__()
+        except BaseException:
+            slot.__exit__(None, None, None)
+            raise
+        # without Last-Event-ID, from now on: what was handed out before the stream was
+        # registered is the past (read after registering, so nothing falls in between)
+        start = after if after is not None else head if head is not None \
+            else self.wakeups.dispatched
+
+        def release() -> None:
+            stream_cm.__exit__(None, None, None)
+            slot.__exit__(None, None, None)
+
+        body = self._event_stream(principal, stream, start, filters)
+        return _EventStream(body, release, call.request)
+
+    def _visible(self, principal: Any, req: Any, name: str,
+                 filters: tuple[str | None, str | None]) -> bool:
+        status, tool = filters
+        if not (rbac.sees_all(principal) or req.user_id == principal.name):
+            return False
+        if tool is not None and req.tool_name != tool:
+            return False
+        return status is None or req.status == status
+
+    async def _event_stream(self, principal: Any, stream: Any, cursor: int,
+                            filters: tuple[str | None, str | None]) -> Any:
+        from .wakeups import BATCH, EVENTS
+
+        yield b": approvalctl events\n\n"  # headers and a first byte out at once
+        while True:  # the audit trail after Last-Event-ID, then the live queue
+            rows = await self.run(self.store.changes_after, cursor, BATCH)
+            if not rows:
+                break
+            ids = {rid for _, action, rid in rows if rid and action in EVENTS}
+            reqs = await self.run(self.wakeups.requests_of, ids)
+            for seq, action, rid in rows:
+                name, req = EVENTS.get(action), reqs.get(rid)
+                if name and req is not None and self._visible(principal, req, name, filters):
+                    yield _sse(seq, name, req)
+                cursor = seq
+            if len(rows) < BATCH:
+                break
+        while not self.stopping:
+            get = asyncio.ensure_future(stream.queue.get())
+            over = asyncio.ensure_future(stream.overflowed.wait())
+            try:
+                await asyncio.wait({get, over}, timeout=HEARTBEAT_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                over.cancel()
+                if not get.done():
+                    get.cancel()
+            if stream.overflowed.is_set():
+                reason = "server stopping" if self.stopping else "too slow"
+                yield (b"event: error\ndata: " + _encode({"reason": reason}).encode()
+                       + b"\n\n")
+                return
+            if not get.done() or get.cancelled():
+                yield b": heartbeat\n\n"
+                continue
+            seq, name, req = get.result()
+            if seq <= cursor:  # already sent from the audit trail
+                continue
+            cursor = seq
+            if self._visible(principal, req, name, filters):
+                yield _sse(seq, name, req)
 
     async def decide(self, call: Call) -> Response:
         body = await self._body(call)
@@ -617,7 +728,8 @@ class Api:
     # ---- housekeeping in the background
     def housekeeping(self) -> None:
         """Expire overdue requests, write buffered counters, drop old idempotency keys."""
-        self.service.sweep()
+        if self.service.sweep():
+            self.wakeups.poke_threadsafe()
         self.store.flush_counters()
         now = time.monotonic()
         if now - self._last_purge > 600:
@@ -634,6 +746,7 @@ class Api:
                           key_in_job=frozenset({"PUT", "DELETE"})),
             self.endpoint("/api/v1/approvals/{id}/consume", {"POST": self.consume},
                           key_in_job=frozenset({"POST"})),
+            self.endpoint("/api/v1/events", {"GET": self.events}),
             self.endpoint("/api/v1/sweep", {"POST": self.sweep}),
             self.endpoint("/api/v1/audit", {"GET": self.audit_list}),
             self.endpoint("/api/v1/audit/verify", {"GET": self.audit_verify}),
@@ -650,6 +763,36 @@ class Api:
             self.endpoint("/openapi.json", {"GET": self.openapi}),
             self.endpoint("/docs", {"GET": self.docs}),
         ]
+
+
+def _sse(seq: int, name: str, req: Any) -> bytes:
+    """One Server-Sent Event (WHATWG HTML, "Server-sent events"): the JSON is one line."""
+    return (f"id: {seq}\nevent: {name}\ndata: ".encode() + _encode(req.to_dict()).encode()
+            + b"\n\n")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (ASGI http.disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class _EventStream(StreamingResponse):
+    """A text/event-stream response that releases its slot and queue when it ends, however
+    it ends (client gone, overflow, server stopping), even if it never started."""
+
+    def __init__(self, body: Any, release: Callable[[], None], request: Request) -> None:
+        super().__init__(body, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 class _AnyMethod:
@@ -739,12 +882,14 @@ def create_app(store: Any, settings: Settings | None = None, *, background: bool
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
         task = None
+        await api.wakeups.start()
         if background:
             task = asyncio.create_task(_housekeeping_loop(api, sweep_interval))
         try:
             yield
         finally:
             api.stopping = True
+            await api.wakeups.stop()
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):

@@ -51,6 +51,9 @@ class DatabaseThread:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._local = threading.local()
+        #: Called (on this thread) after every change job or group commit that ran, once
+        #: its COMMIT is done: change notification (wakeups.py) reads what changed.
+        self.on_commit: Callable[[], None] | None = None
 
     def submit(self, func: Callable[[], Any], *, write: bool = False) -> Future[Any]:
         """Queue `func`; its result arrives in the returned concurrent future."""
@@ -119,6 +122,8 @@ class DatabaseThread:
                 _deliver([_run(func, future)])
             else:
                 self._run_group(batch)
+            if self.on_commit is not None:
+                self.on_commit()
             if stop:
                 return
 

@@ -149,6 +149,10 @@ def describe(url: str, exc: BaseException) -> str:
     return f"PostgreSQL error at {where}: {text}"
 
 
+#: The LISTEN/NOTIFY channel of change notification (server/wakeups.py).
+CHANGES_CHANNEL = "approvalctl_changes"
+
+
 def _lock_key(*parts: str) -> int:
     """A stable signed 64-bit advisory-lock key for a name (per schema, so tests don't mix)."""
     digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
@@ -237,6 +241,19 @@ class PostgresStore(SQLStore):
             raise Unavailable(describe(self.url, exc)) from None
         finally:
             conn.close()
+
+    def listen_changes(self) -> Any:
+        """A new autocommit connection LISTENing on CHANGES_CHANNEL (its notifications'
+        payload is the schema of the change), for one listener thread per process; the
+        caller closes it. Named `approvalctl-listen` in pg_stat_activity. Raises
+        Unavailable when the server cannot be reached."""
+        try:
+            conn = self._psycopg.connect(self._conninfo, autocommit=True,
+                                         application_name="approvalctl-listen")
+            conn.execute("LISTEN " + CHANGES_CHANNEL)
+        except self._psycopg.Error as exc:
+            raise Unavailable(describe(self.url, exc)) from None
+        return conn
 
     def _get_pool(self) -> Any:
         if self._pool is None:
@@ -430,6 +447,8 @@ class PostgresStore(SQLStore):
         """
         if len(audit_rows) + len(counter_rows) + len(outbox_rows) > CTE_MAX_ROWS:
             super()._insert_change_rows(cur, audit_rows, counter_rows, outbox_rows)
+            if audit_rows:
+                cur.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self.schema))
             return
         parts, params = [], []
 
@@ -449,7 +468,13 @@ class PostgresStore(SQLStore):
                          + ") VALUES " + values(outbox_rows, len(OUTBOX_INSERT_COLUMNS))
                          + ")")
         if parts:
-            cur.execute("WITH " + ", ".join(parts) + " SELECT 1", params)
+            # NOTIFY rides in the same statement and transaction: PostgreSQL delivers it at
+            # COMMIT, never before the change is durable, and never for a rollback. The
+            # payload is the schema, so listeners of other schemas skip it.
+            notify = "pg_notify(%s, %s)" if audit_rows else "1"
+            if audit_rows:
+                params.extend((CHANGES_CHANNEL, self.schema))
+            cur.execute("WITH " + ", ".join(parts) + " SELECT " + notify, params)
 
     def create(self, req: Any, change: Any, idempotency: tuple[str, str, str] | None = None,
                max_pending: int | None = None) -> Any:

@@ -618,6 +618,24 @@ class SQLStore(OutboxQueries):
                 return
             after = rows[-1][0]
 
+    def changes_after(self, after: int, limit: int) -> list[tuple[int, str, str | None]]:
+        """(seq, action, request_id) of up to `limit` audit rows with seq > `after`, oldest
+        first: what change notification (server/wakeups.py) reads to learn which requests
+        moved, one query for all the waiters of a process."""
+        with self._read() as cur:
+            return [tuple(r) for r in self._exec(  # type: ignore[misc]
+                cur, "SELECT seq, action, request_id FROM audit_log WHERE seq > ? "
+                "ORDER BY seq LIMIT ?", (after, limit)).fetchall()]
+
+    def change_marker(self) -> Any:
+        """A cheap value that differs after any committed change (here the audit head's
+        seq; SQLite overrides it with PRAGMA data_version). Waiters compare it tick by tick
+        and read rows only when it moved."""
+        with self._read() as cur:
+            row = self._exec(cur, "SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1"
+                             ).fetchone()
+        return row[0] if row else 0
+
     def audit_head(self) -> tuple[int, str]:
         """(seq, hash) of the newest audit row; (0, GENESIS) for an empty trail."""
         with self._read() as cur:

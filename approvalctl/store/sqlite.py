@@ -155,6 +155,12 @@ class SQLiteStore(SQLStore):
             self._spoil_group()  # SQLite rolls back on some errors (IOERR, FULL, NOMEM)
             raise _fail(self.path, exc) from None
 
+    def change_marker(self) -> int:
+        """PRAGMA data_version of this thread's connection: it changes when any other
+        connection (another thread, process or the CLI) commits, and costs no page read."""
+        with self._read() as cur:
+            return cur.execute("PRAGMA data_version").fetchone()[0]
+
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Cursor]:
         """A deferred read transaction: every query in it sees one WAL snapshot, and it
