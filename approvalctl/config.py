@@ -117,6 +117,10 @@ SCHEMA: dict[str, Any] = {
                        "x-invalid": "rate_limit must be a number of requests per second "
                                     "greater than zero, got {value!r}"},
         "templates_dir": _TEXT,
+        # where a phone reaches `serve` for decision links (docs/away.md)
+        "public_url": {"type": "string", "pattern": "^https?://[^\\s<>|\"'`?#]+$",
+                       "x-invalid": "public_url must be an http:// or https:// URL without "
+                                    "query or fragment, got {value!r}"},
     },
 }
 _DURATION_KEYS = ("timeout", "initial_delay", "max_delay", "lease", "poll_interval")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import re
 import time
@@ -304,6 +305,25 @@ class ApprovalService:
             not_user=None if self.settings.allow_self_approval else actor.name,
             change_for=self._decision(actor, target, action, note),
             use_within=self._use_within(target))
+
+    def decide_by_link(self, recipient: str, request_id: str, digest: str, action: str,
+                       note: str | None = None) -> ApprovalRequest:
+        """A decision from a verified decision link (approvalctl/notify/links.py).
+
+        The decider is the link's recipient identity (`slack`, `email:ops@example.com`, ...)
+        acting as an operator: the self-approval rule compares it with the requester, and
+        the audit row names it. The link must name this request's digest (Forbidden
+        otherwise); the decision is the ordinary compare-and-set, so a link used after any
+        other decision gets ApprovalConflict (Expired once the request has expired).
+        """
+        actor = Principal(recipient, "operator")
+        req = self.get(actor, request_id)
+        if not hmac.compare_digest(str(req.digest or ""), str(digest)):
+            raise Forbidden(f"this link was made for another version of request {req.id}")
+        if req.user_id == recipient and not self.settings.allow_self_approval:
+            raise Forbidden(f"'{recipient}' cannot {action} their own request {req.id}")
+        return self._finish(actor, self._fresh(req), ACTIONS[action], action,
+                            _text(note, "note", limit=MAX_TEXT))
 
     def cancel(self, actor: Principal, id_or_prefix: str) -> ApprovalRequest:
         req = self.resolve(actor, id_or_prefix)

@@ -177,3 +177,27 @@ def test_cmd(
             message(f"error: {channel}: not delivered ({kind} failure): {exc.detail}")
             raise typer.Exit(6 if exc.transient else 1) from None
     message(f"{channel}: sample notification delivered")
+
+
+links_app = typer.Typer(help="Decision links in notifications (public_url, docs/away.md).",
+                        no_args_is_help=True)
+app.add_typer(links_app, name="links")
+
+
+@command(links_app, "rotate-secret")
+def rotate_secret_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """Replace the key that signs decision links: every link sent so far stops working."""
+    from ..models import to_iso, utcnow
+    from ..notify import links
+
+    if state_of(ctx).remote:
+        raise InvalidInput("links rotate-secret works on the database; it cannot be used "
+                           "with --server")
+    store = local_service(ctx).store
+    key = links.new_key()
+    store.replace_server_secret(links.KEY_NAME, key, to_iso(utcnow()))
+    if as_json:
+        emit({"rotated": True, "key_id": links.key_id(key)})
+    else:
+        message(f"decision-link key rotated (new key id {links.key_id(key)}); links sent "
+                "before now no longer work")

@@ -80,6 +80,8 @@ class NotifyConfig:
     retry: RetrySettings = field(default_factory=RetrySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     templates_dir: str | None = None
+    #: `public_url` from the config: messages about pending requests carry decision links.
+    public_url: str | None = None
 
     def channel_names(self) -> list[str]:
         names = [n for n in ("slack", "email") if getattr(self, n) is not None]
@@ -189,4 +191,6 @@ def load_config(block: Any, *, env: Mapping[str, str] | None = None,
 
 def from_settings(settings: Any, env: Mapping[str, str] | None = None) -> NotifyConfig:
     """The notification config of a `Settings` object (validated, secrets resolved)."""
-    return load_config(settings.notifications, env=env, templates_dir=settings.templates_dir)
+    cfg = load_config(settings.notifications, env=env, templates_dir=settings.templates_dir)
+    cfg.public_url = settings.get("public_url")
+    return cfg

@@ -78,6 +78,17 @@ def _headline_raw(event: str, req: dict[str, Any]) -> str:
 def _next_step(event: str, req: dict[str, Any], fmt: str) -> str:
     """What the reader can do now, already rendered for `fmt` (agent text is escaped)."""
     rid = req.get("id", "")
+    found = req.get("links") if event == "created" else None
+    if isinstance(found, dict) and found.get("approve") and found.get("reject"):
+        # our own URLs (public_url has no <>| and the token is base64url): safe as is
+        approve_url, reject_url = str(found["approve"]), str(found["reject"])
+        if fmt == "slack":
+            return (f"<{approve_url}|*Approve…*>   <{reject_url}|*Reject…*>\n"
+                    f"(each link opens a page that shows the request again and asks you to "
+                    f"confirm; or run {untrusted.slack_code(f'approvalctl approve {rid}')})")
+        text = (f"Approve: {approve_url}\nReject:  {reject_url}\n(each link opens a page "
+                f"that shows the request again and asks you to confirm)")
+        return html.escape(text) if fmt == "html" else text
     if event == "created":
         approve, reject = f"approvalctl approve {rid}", f"approvalctl reject {rid}"
         if fmt == "slack":

@@ -48,6 +48,7 @@ from ..strictjson import decode as strict_decode
 from . import spec
 from .dbthread import DatabaseThread
 from .docs import DOCS_HTML
+from .links import LinkPages
 
 log = logging.getLogger("approvalctl.server")
 
@@ -633,6 +634,7 @@ class Api:
             self.endpoint("/metrics", {"GET": self.metrics}),
             self.endpoint("/openapi.json", {"GET": self.openapi}),
             self.endpoint("/docs", {"GET": self.docs}),
+            *LinkPages(self).routes(),  # decision links (server/links.py)
         ]
 
 

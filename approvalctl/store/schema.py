@@ -237,6 +237,18 @@ MIGRATIONS: list[tuple[str, list[Any]]] = [
             )""",
         ],
     ),
+    (
+        "0010_decision_links",
+        [
+            # The key that signs decision links (approvalctl/notify/links.py): made on first
+            # use, replaced by `approvalctl links rotate-secret`. Only the server reads it.
+            """CREATE TABLE server_secrets (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 

@@ -52,6 +52,7 @@ TABLES = {
                                         "created_at")),
     "outbox": ("id", OUTBOX_COLUMNS),
     "policy_rules": ("name", ("name", "position", "body")),
+    "server_secrets": ("name", ("name", "value", "created_at")),
 }
 AUDIT_INSERT = ("INSERT INTO audit_log (" + ", ".join(AUDIT_COLUMNS) + ") VALUES ("
                 + ", ".join("?" * len(AUDIT_COLUMNS)) + ")")
@@ -730,6 +731,31 @@ class SQLStore(OutboxQueries):
         with self._write() as cur:
             return self._exec(cur, "DELETE FROM idempotency_keys WHERE created_at < ?",
                               (before,)).rowcount
+
+    # ---- server secrets (the decision-link key)
+    def server_secret(self, name: str, make: Callable[[], str], at: str) -> str:
+        """The secret `name`, made with `make()` and stored on first use.
+
+        Two processes asking at once store one value (the primary key decides) and both
+        return it.
+        """
+        with self._read() as cur:
+            row = self._exec(cur, "SELECT value FROM server_secrets WHERE name = ?",
+                             (name,)).fetchone()
+        if row:
+            return row[0]
+        with self._write() as cur:
+            self._exec(cur, "INSERT INTO server_secrets (name, value, created_at) VALUES "
+                       "(?, ?, ?) ON CONFLICT (name) DO NOTHING", (name, make(), at))
+            return self._exec(cur, "SELECT value FROM server_secrets WHERE name = ?",
+                              (name,)).fetchone()[0]
+
+    def replace_server_secret(self, name: str, value: str, at: str) -> None:
+        """Store `value` as the secret `name`, replacing any earlier one."""
+        with self._write() as cur:
+            self._exec(cur, "INSERT INTO server_secrets (name, value, created_at) VALUES "
+                       "(?, ?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                       "created_at = excluded.created_at", (name, value, at))
 
     # ---- policy rules
     def list_rules(self) -> list[dict[str, Any]]:
