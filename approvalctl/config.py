@@ -74,6 +74,14 @@ NOTIFICATIONS_SCHEMA: dict[str, Any] = {
                                "timeout": _SECONDS},
             },
         },
+        "ntfy": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["url", "topic", "events"],
+            "properties": {"url": _URL, "topic": {"type": "string",
+                                                  "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                           "token_env": _ENV, "events": _EVENTS, "timeout": _SECONDS},
+        },
         "retry": {
             "type": "object",
             "additionalProperties": False,
@@ -306,7 +314,7 @@ class Settings:
             # A file was checked when read; this covers Settings built in code.
             validate_config({"notifications": n})
             self._notifications_checked = True
-        targets = [(name, n[name]) for name in ("slack", "email") if name in n]
+        targets = [(name, n[name]) for name in ("slack", "email", "ntfy") if name in n]
         targets += [(f"webhook:{i}", hook) for i, hook in enumerate(n.get("webhooks") or [])]
         return [name for name, conf in targets if event in conf["events"]]
 

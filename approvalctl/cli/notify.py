@@ -38,7 +38,7 @@ def _config(ctx: typer.Context) -> Any:
     if not cfg.channel_names():
         where = settings.source or "the config file"
         raise InvalidInput(f"no notification channels configured: add a notifications: "
-                           f"block (slack, email, webhooks) to {where}")
+                           f"block (slack, email, webhooks, ntfy) to {where}")
     check_templates(cfg.templates_dir)
     return cfg
 
@@ -155,7 +155,7 @@ def retry_cmd(
 def test_cmd(
     ctx: typer.Context,
     channel: str = typer.Argument(..., metavar="CHANNEL",
-                                  help="slack, email, webhook:N (or webhook if only one)."),
+                                  help="slack, email, ntfy, webhook:N (or webhook if only one)."),
 ) -> None:
     """Send a sample notification on CHANNEL now and report the outcome (exit 0 if sent)."""
     from ..notify import channels, worker

@@ -28,6 +28,7 @@ from .config import (
     LEASE_MARGIN,
     EmailConfig,
     NotifyConfig,
+    NtfyConfig,
     SlackConfig,
     WebhookConfig,
     from_settings,
@@ -93,6 +94,8 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
                                        already=channels.accepted_recipients(last_error))
         elif isinstance(target, WebhookConfig):
             channels.send_webhook(client, target, outbox_id, event, request, audit)
+        elif isinstance(target, NtfyConfig):
+            channels.send_ntfy(client, target, event, request)
     except channels.DeliveryError:
         raise
     except Exception as exc:  # a broken template override, a bug: dead-letter, say why
