@@ -266,3 +266,49 @@ def test_link_page_in_headless_chromium(linked, tmp_path):
                    timeout=60)
     assert shot.exists() and shot.stat().st_size > 0
     assert svc.get(Principal("o", "operator"), req.id).status == "pending"
+
+
+def test_follow_the_link_from_a_real_email_and_reject(make_server, store):
+    from notify_support import free_port
+    from test_notify_email import Mailbox, smtp_server
+
+    live = make_server()
+    port, box = free_port(), Mailbox()
+    controller = smtp_server(box, port)
+    try:
+        settings = notify_settings(email={
+            "host": "127.0.0.1", "port": port, "starttls": False,
+            "from": "approvalctl@example.com", "to": ["ops@example.com"],
+            "events": ["created"], "timeout": 5})
+        settings.file = {"public_url": live.url}
+        svc = ApprovalService(store, settings)
+        req = svc.create(AGENT, "db.drop", {"table": "users"}, risk="high")
+        run_once(store, from_settings(settings))
+    finally:
+        controller.stop()
+    plain = box.messages[0].get_body(("plain",)).get_content()
+    reject = re.search(r"Reject:\s+(\S+)", plain).group(1)
+    assert reject.startswith(live.url + "/d/")
+    with httpx.Client(timeout=10) as client:
+        form = _form(client.get(reject).text)
+        done = client.post(reject, data={**form, "reason": "never on prod"})
+    assert done.status_code == 200
+    got = svc.get(Principal("o", "operator"), req.id)
+    assert (got.status, got.decided_by) == ("rejected", "email:ops@example.com")
+
+
+def test_rotate_secret_command_invalidates_earlier_links(db_url, store):
+    from typer.testing import CliRunner
+
+    from approvalctl.cli import app
+
+    before = store.server_secret(links.KEY_NAME, links.new_key, to_iso(utcnow()))
+    token = links.make_token(before, "01abc", "sha256:" + "0" * 64, "approve", "slack",
+                             "2099-01-01T00:00:00.000Z")
+    result = CliRunner().invoke(app, ["links", "rotate-secret", "--json"],
+                                env={"APPROVALCTL_DB": db_url})
+    assert result.exit_code == 0, result.output
+    after = store.server_secret(links.KEY_NAME, links.new_key, to_iso(utcnow()))
+    assert after != before and json.loads(result.stdout)["key_id"] == links.key_id(after)
+    with pytest.raises(Forbidden, match="rotated"):
+        links.read_token(after, token)
