@@ -312,3 +312,45 @@ def test_rotate_secret_command_invalidates_earlier_links(db_url, store):
     assert after != before and json.loads(result.stdout)["key_id"] == links.key_id(after)
     with pytest.raises(Forbidden, match="rotated"):
         links.read_token(after, token)
+
+
+@pytest.mark.slow
+def test_real_serve_process_delivers_links_and_the_link_decides(tmp_path, isolated_env):
+    """`approvalctl serve` as a process: its worker sends the Slack message with links, and
+    the page it serves decides (the database and the audit trail agree)."""
+    import signal
+
+    import yaml
+    from notify_support import free_port, until
+    from test_api_live import start_serve
+
+    from approvalctl.store import open_store
+
+    db = tmp_path / "serve.db"
+    port = free_port()
+    with Receiver() as slack:
+        config = isolated_env / "config" / "approvalctl" / "config.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(yaml.safe_dump({
+            "public_url": f"http://127.0.0.1:{port}",
+            "notifications": {"slack": {"webhook_url": slack.url, "events": ["created"]},
+                              "worker": {"poll_interval": 0.05, "lease": 30}}}))
+        store = open_store(str(db))
+        proc = start_serve(db, port)
+        try:
+            svc = ApprovalService(store, Settings.load())
+            req = svc.create(AGENT, "deploy.run", {"x": "<script>1</script>"}, risk="high")
+            until(lambda: slack.requests, timeout=20)
+            found = _slack_links(slack)
+            with httpx.Client(timeout=10) as client:
+                page = client.get(found["approve"])
+                assert page.status_code == 200 and "<script>1" not in page.text
+                done = client.post(found["approve"], data=_form(page.text))
+            assert done.status_code == 200
+            assert store.get_status(req.id) == "approved"
+            rows = store.audit_rows(request_id=req.id)
+            assert (rows[-1]["actor"], rows[-1]["action"]) == ("slack", "approve")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+            store.close()
