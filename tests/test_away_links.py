@@ -354,3 +354,12 @@ def test_real_serve_process_delivers_links_and_the_link_decides(tmp_path, isolat
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=20)
             store.close()
+
+
+def test_the_rate_limiter_table_is_bounded(make_server, monkeypatch):
+    monkeypatch.setattr("approvalctl.server.links.LINK_RATE", 1.0)
+    monkeypatch.setattr("approvalctl.server.links.MAX_CHECKS", 2)
+    live = make_server()
+    with httpx.Client(timeout=10) as client:
+        codes = [client.get(live.url + "/d/v1.a.b").status_code for _ in range(3)]
+    assert codes == [403, 429, 403]  # the third starts a fresh table

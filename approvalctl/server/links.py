@@ -42,6 +42,7 @@ from ..notify import links
 #: Link page requests per second per client address (bursts of as many): a person opening,
 #: reloading and submitting stays far below it; a script guessing or flooding does not.
 LINK_RATE = 5.0
+MAX_CHECKS = 100_000
 MAX_FORM_BYTES = 16 * 1024
 MAX_REASON = 4000
 
@@ -91,11 +92,25 @@ class LinkPages:
     """The link routes of one server (`Api`): `routes()` is mounted by `create_app`."""
 
     def __init__(self, api: Any) -> None:
+        self.api = api
+        self.limiter = self._new_limiter()
+        self._checks = 0
+
+    @staticmethod
+    def _new_limiter() -> Any:
         from .app import RateLimiter
 
-        self.api = api
-        self.limiter = RateLimiter(LINK_RATE, "link_rate",
-                                   "decision-link rate of {rate:g} requests per second")
+        return RateLimiter(LINK_RATE, "link_rate",
+                           "decision-link rate of {rate:g} requests per second")
+
+    def _limit(self, address: str) -> None:
+        """The per-address bucket check. Its table of addresses is bounded (a flood from
+        many addresses must not grow it without end): after MAX_CHECKS checks it starts
+        afresh, which at worst lets one more burst through."""
+        self._checks += 1
+        if self._checks > MAX_CHECKS:
+            self.limiter, self._checks = self._new_limiter(), 1
+        self.limiter.check(address)
 
     def routes(self) -> list[Route]:
         route = Route("/d/{token}", self.page, methods=["GET", "POST"])
@@ -110,7 +125,7 @@ class LinkPages:
     async def page(self, request: Request) -> Response:
         request.scope["approvalctl.route"] = "/d/{token}"
         try:
-            self.limiter.check(request.client.host if request.client else "?")
+            self._limit(request.client.host if request.client else "?")
             if request.method == "POST":
                 return await self._decide(request)
             return await self._show(request)
