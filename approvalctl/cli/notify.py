@@ -201,3 +201,23 @@ def rotate_secret_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     else:
         message(f"decision-link key rotated (new key id {links.key_id(key)}); links sent "
                 "before now no longer work")
+
+
+@command(app, "require")
+def require_cmd(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., metavar="ID", help="Id or unique id prefix."),
+    approvals: int = typer.Argument(..., metavar="N", help="Distinct approvers needed "
+                                    "(2-10)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Make a pending request need N distinct approvers (a quorum); raise only, never lower."""
+    from .app import backend
+
+    if state_of(ctx).remote:
+        raise InvalidInput("require works on the database; it cannot be used with --server")
+    req = backend(ctx).require_approvals(request_id, approvals)
+    if as_json:
+        emit({**req.to_dict(), "approvals_required": approvals})
+    else:
+        message(f"request {req.id} now needs {approvals} distinct approvers")

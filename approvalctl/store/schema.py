@@ -247,6 +247,18 @@ MIGRATIONS: list[tuple[str, list[Any]]] = [
                 value TEXT NOT NULL,
                 created_at TEXT NOT NULL
             )""",
+            # Quorum (approvals_required): how many distinct approvers a request needs, and
+            # who has approved so far; a request without a row needs one.
+            """CREATE TABLE request_quorum (
+                request_id TEXT PRIMARY KEY,
+                required INTEGER NOT NULL
+            )""",
+            """CREATE TABLE request_approvals (
+                request_id TEXT NOT NULL,
+                approver TEXT NOT NULL,
+                at TEXT NOT NULL,
+                PRIMARY KEY (request_id, approver)
+            )""",
         ],
     ),
 ]
