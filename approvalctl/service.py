@@ -153,6 +153,8 @@ class ApprovalService:
             expires_at=to_iso(now + timedelta(seconds=ttl)), digest=call_digest,
         )
         detail: dict[str, Any] = {"tool_name": tool_name, "risk": risk, "user_id": owner}
+        if action == "ask" and rule and rule.get("approvals_required"):
+            detail["approvals_required"] = rule["approvals_required"]  # store: quorum row
         if action == "ask":
             change: Change | list[Change] = Change(
                 request_id=req.id, actor=actor.name, action="create", from_status=None,

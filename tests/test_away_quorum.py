@@ -133,3 +133,30 @@ def test_cli_require_and_show_one_of_two(db_url):
         assert store.get_status(req.id) == "pending"
     finally:
         store.close()
+
+
+def test_a_policy_rule_demands_a_quorum_from_creation(service):
+    service.add_rule(ADMIN, {"name": "two-for-prod", "tools": ["db.*"],
+                             "match": {"env": "prod"}, "action": "ask",
+                             "approvals_required": 2})
+    req = service.create(AGENT, "db.drop", {"env": "prod"}, risk="high")
+    other = service.create(AGENT, "db.drop", {"env": "dev"})
+    assert service.approvals(OLIVIA, req.id) == {"required": 2, "approvers": []}
+    assert service.approvals(OLIVIA, other.id) is None
+    assert service.decide(OLIVIA, req.id, "approve").status == "pending"
+    assert service.decide(OLIVIA, other.id, "approve").status == "approved"
+    assert service.decide(OSCAR, req.id, "approve").status == "approved"
+    assert service.audit_verify(ADMIN).ok
+
+
+@pytest.mark.parametrize("bad", [0, 11, True, "2"])
+def test_rule_approvals_required_is_checked(service, bad):
+    with pytest.raises(InvalidInput, match="approvals_required"):
+        service.add_rule(ADMIN, {"name": "r", "tools": ["x"], "action": "ask",
+                                 "approvals_required": bad})
+
+
+def test_rule_approvals_required_only_with_ask(service):
+    with pytest.raises(InvalidInput, match="action is ask"):
+        service.add_rule(ADMIN, {"name": "r", "tools": ["x"], "action": "allow",
+                                 "approvals_required": 2})

@@ -318,6 +318,11 @@ class SQLStore(OutboxQueries):
             seal(ch, values if ch.to_status == req.status else _as_created(values), req)
         self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
                    + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", values)
+        required = next((ch.detail.get("approvals_required") for ch in changes
+                         if ch.action == "create" and ch.detail), None)
+        if required:  # a policy rule's quorum, recorded with the creation it audits
+            self._exec(cur, "INSERT INTO request_quorum (request_id, required) VALUES (?, ?)",
+                       (req.id, int(required)))
         if idempotency:
             self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
                        "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
