@@ -160,3 +160,33 @@ def test_rule_approvals_required_only_with_ask(service):
     with pytest.raises(InvalidInput, match="action is ask"):
         service.add_rule(ADMIN, {"name": "r", "tools": ["x"], "action": "allow",
                                  "approvals_required": 2})
+
+
+def test_a_link_approval_counts_as_its_recipient_and_the_page_shows_the_count(
+        make_server, monkeypatch):
+    import html as html_lib
+    import re
+
+    import httpx
+
+    from approvalctl.models import to_iso, utcnow
+    from approvalctl.notify import links
+
+    monkeypatch.setattr("approvalctl.server.links.LINK_RATE", 1000.0)
+    live = make_server()
+    req = live.service.create(AGENT, "db.drop", {}, risk="high")
+    live.service.require_approvals(OLIVIA, req.id, 2)
+    key = live.store.server_secret(links.KEY_NAME, links.new_key, to_iso(utcnow()))
+    url = links.url_for(live.url, links.make_token(key, req.id, req.digest, "approve",
+                                                   "slack", req.expires_at))
+    with httpx.Client(timeout=10) as client:
+        page = client.get(url)
+        assert "0 of 2" in page.text
+        form = {n: html_lib.unescape(v) for n, v in re.findall(
+            r'<input type="hidden" name="(\w+)" value="([^"]*)"', page.text)}
+        counted = client.post(url, data=form)
+        assert counted.status_code == 200 and "Approval counted" in counted.text
+        assert "1 of 2" in client.get(url).text
+        assert client.post(url, data=form).status_code == 409  # the same identity again
+    assert live.service.decide(OSCAR, req.id, "approve").status == "approved"
+    assert live.service.approvals(OLIVIA, req.id)["approvers"] == ["slack", "oscar"]

@@ -170,6 +170,10 @@ class LinkPages:
                         "<p><label for=\"reason\">Note (optional):</label><textarea "
                         f"id=\"reason\" name=\"reason\" rows=\"2\" maxlength=\"{MAX_REASON}\">"
                         "</textarea></p>")
+        quorum = await self.api.run(self.api.service.approvals,
+                                    Principal(link.recipient, "operator"), req.id)
+        approvals = _row("Approvals", f"{len(quorum['approvers'])} of {quorum['required']}")\
+            if quorum else ""
         arguments = render.json_text(req.arguments)
         body = (
             f"<p>{verb} this request as <b>{render.html(link.recipient, 200)}</b>?</p>"
@@ -177,7 +181,7 @@ class LinkPages:
             + _row("Tool", req.tool_name) + _row("Risk", req.risk)
             + _row("Requested by", req.user_id) + _row("Reason", req.reason or "(none given)")
             + _row("Digest", req.digest) + _row("Created", req.created_at)
-            + _row("Expires", req.expires_at) + _row("Request", req.id)
+            + _row("Expires", req.expires_at) + _row("Request", req.id) + approvals
             + "</table><h2>Arguments</h2>"
             f"<pre>{render.html(arguments)}</pre>"
             f"<form method=\"post\" action=\"{render.html(token)}\">"
@@ -227,6 +231,11 @@ class LinkPages:
             raise InvalidInput("a rejection needs a reason: go back and give one")
         done = await self.api.write(self.api.service.decide_by_link, link.recipient, req.id,
                                     link.digest, link.action, reason or None)
+        if done.status == PENDING:  # a quorum still short
+            return _page(200, "Approval counted",
+                         f"<p>Your approval of {render.html(done.id)} is counted, as "
+                         f"<b>{render.html(link.recipient, 200)}</b>; the request needs more "
+                         "approvers before it is approved.</p>")
         return _page(200, f"{done.status.capitalize()}",
                      f"<p>Request {render.html(done.id)} ({render.html(done.tool_name, 200)}) "
                      f"is now <b>{render.html(done.status)}</b>, recorded as decided by "
