@@ -74,6 +74,14 @@ NOTIFICATIONS_SCHEMA: dict[str, Any] = {
                                "timeout": _SECONDS},
             },
         },
+        "ntfy": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["url", "topic", "events"],
+            "properties": {"url": _URL, "topic": {"type": "string",
+                                                  "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                           "token_env": _ENV, "events": _EVENTS, "timeout": _SECONDS},
+        },
         "retry": {
             "type": "object",
             "additionalProperties": False,
@@ -117,6 +125,10 @@ SCHEMA: dict[str, Any] = {
                        "x-invalid": "rate_limit must be a number of requests per second "
                                     "greater than zero, got {value!r}"},
         "templates_dir": _TEXT,
+        # where a phone reaches `serve` for decision links (docs/away.md)
+        "public_url": {"type": "string", "pattern": "^https?://[^\\s<>|\"'`?#]+$",
+                       "x-invalid": "public_url must be an http:// or https:// URL without "
+                                    "query or fragment, got {value!r}"},
     },
 }
 _DURATION_KEYS = ("timeout", "initial_delay", "max_delay", "lease", "poll_interval")
@@ -306,7 +318,7 @@ class Settings:
             # A file was checked when read; this covers Settings built in code.
             validate_config({"notifications": n})
             self._notifications_checked = True
-        targets = [(name, n[name]) for name in ("slack", "email") if name in n]
+        targets = [(name, n[name]) for name in ("slack", "email", "ntfy") if name in n]
         targets += [(f"webhook:{i}", hook) for i, hook in enumerate(n.get("webhooks") or [])]
         return [name for name, conf in targets if event in conf["events"]]
 

@@ -58,7 +58,7 @@ from .rbac import ROLES
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60)
 
 #: Notification label values known in advance, so every series exists at 0 from the start.
-NOTIFY_CHANNELS = ("slack", "email", "webhook")
+NOTIFY_CHANNELS = ("slack", "email", "webhook", "ntfy")
 NOTIFY_RESULTS = ("sent", "retry", "failed")
 RBAC_RESULTS = ("allowed", "denied")
 

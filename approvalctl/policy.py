@@ -40,7 +40,10 @@ from .errors import RuleError
 
 ACTIONS = ("allow", "deny", "ask")
 RISKS = ("low", "medium", "high")
-FIELDS = ("name", "tools", "match", "exact", "action", "risk", "ttl", "note")
+FIELDS = ("name", "tools", "match", "exact", "action", "risk", "ttl", "note",
+          "approvals_required")
+#: The most distinct approvers a rule can demand (service.MAX_APPROVALS).
+MAX_APPROVALS = 10
 RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 RESERVED_NAMES = frozenset({"test", "import"})  # /api/v1/rules/test and /import
 PATH = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,15}")
@@ -153,6 +156,17 @@ def check_rule(raw: Any, *, parse_ttl: Any = None) -> dict[str, Any]:
                 <= MAX_TTL_SECONDS:
             raise RuleError(f"{where}: ttl must be a duration between 1s and 30d")
         out["ttl"] = ttl
+    required = raw.get("approvals_required")
+    if required is not None:
+        if isinstance(required, bool) or not isinstance(required, int) or \
+                not 1 <= required <= MAX_APPROVALS:
+            raise RuleError(f"{where}: approvals_required must be a whole number from 1 to "
+                            f"{MAX_APPROVALS}")
+        if action != "ask":
+            raise RuleError(f"{where}: approvals_required applies to rules whose action is "
+                            "ask")
+        if required > 1:
+            out["approvals_required"] = required
     note = raw.get("note")
     if note is not None:
         if not isinstance(note, str) or len(note) > MAX_NOTE or "\x00" in note:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import hmac
 import json
 import re
 import time
@@ -58,6 +59,8 @@ MAX_TEXT = 4000
 MAX_ARGUMENTS_BYTES = 64 * 1024
 MAX_TTL_SECONDS = 30 * 86400
 MAX_LIMIT = 1000
+#: The most distinct approvers a request can be made to need (approvals_required).
+MAX_APPROVALS = 10
 IDEMPOTENCY_HOURS = 24
 #: `prune` keeps at least a day: younger decisions may still be waited on or used.
 MIN_PRUNE_AGE = 86400
@@ -151,6 +154,8 @@ class ApprovalService:
             expires_at=to_iso(now + timedelta(seconds=ttl)), digest=call_digest,
         )
         detail: dict[str, Any] = {"tool_name": tool_name, "risk": risk, "user_id": owner}
+        if action == "ask" and rule and rule.get("approvals_required"):
+            detail["approvals_required"] = rule["approvals_required"]  # store: quorum row
         if action == "ask":
             change: Change | list[Change] = Change(
                 request_id=req.id, actor=actor.name, action="create", from_status=None,
@@ -284,7 +289,77 @@ class ApprovalService:
         if req.user_id == actor.name and not self.settings.allow_self_approval:
             raise Forbidden(f"'{actor.name}' cannot {action} their own request {req.id} "
                             "(set allow_self_approval: true in the config to permit it)")
+        if action == "approve":
+            counted = self._approve_in_quorum(actor, req, note)
+            if counted is not None:
+                return counted
         return self._finish(actor, req, ACTIONS[action], action, note)
+
+    # ------------------------------------------------------------ quorum
+    def _approve_in_quorum(self, actor: Principal, req: ApprovalRequest, note: str | None
+                           ) -> ApprovalRequest | None:
+        """Count an approval of a request with a quorum (`approvals_required`).
+
+        Approvers are distinct identities (a key's name, the local OS account, a link's
+        recipient): the same identity twice counts once and gets ApprovalConflict. Below
+        the quorum the request stays pending with an `approve_partial` audit row; the Nth
+        approval makes the ordinary decision (one compare-and-set, counted once). None: the
+        request has no quorum (or is not pending: the ordinary path says why).
+        """
+        def partial(r: ApprovalRequest, count: int, required: int) -> Change:
+            return Change(request_id=r.id, actor=actor.name, action="approve_partial",
+                          from_status=PENDING, to_status=PENDING, at=to_iso(self.clock()),
+                          detail={"approvals": count, "required": required,
+                                  **({"note": note} if note else {})})
+
+        got = self.store.add_approval(req.id, actor.name, to_iso(self.clock()), partial)
+        if got is None:
+            return None
+        current, count, required, added = got
+        if count < required:
+            if not added:
+                raise ApprovalConflict(f"'{actor.name}' has already approved request {req.id}"
+                                       f" ({count} of {required} approvals; another "
+                                       "approver is needed)", PENDING)
+            current.approvals = (count, required)  # type: ignore[attr-defined]
+            return current
+        return self._finish(actor, req, APPROVED, "approve", note)
+
+    def approvals(self, actor: Principal, id_or_prefix: str) -> dict[str, Any] | None:
+        """`{"required": N, "approvers": [...]}` of a request with a quorum, else None."""
+        req = self.get(actor, id_or_prefix)
+        q = self.store.quorum(req.id)
+        return None if q is None else {"required": q[0], "approvers": q[1]}
+
+    def require_approvals(self, actor: Principal, id_or_prefix: str, required: int
+                          ) -> ApprovalRequest:
+        """Make a pending request need `required` distinct approvers (operators and admins).
+        A requirement can be raised, never lowered (that would undo a rule's or another
+        operator's demand): InvalidInput for a value at or below the current one."""
+        rbac.require(actor, rbac.DECIDE, "require approvals")
+        if isinstance(required, bool) or not isinstance(required, int) or \
+                not 2 <= required <= MAX_APPROVALS:
+            raise InvalidInput(f"approvals required must be a whole number from 2 to "
+                               f"{MAX_APPROVALS}, got {required!r}")
+        req = self.resolve(actor, id_or_prefix)
+        q = self.store.quorum(req.id)
+        if q is not None and required <= q[0]:
+            raise InvalidInput(f"request {req.id} already needs {q[0]} approvals; a "
+                               "requirement can only be raised")
+
+        def change(r: ApprovalRequest) -> Change:
+            return Change(request_id=r.id, actor=actor.name, action="require",
+                          from_status=PENDING, to_status=PENDING, at=to_iso(self.clock()),
+                          detail={"approvals_required": required})
+
+        done = self.store.set_quorum(req.id, required, to_iso(self.clock()), change)
+        if done is None:
+            self._expire_if_due(req.id)
+            current = self.store.get_status(req.id)
+            if current == EXPIRED:
+                raise Expired(f"request {req.id} has expired", EXPIRED)
+            raise ApprovalConflict(f"request {req.id} is already {current}", current)
+        return done
 
     def _decide_at_once(self, actor: Principal, id_or_prefix: str, target: str, action: str,
                         note: str | None) -> ApprovalRequest | None:
@@ -307,6 +382,29 @@ class ApprovalService:
             not_user=None if self.settings.allow_self_approval else actor.name,
             change_for=self._decision(actor, target, action, note),
             use_within=self._use_within(target))
+
+    def decide_by_link(self, recipient: str, request_id: str, digest: str, action: str,
+                       note: str | None = None) -> ApprovalRequest:
+        """A decision from a verified decision link (approvalctl/notify/links.py).
+
+        The decider is the link's recipient identity (`slack`, `email:ops@example.com`, ...)
+        acting as an operator: the self-approval rule compares it with the requester, and
+        the audit row names it. The link must name this request's digest (Forbidden
+        otherwise); the decision is the ordinary compare-and-set, so a link used after any
+        other decision gets ApprovalConflict (Expired once the request has expired).
+        """
+        actor = Principal(recipient, "operator")
+        req = self.get(actor, request_id)
+        if not hmac.compare_digest(str(req.digest or ""), str(digest)):
+            raise Forbidden(f"this link was made for another version of request {req.id}")
+        if req.user_id == recipient and not self.settings.allow_self_approval:
+            raise Forbidden(f"'{recipient}' cannot {action} their own request {req.id}")
+        note = _text(note, "note", limit=MAX_TEXT)
+        if action == "approve":
+            counted = self._approve_in_quorum(actor, req, note)
+            if counted is not None:
+                return counted
+        return self._finish(actor, self._fresh(req), ACTIONS[action], action, note)
 
     def cancel(self, actor: Principal, id_or_prefix: str) -> ApprovalRequest:
         req = self.resolve(actor, id_or_prefix)

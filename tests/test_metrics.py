@@ -52,7 +52,8 @@ def test_required_metrics_have_the_designed_names_types_labels_and_buckets(store
     deliveries = fams["notification_deliveries"]
     assert deliveries.type == "counter"
     assert {(s.labels["channel"], s.labels["result"]) for s in deliveries.samples} == {
-        (c, r) for c in ("slack", "email", "webhook") for r in ("sent", "retry", "failed")}
+        (c, r) for c in ("slack", "email", "webhook", "ntfy")
+        for r in ("sent", "retry", "failed")}
     assert fams["notification_outbox_backlog"].type == "gauge"
     assert value(fams, "approvalctl_database_up", "approvalctl_database_up") == 1
 

@@ -38,7 +38,7 @@ def _config(ctx: typer.Context) -> Any:
     if not cfg.channel_names():
         where = settings.source or "the config file"
         raise InvalidInput(f"no notification channels configured: add a notifications: "
-                           f"block (slack, email, webhooks) to {where}")
+                           f"block (slack, email, webhooks, ntfy) to {where}")
     check_templates(cfg.templates_dir)
     return cfg
 
@@ -155,7 +155,7 @@ def retry_cmd(
 def test_cmd(
     ctx: typer.Context,
     channel: str = typer.Argument(..., metavar="CHANNEL",
-                                  help="slack, email, webhook:N (or webhook if only one)."),
+                                  help="slack, email, ntfy, webhook:N (or webhook if only one)."),
 ) -> None:
     """Send a sample notification on CHANNEL now and report the outcome (exit 0 if sent)."""
     from ..notify import channels, worker
@@ -177,3 +177,47 @@ def test_cmd(
             message(f"error: {channel}: not delivered ({kind} failure): {exc.detail}")
             raise typer.Exit(6 if exc.transient else 1) from None
     message(f"{channel}: sample notification delivered")
+
+
+links_app = typer.Typer(help="Decision links in notifications (public_url, docs/away.md).",
+                        no_args_is_help=True)
+app.add_typer(links_app, name="links")
+
+
+@command(links_app, "rotate-secret")
+def rotate_secret_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """Replace the key that signs decision links: every link sent so far stops working."""
+    from ..models import to_iso, utcnow
+    from ..notify import links
+
+    if state_of(ctx).remote:
+        raise InvalidInput("links rotate-secret works on the database; it cannot be used "
+                           "with --server")
+    store = local_service(ctx).store
+    key = links.new_key()
+    store.replace_server_secret(links.KEY_NAME, key, to_iso(utcnow()))
+    if as_json:
+        emit({"rotated": True, "key_id": links.key_id(key)})
+    else:
+        message(f"decision-link key rotated (new key id {links.key_id(key)}); links sent "
+                "before now no longer work")
+
+
+@command(app, "require")
+def require_cmd(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., metavar="ID", help="Id or unique id prefix."),
+    approvals: int = typer.Argument(..., metavar="N", help="Distinct approvers needed "
+                                    "(2-10)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Make a pending request need N distinct approvers (a quorum); raise only, never lower."""
+    from .app import backend
+
+    if state_of(ctx).remote:
+        raise InvalidInput("require works on the database; it cannot be used with --server")
+    req = backend(ctx).require_approvals(request_id, approvals)
+    if as_json:
+        emit({**req.to_dict(), "approvals_required": approvals})
+    else:
+        message(f"request {req.id} now needs {approvals} distinct approvers")

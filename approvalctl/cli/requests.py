@@ -178,6 +178,10 @@ def show_cmd(
             for k, v in req.to_dict().items()]
     if req.status == "pending":
         rows.append(["expires in", _until(req.expires_at)])
+    quorum = getattr(backend(ctx), "approvals", lambda _: None)(req.id)
+    if quorum:
+        rows.append(["approvals", f"{len(quorum['approvers'])} of {quorum['required']}"
+                     + (f" ({', '.join(quorum['approvers'])})" if quorum["approvers"] else "")])
     print_table(["FIELD", "VALUE"], rows)
 
 
@@ -192,6 +196,10 @@ def _decide_many(ids: list[str], past: str, call: Any, as_json: bool) -> None:
             first_error = first_error or exc
             continue
         done.append(req)
+        if past == "approved" and req.status == "pending":  # a quorum still short
+            message(f"approval counted for {req.id}; it needs more approvers (see "
+                    f"approvalctl show {req.id})")
+            continue
         message(f"{past} {req.id} ({req.tool_name} for {req.user_id}, "
                 f"{short_digest(req.digest) if req.digest else 'no digest'})")
     if as_json:

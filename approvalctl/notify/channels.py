@@ -27,7 +27,7 @@ from typing import Any
 from .. import __version__
 from ..errors import DeliveryError
 from . import messages
-from .config import EmailConfig, SlackConfig, WebhookConfig
+from .config import EmailConfig, NtfyConfig, SlackConfig, WebhookConfig
 
 SIGNATURE_HEADER = "X-Approvalctl-Signature"
 USER_AGENT = f"approvalctl/{__version__}"
@@ -87,6 +87,15 @@ def send_slack(client: Any, cfg: SlackConfig, event: str, request: dict[str, Any
     body = messages.slack_message(event, request, templates_dir)
     _post(client, cfg.url, "Slack", cfg.timeout, json=body,
           headers={"User-Agent": USER_AGENT})
+
+
+def send_ntfy(client: Any, cfg: NtfyConfig, event: str, request: dict[str, Any]) -> None:
+    """Publish one notification to an ntfy server (JSON to its root URL; Bearer token)."""
+    headers = {"User-Agent": USER_AGENT}
+    if cfg.token:
+        headers["Authorization"] = f"Bearer {cfg.token}"
+    _post(client, cfg.url, "ntfy", cfg.timeout,
+          json=messages.ntfy_message(event, request, cfg.topic), headers=headers)
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:

@@ -56,6 +56,17 @@ class WebhookConfig:
 
 
 @dataclass
+class NtfyConfig:
+    """An ntfy server (ntfy.sh or self-hosted) and the topic published to."""
+
+    url: str
+    topic: str
+    events: list[str]
+    token: str | None = field(default=None, repr=False)
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
 class RetrySettings:
     max_attempts: int = 8
     initial_delay: float = 10.0
@@ -77,16 +88,20 @@ class NotifyConfig:
     slack: SlackConfig | None = None
     email: EmailConfig | None = None
     webhooks: list[WebhookConfig] = field(default_factory=list)
+    ntfy: NtfyConfig | None = None
     retry: RetrySettings = field(default_factory=RetrySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     templates_dir: str | None = None
+    #: `public_url` from the config: messages about pending requests carry decision links.
+    public_url: str | None = None
 
     def channel_names(self) -> list[str]:
-        names = [n for n in ("slack", "email") if getattr(self, n) is not None]
+        names = [n for n in ("slack", "email", "ntfy") if getattr(self, n) is not None]
         return names + [f"webhook:{i}" for i in range(len(self.webhooks))]
 
-    def channel(self, name: str) -> SlackConfig | EmailConfig | WebhookConfig | None:
-        if name in ("slack", "email"):
+    def channel(self, name: str
+                ) -> SlackConfig | EmailConfig | WebhookConfig | NtfyConfig | None:
+        if name in ("slack", "email", "ntfy"):
             return getattr(self, name)
         if name.startswith("webhook:") and name[8:].isdigit():
             i = int(name[8:])
@@ -160,6 +175,14 @@ def load_config(block: Any, *, env: Mapping[str, str] | None = None,
                 url=w["url"], secret=_secret(env, w["secret_env"], f"{where}.secret_env"),
                 events=list(w["events"]),
                 timeout=_seconds(w.get("timeout"), f"{where}.timeout", DEFAULT_TIMEOUT)))
+        if "ntfy" in block:
+            n = block["ntfy"]
+            where = "notifications.ntfy"
+            cfg.ntfy = NtfyConfig(
+                url=n["url"], topic=n["topic"], events=list(n["events"]),
+                token=_secret(env, n["token_env"], f"{where}.token_env")
+                if "token_env" in n else None,
+                timeout=_seconds(n.get("timeout"), f"{where}.timeout", DEFAULT_TIMEOUT))
         r = block.get("retry") or {}
         cfg.retry = RetrySettings(
             max_attempts=r.get("max_attempts", RetrySettings.max_attempts),
@@ -173,7 +196,8 @@ def load_config(block: Any, *, env: Mapping[str, str] | None = None,
                                    WorkerSettings.poll_interval),
             lease=_seconds(w.get("lease"), "notifications.worker.lease", WorkerSettings.lease),
             batch=w.get("batch", WorkerSettings.batch))
-        slowest = max([t.timeout for t in (cfg.slack, cfg.email, *cfg.webhooks) if t],
+        slowest = max([t.timeout for t in (cfg.slack, cfg.email, cfg.ntfy, *cfg.webhooks)
+                       if t],
                       default=0.0)
         if cfg.worker.lease < slowest + LEASE_MARGIN:
             # A lease too short to cover one send would hand every row back unattempted.
@@ -189,4 +213,6 @@ def load_config(block: Any, *, env: Mapping[str, str] | None = None,
 
 def from_settings(settings: Any, env: Mapping[str, str] | None = None) -> NotifyConfig:
     """The notification config of a `Settings` object (validated, secrets resolved)."""
-    return load_config(settings.notifications, env=env, templates_dir=settings.templates_dir)
+    cfg = load_config(settings.notifications, env=env, templates_dir=settings.templates_dir)
+    cfg.public_url = settings.get("public_url")
+    return cfg

@@ -78,6 +78,17 @@ def _headline_raw(event: str, req: dict[str, Any]) -> str:
 def _next_step(event: str, req: dict[str, Any], fmt: str) -> str:
     """What the reader can do now, already rendered for `fmt` (agent text is escaped)."""
     rid = req.get("id", "")
+    found = req.get("links") if event == "created" else None
+    if isinstance(found, dict) and found.get("approve") and found.get("reject"):
+        # our own URLs (public_url has no <>| and the token is base64url): safe as is
+        approve_url, reject_url = str(found["approve"]), str(found["reject"])
+        if fmt == "slack":
+            return (f"<{approve_url}|*Approve…*>   <{reject_url}|*Reject…*>\n"
+                    f"(each link opens a page that shows the request again and asks you to "
+                    f"confirm; or run {untrusted.slack_code(f'approvalctl approve {rid}')})")
+        text = (f"Approve: {approve_url}\nReject:  {reject_url}\n(each link opens a page "
+                f"that shows the request again and asks you to confirm)")
+        return html.escape(text) if fmt == "html" else text
     if event == "created":
         approve, reject = f"approvalctl approve {rid}", f"approvalctl reject {rid}"
         if fmt == "slack":
@@ -255,6 +266,48 @@ def email_parts(event: str, request: dict[str, Any], templates_dir: str | None =
     subject = " ".join(render("email_subject.txt", event, request, templates_dir).split())
     return (subject, render("email.txt", event, request, templates_dir),
             render("email.html", event, request, templates_dir))
+
+
+#: ntfy's documented limit is 4,096 bytes of message; titles are kept to a line.
+NTFY_MESSAGE = 3500
+NTFY_TITLE = 200
+NTFY_PRIORITY = {"high": 5, "medium": 4, "low": 3}
+
+
+def ntfy_message(event: str, request: dict[str, Any], topic: str) -> dict[str, Any]:
+    """The JSON an ntfy server is sent (its "publish as JSON" form, docs.ntfy.sh/publish).
+
+    Every agent value is `render.plain` (one line, control characters as escapes) and the
+    whole message is cut to fit; priority follows the risk (high 5, medium 4, low 3). A
+    `created` message with decision links carries them as `view` action buttons.
+    """
+    rid = untrusted.plain(request.get("id"))
+    lines = [f"Tool: {untrusted.plain(request.get('tool_name'), 200)}",
+             f"Risk: {untrusted.plain(request.get('risk'))}",
+             f"Requested by: {untrusted.plain(request.get('user_id'), 200)}",
+             f"Reason: {untrusted.plain(request.get('reason') or '(none given)', 1000)}"]
+    if event == "created":
+        lines.append(f"Expires: {untrusted.plain(request.get('expires_at'))}")
+        lines.append("Arguments: " + untrusted.plain(
+            untrusted.json_text(request.get("arguments") or {}, indent=None), 1500,
+            hint=f"see all: approvalctl show {rid}"))
+    else:
+        lines.append(_next_step(event, request, "text"))
+    digest = short_digest(request)
+    lines.append(f"Request {rid}" + (f", digest {digest}" if digest else ""))
+    body: dict[str, Any] = {
+        "topic": topic,
+        "title": untrusted.plain(_headline_raw(event, request), NTFY_TITLE),
+        "message": _cut("\n".join(lines), NTFY_MESSAGE),
+        "priority": NTFY_PRIORITY.get(str(request.get("risk")), 3),
+        "tags": ["approvalctl", event],
+    }
+    found = request.get("links") if event == "created" else None
+    if isinstance(found, dict) and found.get("approve") and found.get("reject"):
+        body["actions"] = [
+            {"action": "view", "label": "Approve…", "url": found["approve"], "clear": True},
+            {"action": "view", "label": "Reject…", "url": found["reject"], "clear": True}]
+    return body
 
 
 SAMPLE_REQUEST: dict[str, Any] = {

@@ -23,11 +23,12 @@ from typing import Any
 
 from ..models import from_iso, to_iso, utcnow
 from ..render import escape
-from . import channels
+from . import channels, links
 from .config import (
     LEASE_MARGIN,
     EmailConfig,
     NotifyConfig,
+    NtfyConfig,
     SlackConfig,
     WebhookConfig,
     from_settings,
@@ -65,12 +66,13 @@ class Report:
 
 def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
             request: dict[str, Any], client: Any, last_error: str | None = None,
-            audit: dict[str, Any] | None = None) -> str | None:
+            audit: dict[str, Any] | None = None, link_key: str | None = None) -> str | None:
     """One delivery attempt on `channel`; raises channels.DeliveryError on failure.
 
     `last_error` is the row's record of the previous attempt (e-mail reads from it who
     accepted already); `audit` is the chain head `{"seq", "hash"}` the change that queued it
-    left. Returns a note to record with a success, or None.
+    left; `link_key` signs the decision links of a `created` message (with `public_url`).
+    Returns a note to record with a success, or None.
     """
     target = cfg.channel(channel)
     if target is None:
@@ -78,6 +80,12 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
                                      transient=False)
     if audit is not None and not isinstance(target, WebhookConfig):
         request = {**request, "audit": audit}  # the footer of Slack and e-mail messages
+    if link_key and cfg.public_url and event == "created":
+        recipient = links.recipient_of(channel, target)
+        found = links.links_for(cfg.public_url, link_key, request, recipient) \
+            if recipient else None
+        if found:
+            request = {**request, "links": found}
     try:
         if isinstance(target, SlackConfig):
             channels.send_slack(client, target, event, request, cfg.templates_dir)
@@ -86,6 +94,8 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
                                        already=channels.accepted_recipients(last_error))
         elif isinstance(target, WebhookConfig):
             channels.send_webhook(client, target, outbox_id, event, request, audit)
+        elif isinstance(target, NtfyConfig):
+            channels.send_ntfy(client, target, event, request)
     except channels.DeliveryError:
         raise
     except Exception as exc:  # a broken template override, a bug: dead-letter, say why
@@ -107,6 +117,11 @@ def _claim(store: Any, cfg: NotifyConfig, limit: int, due_before: str | None,
                               lease_until=to_iso(now + timedelta(seconds=cfg.worker.lease)))
     if not rows:
         return rows
+    if cfg.public_url:
+        # read here, on the database thread, so a rotation takes effect at the next claim
+        key = store.server_secret(links.KEY_NAME, links.new_key, to_iso(now))
+        for r in rows:
+            r["link_key"] = key
     left = (from_iso(rows[0]["claimed_until"]) - clock()).total_seconds()
     keep = [r for r in rows if left >= _timeout(cfg, r["channel"]) + LEASE_MARGIN]
     if len(keep) < len(rows):
@@ -167,7 +182,7 @@ def _attempt_row(cfg: NotifyConfig, row: dict[str, Any], client: Any
         return channels.DeliveryError(f"unreadable outbox payload: {exc}", transient=False)
     try:
         return attempt(cfg, row["channel"], row["id"], row["event"], request, client,
-                       row.get("last_error"), audit_head(row))
+                       row.get("last_error"), audit_head(row), row.get("link_key"))
     except channels.DeliveryError as exc:
         return exc
 

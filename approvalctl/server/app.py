@@ -50,6 +50,7 @@ from . import spec
 from .dbthread import DatabaseThread
 from .docs import DOCS_HTML
 from .wakeups import Wakeups
+from .links import LinkPages
 
 log = logging.getLogger("approvalctl.server")
 
@@ -762,6 +763,7 @@ class Api:
             self.endpoint("/metrics", {"GET": self.metrics}),
             self.endpoint("/openapi.json", {"GET": self.openapi}),
             self.endpoint("/docs", {"GET": self.docs}),
+            *LinkPages(self).routes(),  # decision links (server/links.py)
         ]
 
 

@@ -237,6 +237,30 @@ MIGRATIONS: list[tuple[str, list[Any]]] = [
             )""",
         ],
     ),
+    (
+        "0010_decision_links",
+        [
+            # The key that signs decision links (approvalctl/notify/links.py): made on first
+            # use, replaced by `approvalctl links rotate-secret`. Only the server reads it.
+            """CREATE TABLE server_secrets (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            # Quorum (approvals_required): how many distinct approvers a request needs, and
+            # who has approved so far; a request without a row needs one.
+            """CREATE TABLE request_quorum (
+                request_id TEXT PRIMARY KEY,
+                required INTEGER NOT NULL
+            )""",
+            """CREATE TABLE request_approvals (
+                request_id TEXT NOT NULL,
+                approver TEXT NOT NULL,
+                at TEXT NOT NULL,
+                PRIMARY KEY (request_id, approver)
+            )""",
+        ],
+    ),
 ]
 
 

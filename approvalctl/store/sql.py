@@ -52,7 +52,15 @@ TABLES = {
                                         "created_at")),
     "outbox": ("id", OUTBOX_COLUMNS),
     "policy_rules": ("name", ("name", "position", "body")),
+    "server_secrets": ("name", ("name", "value", "created_at")),
+    "request_quorum": ("request_id", ("request_id", "required")),
+    "request_approvals": ("request_id, approver", ("request_id", "approver", "at")),
 }
+#: An approval needs its quorum (request_quorum) met: the CAS itself says so, so no path
+#: can approve a request that still waits for approvers.
+_QUORUM_MET = (" AND NOT EXISTS (SELECT 1 FROM request_quorum q WHERE q.request_id = "
+               "requests.id AND q.required > (SELECT COUNT(*) FROM request_approvals a "
+               "WHERE a.request_id = requests.id))")
 AUDIT_INSERT = ("INSERT INTO audit_log (" + ", ".join(AUDIT_COLUMNS) + ") VALUES ("
                 + ", ".join("?" * len(AUDIT_COLUMNS)) + ")")
 OUTBOX_INSERT_COLUMNS = ("event", "channel", "request_id", "payload", "next_attempt_at",
@@ -310,6 +318,11 @@ class SQLStore(OutboxQueries):
             seal(ch, values if ch.to_status == req.status else _as_created(values), req)
         self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
                    + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", values)
+        required = next((ch.detail.get("approvals_required") for ch in changes
+                         if ch.action == "create" and ch.detail), None)
+        if required:  # a policy rule's quorum, recorded with the creation it audits
+            self._exec(cur, "INSERT INTO request_quorum (request_id, required) VALUES (?, ?)",
+                       (req.id, int(required)))
         if idempotency:
             self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
                        "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -364,6 +377,7 @@ class SQLStore(OutboxQueries):
                    (self._ms_since_created() if timed else "NULL") +
                    " WHERE id = ? AND status = ? AND expires_at > ?" +
                    (" AND user_id <> ?" if not_user else "") +
+                   (_QUORUM_MET if to_status == APPROVED else "") +
                    " RETURNING " + ", ".join(REQUEST_COLUMNS))
             params = (to_status, at, decided_by, note, use_by) + ((at,) if timed else ()) + (
                 request_id, PENDING, at) + ((not_user,) if not_user else ())
@@ -755,6 +769,99 @@ class SQLStore(OutboxQueries):
         with self._write() as cur:
             return self._exec(cur, "DELETE FROM idempotency_keys WHERE created_at < ?",
                               (before,)).rowcount
+
+    # ---- server secrets (the decision-link key)
+    def server_secret(self, name: str, make: Callable[[], str], at: str) -> str:
+        """The secret `name`, made with `make()` and stored on first use.
+
+        Two processes asking at once store one value (the primary key decides) and both
+        return it.
+        """
+        with self._read() as cur:
+            row = self._exec(cur, "SELECT value FROM server_secrets WHERE name = ?",
+                             (name,)).fetchone()
+        if row:
+            return row[0]
+        with self._write() as cur:
+            self._exec(cur, "INSERT INTO server_secrets (name, value, created_at) VALUES "
+                       "(?, ?, ?) ON CONFLICT (name) DO NOTHING", (name, make(), at))
+            return self._exec(cur, "SELECT value FROM server_secrets WHERE name = ?",
+                              (name,)).fetchone()[0]
+
+    def replace_server_secret(self, name: str, value: str, at: str) -> None:
+        """Store `value` as the secret `name`, replacing any earlier one."""
+        with self._write() as cur:
+            self._exec(cur, "INSERT INTO server_secrets (name, value, created_at) VALUES "
+                       "(?, ?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                       "created_at = excluded.created_at", (name, value, at))
+
+    # ---- quorum (approvals_required)
+    def quorum(self, request_id: str) -> tuple[int, list[str]] | None:
+        """(approvals required, approvers so far in order) of a request with a quorum, or
+        None for a request that needs one approval."""
+        with self._read() as cur:
+            row = self._exec(cur, "SELECT required FROM request_quorum WHERE request_id = ?",
+                             (request_id,)).fetchone()
+            if row is None:
+                return None
+            who = [r[0] for r in self._exec(
+                cur, "SELECT approver FROM request_approvals WHERE request_id = ? "
+                "ORDER BY at, approver", (request_id,)).fetchall()]
+        return int(row[0]), who
+
+    def _pending_row(self, cur: Any, request_id: str, at: str) -> tuple | None:
+        """The request's row if it is pending and not expired, locked until commit."""
+        lock = " FOR UPDATE" if getattr(self, "dialect", "sqlite") == "postgresql" else ""
+        return self._exec(cur, "SELECT " + ", ".join(REQUEST_COLUMNS) + " FROM requests "
+                          "WHERE id = ? AND status = ? AND expires_at > ?" + lock,
+                          (request_id, PENDING, at)).fetchone()
+
+    def set_quorum(self, request_id: str, required: int, at: str,
+                   change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
+        """Require `required` approvers for a pending request (audited by `change_for`);
+        None if it is not pending (any more). Never lowers an existing requirement: the
+        caller checks, and the larger value wins here too."""
+        with self._write() as cur:
+            row = self._pending_row(cur, request_id, at)
+            if row is None:
+                return None
+            self._exec(cur, "INSERT INTO request_quorum (request_id, required) VALUES (?, ?) "
+                       "ON CONFLICT (request_id) DO UPDATE SET required = CASE WHEN "
+                       "excluded.required > request_quorum.required THEN excluded.required "
+                       "ELSE request_quorum.required END", (request_id, required))
+            req = request_from_row(row)
+            self._append_changes(cur, [seal(change_for(req), row, req)], {})
+        return req
+
+    def add_approval(self, request_id: str, approver: str, at: str,
+                     change_for: Callable[[ApprovalRequest, int, int], Change]
+                     ) -> tuple[ApprovalRequest, int, int, bool] | None:
+        """Count `approver`'s approval of a pending request with a quorum, under the row's
+        lock (SQLite: the write lock), so simultaneous approvers are each counted once.
+
+        Returns (request, approvals, required, added): `added` is False when this approver
+        had already approved. Below the quorum the partial approval is audited with
+        `change_for(req, approvals, required)` in the same transaction; at the quorum
+        nothing is audited here: the caller's compare-and-set makes the one final
+        transition. None if the request is not pending (any more) or has no quorum.
+        """
+        with self._write() as cur:
+            row = self._pending_row(cur, request_id, at)
+            if row is None:
+                return None
+            q = self._exec(cur, "SELECT required FROM request_quorum WHERE request_id = ?",
+                           (request_id,)).fetchone()
+            if q is None:
+                return None
+            added = self._exec(cur, "INSERT INTO request_approvals (request_id, approver, at) "
+                               "VALUES (?, ?, ?) ON CONFLICT (request_id, approver) DO "
+                               "NOTHING", (request_id, approver, at)).rowcount == 1
+            count = self._exec(cur, "SELECT COUNT(*) FROM request_approvals WHERE "
+                               "request_id = ?", (request_id,)).fetchone()[0]
+            req = request_from_row(row)
+            if added and count < q[0]:
+                self._append_changes(cur, [seal(change_for(req, count, q[0]), row, req)], {})
+        return req, int(count), int(q[0]), added
 
     # ---- policy rules
     def list_rules(self) -> list[dict[str, Any]]:

@@ -1,0 +1,192 @@
+"""Quorum (issue #15): a request that needs N distinct approvers, on both backends.
+
+Approvers are identities (key names, the local OS account, a link's recipient), not keys
+used: the same identity twice counts once. Any rejection rejects; the Nth approval makes the
+one final transition, counted once in the metrics and stats; every approval is audited and
+`audit verify` accepts the partial ones.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from approvalctl.client import Client
+from approvalctl.errors import ApprovalConflict, Forbidden, InvalidInput
+from approvalctl.models import Principal
+from approvalctl.service import ApprovalService
+from approvalctl.store import open_store
+
+AGENT = Principal("deploy-bot", "user")
+OLIVIA = Principal("olivia", "operator")
+OSCAR = Principal("oscar", "operator")
+ADMIN = Principal("root-admin", "admin")
+
+
+def _actions(service, rid):
+    return [(a["actor"], a["action"], a["to_status"])
+            for a in service.audit_list(ADMIN, request_id=rid)]
+
+
+def test_two_approvers_needed_same_identity_counts_once(service):
+    req = service.create(AGENT, "db.drop", {"table": "users"}, risk="high")
+    service.require_approvals(OLIVIA, req.id, 2)
+    first = service.decide(OLIVIA, req.id, "approve", "looks right")
+    assert first.status == "pending"
+    assert service.approvals(OLIVIA, req.id) == {"required": 2, "approvers": ["olivia"]}
+    with pytest.raises(ApprovalConflict, match="already approved"):
+        service.decide(OLIVIA, req.id, "approve")  # same identity, second time
+    assert service.get(OLIVIA, req.id).status == "pending"
+    final = service.decide(OSCAR, req.id, "approve")
+    assert (final.status, final.decided_by) == ("approved", "oscar")
+    assert _actions(service, req.id) == [
+        ("deploy-bot", "create", "pending"), ("olivia", "require", "pending"),
+        ("olivia", "approve_partial", "pending"), ("oscar", "approve", "approved")]
+    assert service.audit_verify(ADMIN).ok
+    stats = service.stats(ADMIN)
+    assert stats["by_status"]["approved"] == 1 and stats["by_status"]["pending"] == 0
+
+
+def test_any_rejection_rejects_and_requirements_only_rise(service):
+    req = service.create(AGENT, "db.drop", {}, risk="high")
+    service.require_approvals(OLIVIA, req.id, 3)
+    with pytest.raises(InvalidInput, match="only be raised"):
+        service.require_approvals(OSCAR, req.id, 2)
+    with pytest.raises(InvalidInput, match="from 2 to"):
+        service.require_approvals(OSCAR, req.id, 1)
+    with pytest.raises(Forbidden):
+        service.require_approvals(AGENT, req.id, 4)
+    service.decide(OLIVIA, req.id, "approve")
+    done = service.decide(OSCAR, req.id, "reject", "no")
+    assert done.status == "rejected"
+    with pytest.raises(ApprovalConflict):
+        service.require_approvals(OLIVIA, req.id, 4)
+    assert service.audit_verify(ADMIN).ok
+
+
+def test_simultaneous_approvers_are_each_counted_once_one_final_transition(db_url, service):
+    req = service.create(AGENT, "db.drop", {}, risk="high")
+    service.require_approvals(OLIVIA, req.id, 3)
+    service.decide(Principal("first", "operator"), req.id, "approve")
+    names = ["a1", "a2", "a3", "a4"]
+    stores = [open_store(db_url) for _ in names]
+    start = threading.Barrier(len(names))
+    results: dict[str, str] = {}
+
+    def approve(name: str, store) -> None:
+        svc = ApprovalService(store, service.settings)
+        start.wait()
+        try:
+            results[name] = svc.decide(Principal(name, "operator"), req.id, "approve").status
+        except ApprovalConflict as exc:
+            results[name] = f"conflict:{exc.current_status}"
+
+    threads = [threading.Thread(target=approve, args=(n, s)) for n, s in zip(names, stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    assert service.get(OLIVIA, req.id).status == "approved"
+    actions = [a for _, a, _ in _actions(service, req.id)]
+    assert actions.count("approve") == 1  # one final transition
+    assert actions.count("approve_partial") == 2  # first + one of the four
+    assert sorted(results.values()).count("approved") == 1
+    assert service.audit_verify(ADMIN).ok
+
+
+def test_quorum_over_http_two_operator_keys_one_used_twice(make_server):
+    live = make_server()
+    oscar = Client(live.url, live.key("oscar", "operator"), timeout=10)
+    try:
+        req = live.service.create(AGENT, "db.drop", {"t": 1}, risk="high")
+        live.service.require_approvals(OLIVIA, req.id, 2)
+        olivia = live.client("operator")
+        assert olivia.decide(req.id, "approve").status == "pending"
+        with pytest.raises(ApprovalConflict):
+            olivia.decide(req.id, "approve")
+        assert oscar.decide(req.id, "approve").status == "approved"
+        assert live.service.audit_verify(ADMIN).ok
+    finally:
+        oscar.close()
+
+
+def test_cli_require_and_show_one_of_two(db_url):
+    from typer.testing import CliRunner
+
+    from approvalctl.cli import app
+
+    store = open_store(db_url)
+    try:
+        req = ApprovalService(store).create(AGENT, "db.drop", {}, risk="high")
+        env = {"APPROVALCTL_DB": db_url}
+        r = CliRunner().invoke(app, ["require", req.id, "2"], env=env)
+        assert r.exit_code == 0, r.output
+        r = CliRunner().invoke(app, ["approve", req.id], env=env)
+        assert r.exit_code == 0 and "needs more approvers" in r.stderr
+        r = CliRunner().invoke(app, ["show", req.id], env=env)
+        assert "1 of 2" in r.stdout
+        r = CliRunner().invoke(app, ["approve", req.id], env=env)  # the same OS account
+        assert r.exit_code == 4 and "already approved" in r.stderr
+        assert store.get_status(req.id) == "pending"
+    finally:
+        store.close()
+
+
+def test_a_policy_rule_demands_a_quorum_from_creation(service):
+    service.add_rule(ADMIN, {"name": "two-for-prod", "tools": ["db.*"],
+                             "match": {"env": "prod"}, "action": "ask",
+                             "approvals_required": 2})
+    req = service.create(AGENT, "db.drop", {"env": "prod"}, risk="high")
+    other = service.create(AGENT, "db.drop", {"env": "dev"})
+    assert service.approvals(OLIVIA, req.id) == {"required": 2, "approvers": []}
+    assert service.approvals(OLIVIA, other.id) is None
+    assert service.decide(OLIVIA, req.id, "approve").status == "pending"
+    assert service.decide(OLIVIA, other.id, "approve").status == "approved"
+    assert service.decide(OSCAR, req.id, "approve").status == "approved"
+    assert service.audit_verify(ADMIN).ok
+
+
+@pytest.mark.parametrize("bad", [0, 11, True, "2"])
+def test_rule_approvals_required_is_checked(service, bad):
+    with pytest.raises(InvalidInput, match="approvals_required"):
+        service.add_rule(ADMIN, {"name": "r", "tools": ["x"], "action": "ask",
+                                 "approvals_required": bad})
+
+
+def test_rule_approvals_required_only_with_ask(service):
+    with pytest.raises(InvalidInput, match="action is ask"):
+        service.add_rule(ADMIN, {"name": "r", "tools": ["x"], "action": "allow",
+                                 "approvals_required": 2})
+
+
+def test_a_link_approval_counts_as_its_recipient_and_the_page_shows_the_count(
+        make_server, monkeypatch):
+    import html as html_lib
+    import re
+
+    import httpx
+
+    from approvalctl.models import to_iso, utcnow
+    from approvalctl.notify import links
+
+    monkeypatch.setattr("approvalctl.server.links.LINK_RATE", 1000.0)
+    live = make_server()
+    req = live.service.create(AGENT, "db.drop", {}, risk="high")
+    live.service.require_approvals(OLIVIA, req.id, 2)
+    key = live.store.server_secret(links.KEY_NAME, links.new_key, to_iso(utcnow()))
+    url = links.url_for(live.url, links.make_token(key, req.id, req.digest, "approve",
+                                                   "slack", req.expires_at))
+    with httpx.Client(timeout=10) as client:
+        page = client.get(url)
+        assert "0 of 2" in page.text
+        form = {n: html_lib.unescape(v) for n, v in re.findall(
+            r'<input type="hidden" name="(\w+)" value="([^"]*)"', page.text)}
+        counted = client.post(url, data=form)
+        assert counted.status_code == 200 and "Approval counted" in counted.text
+        assert "1 of 2" in client.get(url).text
+        assert client.post(url, data=form).status_code == 409  # the same identity again
+    assert live.service.decide(OSCAR, req.id, "approve").status == "approved"
+    assert live.service.approvals(OLIVIA, req.id)["approvers"] == ["slack", "oscar"]
