@@ -49,8 +49,8 @@ from ..strictjson import decode as strict_decode
 from . import spec
 from .dbthread import DatabaseThread
 from .docs import DOCS_HTML
-from .wakeups import Wakeups
 from .links import LinkPages
+from .wakeups import Wakeups
 
 log = logging.getLogger("approvalctl.server")
 
