@@ -246,7 +246,9 @@ def test_a_slow_reader_is_dropped_with_a_final_event(live, monkeypatch):
             rest.append(line)
     text = "\n".join(rest)
     assert 'event: error\ndata: {"reason":"too slow"}' in text.replace('": "', '":"')
-    assert text.count("event: created") <= 3
+    # the error is the stream's last word (events read back from the audit trail before it
+    # may number more than the queue holds, if the batch landed while the stream replayed)
+    assert text.rstrip().endswith('"too slow"}')
 
 
 def test_a_bad_last_event_id_is_a_400(live):
