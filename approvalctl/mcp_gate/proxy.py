@@ -40,6 +40,7 @@ from typing import Any
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the N of mcp__N__TOOL
 MAX_LINE = 16 * 1024 * 1024  # bytes per JSON-RPC message, either way
+STARTUP_GRACE = 120.0  # seconds the server has to answer `initialize`, at least
 SHUTDOWN_GRACE = 5.0  # seconds after closing the server's stdin, and again after SIGTERM
 PROGRESS_EVERY = 10.0  # seconds between progress notifications while the operator decides
 DEFAULT_WAIT = 3600.0  # seconds a call may wait for the operator
@@ -142,15 +143,18 @@ class Proxy:
             pass  # the client is gone; the stdin side notices and shuts down
 
     def send_server(self, data: bytes, key: str | None = None, request_id: Any = None,
-                    is_call: bool = False) -> None:
+                    is_call: bool = False, initialize: bool = False) -> None:
         if not self.server_alive or self.proc is None or self.proc.stdin is None:
             if key is not None:
                 self.answer_gone(request_id, is_call)
             return
         if key is not None:
             self.owed[key] = (request_id, is_call)
+            # `initialize` also waits for the server to start (interpreters, imports)
+            limit = max(self.server_timeout, STARTUP_GRACE) if initialize \
+                else self.server_timeout
             self.timers[key] = asyncio.get_running_loop().call_later(
-                self.server_timeout, self.server_late, key)
+                limit, self.server_late, key, limit)
         # if it is dying, the reader of its stdout sees it go and answers what is owed
         with suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
             self.proc.stdin.write(data + b"\n")
@@ -161,12 +165,12 @@ class Proxy:
         self.send_client(_tool_error(request_id, text) if is_call
                          else _rpc_error(request_id, SERVER_GONE, why))
 
-    def server_late(self, key: str) -> None:
+    def server_late(self, key: str, limit: float) -> None:
         self.timers.pop(key, None)
         owed = self.owed.pop(key, None)
         if owed is not None:
             self.late.add(key)
-            why = f"the wrapped MCP server did not answer within {self.server_timeout:g} s"
+            why = f"the wrapped MCP server did not answer within {limit:g} s"
             _say(why)
             request_id, is_call = owed
             self.send_client(_tool_error(request_id, why) if is_call
@@ -251,7 +255,8 @@ class Proxy:
                     task.cancel()
                     return
             if "id" in message and isinstance(method, str):
-                self.send_server(line, _key(message["id"]), message["id"])
+                self.send_server(line, _key(message["id"]), message["id"],
+                                 initialize=method == "initialize")
                 return
         elif isinstance(message, list) and any(isinstance(m, dict) and m.get("method")
                                                == "tools/call" for m in message):

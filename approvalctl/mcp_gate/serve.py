@@ -20,6 +20,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+# The SDK resolves tool signatures from this module's globals: import Context here.
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
 MAX_WAIT = 600.0  # seconds one check_approval may wait
 PROGRESS_EVERY = 5.0  # seconds between progress notifications while waiting
 
@@ -27,9 +31,6 @@ PROGRESS_EVERY = 5.0  # seconds between progress notifications while waiting
 def build(state: dict[str, Any], backend_factory: Any = None) -> Any:
     """The MCPServer with the three tools; `backend_factory()` gives the Backend, made on
     first use and kept in `state["backend"]` (the caller closes it)."""
-    from mcp.server.mcpserver import Context, MCPServer
-    from mcp.server.mcpserver.exceptions import ToolError
-
     from .. import errors
     from ..durations import parse_duration
     from ..render import plain
