@@ -259,3 +259,80 @@ def test_serve_requests_checks_and_withdraws_but_never_decides(db_path, svc):
         assert result.is_error
 
     run_session(params, body)
+
+
+# ---------------------------------------------------------------- raw JSON-RPC edge cases
+RAW_SERVER = """
+import json, sys
+record = open(sys.argv[1], "a")
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("method") == "tools/call":
+        record.write(line); record.flush()
+    if "id" in msg:
+        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {}}), flush=True)
+"""
+
+
+class RawProxy:
+    """The proxy in front of a stdlib line server, spoken to with raw JSON-RPC lines."""
+
+    def __init__(self, db_path: Path, tmp_path: Path) -> None:
+        import subprocess
+
+        server = tmp_path / "raw_server.py"
+        server.write_text(RAW_SERVER)
+        self.record = tmp_path / "raw_calls.jsonl"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "approvalctl", "mcp", "proxy", "--name", "raw", "--",
+             sys.executable, str(server), str(self.record)],
+            env=env_for(db_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def send(self, raw: bytes) -> None:
+        self.proc.stdin.write(raw + b"\n")
+        self.proc.stdin.flush()
+
+    def answer(self) -> dict:
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> int:
+        self.proc.stdin.close()
+        code = self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+        return code
+
+
+def test_a_duplicated_key_or_a_batched_call_is_refused_not_forwarded(db_path, tmp_path, svc):
+    svc.add_rule(ADMIN, {"name": "all", "tools": ["mcp__raw__*"], "action": "allow"})
+    raw = RawProxy(db_path, tmp_path)
+    raw.send(b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
+    assert raw.answer() == {"jsonrpc": "2.0", "id": 1, "result": {}}  # relayed
+    raw.send(b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sh",'
+             b'"arguments":{"cmd":"ls","cmd":"rm -rf /"}}}')
+    answer = raw.answer()
+    assert answer["id"] == 2 and answer["result"]["isError"]
+    assert "duplicate key 'cmd'" in answer["result"]["content"][0]["text"]
+    raw.send(b'[{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sh"}}]')
+    assert raw.answer()[0]["error"]["code"] == -32600
+    raw.send(b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"sh",'
+             b'"arguments":{"cmd":"ls"}}}')
+    assert raw.answer() == {"jsonrpc": "2.0", "id": 4, "result": {}}
+    assert raw.close() == 0
+    calls = [json.loads(line) for line in raw.record.read_text().splitlines()]
+    assert [c["params"]["arguments"] for c in calls] == [{"cmd": "ls"}]
+
+
+def test_notifications_cancelled_withdraws_a_waiting_call(db_path, tmp_path, svc):
+    raw = RawProxy(db_path, tmp_path)
+    raw.send(b'{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"sh",'
+             b'"arguments":{"cmd":"ls"}}}')
+    req = pending(svc, "mcp__raw__sh")
+    raw.send(b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":'
+             b'{"requestId":"a"}}')
+    deadline = time.monotonic() + 30
+    while svc.get(ADMIN, req.id).status == "pending":
+        assert time.monotonic() < deadline, "not withdrawn"
+        time.sleep(0.05)
+    assert svc.get(ADMIN, req.id).status == "cancelled"
+    assert raw.close() == 0
+    assert not raw.record.exists() or raw.record.read_text() == ""
