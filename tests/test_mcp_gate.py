@@ -23,7 +23,7 @@ from mcp.client.stdio import stdio_client  # noqa: E402
 from approvalctl.models import Principal  # noqa: E402
 from approvalctl.service import ApprovalService  # noqa: E402
 from approvalctl.store import open_store  # noqa: E402
-from tests.conftest import env_for, free_port  # noqa: E402
+from conftest import env_for, free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
