@@ -17,13 +17,13 @@ import pytest
 
 pytest.importorskip("mcp")
 
+from conftest import env_for, free_port  # noqa: E402
 from mcp import ClientSession, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
 
 from approvalctl.models import Principal  # noqa: E402
 from approvalctl.service import ApprovalService  # noqa: E402
 from approvalctl.store import open_store  # noqa: E402
-from conftest import env_for, free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
