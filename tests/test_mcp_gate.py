@@ -336,3 +336,18 @@ def test_notifications_cancelled_withdraws_a_waiting_call(db_path, tmp_path, svc
     assert svc.get(ADMIN, req.id).status == "cancelled"
     assert raw.close() == 0
     assert not raw.record.exists() or raw.record.read_text() == ""
+
+
+def test_an_oversized_message_is_refused_and_the_session_goes_on(db_path, tmp_path):
+    from approvalctl.mcp_gate.proxy import MAX_LINE
+
+    raw = RawProxy(db_path, tmp_path)
+    huge = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sh",' \
+           b'"arguments":{"cmd":"' + b"x" * MAX_LINE + b'"}}}'
+    raw.send(huge)
+    answer = raw.answer()
+    assert answer["error"]["code"] == -32600 and "longer than" in answer["error"]["message"]
+    raw.send(b'{"jsonrpc":"2.0","id":2,"method":"ping"}')
+    assert raw.answer() == {"jsonrpc": "2.0", "id": 2, "result": {}}
+    assert raw.close() == 0
+    assert not raw.record.exists() or raw.record.read_text() == ""
