@@ -331,7 +331,14 @@ class Proxy:
         if backend is None:
             return f"approvalctl is not available, so nothing runs: {self.backend_error}"
         reason = f"MCP tools/call through `approvalctl mcp proxy --name {self.name}`"
-        req = await asyncio.to_thread(backend.create, gated, arguments, reason=reason)
+        filing = asyncio.ensure_future(asyncio.to_thread(backend.create, gated, arguments,
+                                                         reason=reason))
+        try:
+            req = await asyncio.shield(filing)
+        except asyncio.CancelledError:  # the client went away while it was being filed
+            with suppress(Exception):
+                await self.withdraw(backend, (await filing).id)
+            raise
         try:
             if req.status == "pending":
                 req = await self.wait_for(backend, req.id, token)
