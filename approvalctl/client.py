@@ -29,7 +29,7 @@ import httpx
 from . import errors
 from .models import PENDING, ApprovalRequest, Page
 
-__all__ = ["Client", "ApprovalDenied", "require_approval", "to_json_value"]
+__all__ = ["AsyncClient", "Client", "ApprovalDenied", "require_approval", "to_json_value"]
 
 API = "/api/v1"
 MAX_POLL = 60.0  # the server's cap on ?wait=
@@ -65,6 +65,14 @@ class Client:
         self._http = httpx.Client(base_url=base_url, timeout=timeout,
                                   headers={"X-API-Key": api_key,
                                            "User-Agent": "approvalctl-client"})
+
+    @classmethod
+    def from_env(cls, timeout: float = 30.0) -> Client:
+        """A client for APPROVALCTL_SERVER with the key in APPROVALCTL_API_KEY, each falling
+        back to the config file's `server` / `api_key` as the CLI does. Raises InvalidInput
+        when no server is configured, Unauthenticated when no key is."""
+        server, key = _from_env()
+        return cls(server, key, timeout)
 
     # ---- plumbing
     def close(self) -> None:
@@ -353,6 +361,153 @@ def _parse_sse(lines: Iterator[str]) -> Iterator[dict[str, str]]:
             event[name] = value
 
 
+def _from_env() -> tuple[str, str]:
+    from .config import Settings
+
+    settings = Settings.load()
+    if not settings.server:
+        raise errors.InvalidInput("no approvalctl server configured: set APPROVALCTL_SERVER "
+                                  "(or `server` in the config file)")
+    if not settings.api_key:
+        raise errors.Unauthenticated("no API key configured: set APPROVALCTL_API_KEY (or "
+                                     "`api_key` in the config file)")
+    return settings.server, settings.api_key
+
+
+def _transport_error(exc: Exception, base_url: str, timeout: float) -> errors.Unavailable:
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.Unavailable(f"approvalctl server at {base_url} did not answer within "
+                                  f"{timeout:g} s")
+    return errors.Unavailable(f"cannot reach approvalctl server at {base_url}: "
+                              f"{_reason(exc)}")  # type: ignore[arg-type]
+
+
+def _answer(response: httpx.Response, base_url: str) -> Any:
+    if response.status_code >= 400:
+        raise _error_from(response)
+    try:
+        return response.json()
+    except ValueError:
+        raise errors.ApprovalctlError(f"the server at {base_url} sent a response that is "
+                                      "not JSON") from None
+
+
+def _create_body(tool_name: str, arguments: Any, reason: Any, risk: Any, ttl_seconds: Any,
+                 user_id: Any) -> dict[str, Any]:
+    if user_id is not None:
+        raise errors.Forbidden("a request is always made as the caller; user_id cannot "
+                               "be set over the API")
+    body: dict[str, Any] = {"tool_name": tool_name}
+    for name, value in (("arguments", arguments), ("reason", reason), ("risk", risk),
+                        ("ttl_seconds", ttl_seconds)):
+        if value is not None:
+            body[name] = value
+    return body
+
+
+class AsyncClient:
+    """`Client` for asyncio code (httpx.AsyncClient): the calls an agent needs — create,
+    get, wait, cancel, consume — as coroutines, with the same answers and exceptions.
+
+        async with AsyncClient.from_env() as client:
+            req = await client.create("deploy", {"env": "prod"}, reason="release")
+            req = await client.wait(req.id, timeout=600)
+    """
+
+    def __init__(self, base_url: str, api_key: str, timeout: float = 30.0) -> None:
+        base_url = (base_url or "").rstrip("/")
+        if not base_url.startswith(("http://", "https://")):
+            raise errors.InvalidInput(f"server URL must start with http:// or https://, got "
+                                      f"{base_url!r}")
+        self.base_url = base_url
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
+                                       headers={"X-API-Key": api_key,
+                                                "User-Agent": "approvalctl-client"})
+
+    @classmethod
+    def from_env(cls, timeout: float = 30.0) -> AsyncClient:
+        """As `Client.from_env`."""
+        server, key = _from_env()
+        return cls(server, key, timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def _call(self, method: str, path: str, *, json: Any = None,
+                    params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        limit = timeout if timeout is not None else self.timeout
+        try:
+            response = await self._http.request(method, path, json=json, params=params,
+                                                timeout=limit)
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, self.base_url, limit) from None
+        return _answer(response, self.base_url)
+
+    async def create(self, tool_name: str, arguments: dict[str, Any] | None = None, *,
+                     reason: str | None = None, risk: str | None = None,
+                     ttl_seconds: float | None = None, user_id: str | None = None
+                     ) -> ApprovalRequest:
+        """As `Client.create`."""
+        body = _create_body(tool_name, arguments, reason, risk, ttl_seconds, user_id)
+        return ApprovalRequest.from_dict(await self._call("POST", f"{API}/approvals",
+                                                          json=body))
+
+    async def get(self, id_or_prefix: str) -> ApprovalRequest:
+        return ApprovalRequest.from_dict(await self._call(
+            "GET", f"{API}/approvals/{Client._id(id_or_prefix)}"))
+
+    async def cancel(self, id_or_prefix: str) -> ApprovalRequest:
+        return ApprovalRequest.from_dict(await self._call(
+            "DELETE", f"{API}/approvals/{Client._id(id_or_prefix)}"))
+
+    async def consume(self, id_or_prefix: str, digest: str) -> ApprovalRequest:
+        """As `Client.consume`."""
+        return ApprovalRequest.from_dict(await self._call(
+            "POST", f"{API}/approvals/{Client._id(id_or_prefix)}/consume",
+            json={"digest": digest}))
+
+    async def wait(self, id_or_prefix: str, timeout: float | None = None) -> ApprovalRequest:
+        """As `Client.wait`: long-polls in slices of at most 60 s, riding out a server that
+        restarts or is briefly unreachable (exponential backoff with jitter) until
+        `timeout`; never blocks the event loop."""
+        import asyncio
+        import random
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        path = f"{API}/approvals/{Client._id(id_or_prefix)}"
+        pause = WAIT_RETRY_INITIAL
+
+        def left() -> float:
+            return MAX_POLL if deadline is None else max(0.0, deadline - loop.time())
+
+        while True:
+            slice_ = min(MAX_POLL, left())
+            try:
+                data = await self._call("GET", path, params={"wait": _num(slice_)},
+                                        timeout=slice_ + self.timeout)
+            except errors.Unavailable as exc:
+                if deadline is not None and loop.time() >= deadline:
+                    raise errors.Unavailable(f"{exc.detail} (still unreachable when the "
+                                             f"wait of {timeout:g} s ran out)") from None
+                await asyncio.sleep(min(pause + random.uniform(0, WAIT_RETRY_INITIAL),
+                                        left()))
+                pause = min(pause * 2, WAIT_RETRY_MAX)
+                continue
+            pause = WAIT_RETRY_INITIAL
+            req = ApprovalRequest.from_dict(data)
+            if req.status != PENDING or (deadline is not None and loop.time() >= deadline):
+                return req
+            path = f"{API}/approvals/{req.id}"
+
+
 def _num(value: float) -> str:
     return str(int(value)) if value == int(value) else f"{value:.3f}"
 
@@ -454,10 +609,56 @@ def to_json_value(value: Any, where: str = "argument") -> Any:
                               "(see require_approval for the types it sends)")
 
 
-def require_approval(client: Client, tool_name: str | None = None, *,
+def _bind(name: str, signature: Any, args: tuple, kwargs: dict
+          ) -> tuple[Any, dict[str, Any], str]:
+    """The call as `require_approval` submits it: (bound arguments of a private deep copy,
+    their JSON `arguments` by `to_json_value`'s rule, the digest of tool + arguments)."""
+    import copy
+
+    from .digest import DigestError, digest
+
+    try:  # what runs is a private copy: the caller cannot change it meanwhile
+        args, kwargs = copy.deepcopy((args, kwargs))
+    except Exception as exc:  # noqa: BLE001 - any object may refuse to be copied
+        raise errors.InvalidInput(f"{name}: the arguments cannot be copied: {exc}") from None
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise errors.InvalidInput(f"{name}: {exc}") from None
+    bound.apply_defaults()
+    arguments = {param: to_json_value(value, f"{name} argument {param!r}")
+                 for param, value in bound.arguments.items()}
+    try:
+        expected = digest(name, arguments)
+    except DigestError as exc:
+        raise errors.InvalidInput(f"{name}: arguments {exc}") from None
+    return bound, arguments, expected
+
+
+def _check_stored(name: str, req: ApprovalRequest, expected: str) -> None:
+    if req.digest != expected:
+        raise errors.ApprovalctlError(f"{name}: the server stored digest {req.digest} for "
+                                      f"{req.id}, not {expected}")
+
+
+def _denial(name: str, req: ApprovalRequest, timed_out: bool) -> ApprovalDenied | None:
+    """None if `req` is approved; else the ApprovalDenied naming the outcome."""
+    if req.status == "approved":
+        return None
+    who = f" by {req.decided_by}" if req.decided_by else ""
+    note = f": {req.decision_note}" if req.decision_note else ""
+    outcome = "still pending when the wait timed out; withdrawn" \
+        if timed_out else f"{req.status}{who}{note}"
+    denied = ApprovalDenied(f"{name} was not approved ({req.id} {outcome})", req)
+    if timed_out:
+        denied.exit_code = 124
+    return denied
+
+
+def require_approval(client: Client | AsyncClient, tool_name: str | None = None, *,
                      reason: str | None = None, risk: str = "medium",
-                     ttl_seconds: float | None = None, timeout: float | None = None
-                     ) -> Callable[[F], F]:
+                     ttl_seconds: float | None = None, timeout: float | None = None,
+                     on_deny: str = "raise") -> Callable[[F], F]:
     """Run the decorated function only once an operator approves exactly this call.
 
     Each call binds its arguments to the function's parameters by name
@@ -469,60 +670,77 @@ def require_approval(client: Client, tool_name: str | None = None, *,
     cancelled. Approved, it consumes the approval with the call's digest and only then
     runs the function, with private deep copies of the arguments taken before
     submission, so what runs is what the operator saw even if the caller mutates its
-    objects meanwhile. Otherwise it raises `ApprovalDenied` naming the outcome.
+    objects meanwhile. Otherwise, with `on_deny="raise"` (the default) it raises
+    `ApprovalDenied` naming the outcome; with `on_deny="return"` the function is not run
+    and the call returns None.
+
+    An `async def` stays a coroutine function: decorate it with an `AsyncClient` and every
+    step (create, wait, cancel, consume) is awaited, never blocking the event loop. A plain
+    function needs a `Client`.
 
     Raises InvalidInput (before anything is submitted) for arguments that do not bind or
     have no JSON form. Decorate plain functions: a method's `self` has no JSON form.
     """
-    def decorate(func: F) -> F:
-        import copy
-        import inspect
+    if on_deny not in ("raise", "return"):
+        raise errors.InvalidInput(f"on_deny must be 'raise' or 'return', not {on_deny!r}")
 
-        from .digest import DigestError, digest
+    def decorate(func: F) -> F:
+        import inspect
 
         name = tool_name or func.__name__
         signature = inspect.signature(func)
+        is_async = inspect.iscoroutinefunction(func)
+        if is_async != isinstance(client, AsyncClient):
+            raise errors.InvalidInput(
+                f"{name}: an async def needs an AsyncClient, a plain function a Client")
+
+        def settle(req: ApprovalRequest, timed_out: bool) -> bool:
+            denied = _denial(name, req, timed_out)
+            if denied is not None and on_deny == "raise":
+                raise denied
+            return denied is None
+
+        if is_async:
+            aclient: AsyncClient = client  # type: ignore[assignment]
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                bound, arguments, expected = _bind(name, signature, args, kwargs)
+                req = await aclient.create(name, arguments, reason=reason, risk=risk,
+                                           ttl_seconds=ttl_seconds)
+                _check_stored(name, req, expected)
+                req = await aclient.wait(req.id, timeout)
+                timed_out = req.status == PENDING
+                if timed_out:  # nobody may approve it after we stopped waiting
+                    try:
+                        req = await aclient.cancel(req.id)
+                    except errors.ApprovalConflict:
+                        req = await aclient.get(req.id)
+                if not settle(req, timed_out):
+                    return None
+                await aclient.consume(req.id, expected)
+                return await func(*bound.args, **bound.kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        sclient: Client = client  # type: ignore[assignment]
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:  # what runs is a private copy: the caller cannot change it meanwhile
-                args, kwargs = copy.deepcopy((args, kwargs))
-            except Exception as exc:  # noqa: BLE001 - any object may refuse to be copied
-                raise errors.InvalidInput(f"{name}: the arguments cannot be copied: "
-                                          f"{exc}") from None
-            try:
-                bound = signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise errors.InvalidInput(f"{name}: {exc}") from None
-            bound.apply_defaults()
-            arguments = {param: to_json_value(value, f"{name} argument {param!r}")
-                         for param, value in bound.arguments.items()}
-            try:
-                expected = digest(name, arguments)
-            except DigestError as exc:
-                raise errors.InvalidInput(f"{name}: arguments {exc}") from None
-            req = client.create(name, arguments, reason=reason, risk=risk,
-                                ttl_seconds=ttl_seconds)
-            if req.digest != expected:
-                raise errors.ApprovalctlError(f"{name}: the server stored digest "
-                                              f"{req.digest} for {req.id}, not {expected}")
-            req = client.wait(req.id, timeout)
+            bound, arguments, expected = _bind(name, signature, args, kwargs)
+            req = sclient.create(name, arguments, reason=reason, risk=risk,
+                                 ttl_seconds=ttl_seconds)
+            _check_stored(name, req, expected)
+            req = sclient.wait(req.id, timeout)
             timed_out = req.status == PENDING
             if timed_out:  # nobody may approve it after we stopped waiting
                 try:
-                    req = client.cancel(req.id)
+                    req = sclient.cancel(req.id)
                 except errors.ApprovalConflict:
-                    req = client.get(req.id)
-            if req.status != "approved":
-                who = f" by {req.decided_by}" if req.decided_by else ""
-                note = f": {req.decision_note}" if req.decision_note else ""
-                outcome = "still pending when the wait timed out; withdrawn" \
-                    if timed_out else f"{req.status}{who}{note}"
-                denied = ApprovalDenied(f"{name} was not approved ({req.id} {outcome})", req)
-                if timed_out:
-                    denied.exit_code = 124
-                raise denied
-            client.consume(req.id, expected)
+                    req = sclient.get(req.id)
+            if not settle(req, timed_out):
+                return None
+            sclient.consume(req.id, expected)
             return func(*bound.args, **bound.kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -10,7 +10,7 @@ import sys
 from . import requests  # noqa: F401  (the core verbs first)
 
 # isort: split
-from . import hooks, keys, migrate, monitoring, notify, rules, server  # noqa: F401
+from . import hooks, keys, mcp, migrate, monitoring, notify, rules, server  # noqa: F401
 from .app import app
 
 __all__ = ["app", "main"]
