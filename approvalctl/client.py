@@ -131,10 +131,12 @@ class Client:
                                                     f"{self._id(id_or_prefix)}"))
 
     def list(self, *, status: str | None = PENDING, tool_name: str | None = None,
-             user_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+             user_id: str | None = None, limit: int = 50, cursor: str | None = None,
+             risk: str | None = None, since_seconds: float | None = None) -> Page:
+        since = None if since_seconds is None else str(max(1, math.ceil(since_seconds)))
         data = self._call("GET", f"{API}/approvals", params={
             "status": status or "all", "tool_name": tool_name, "user_id": user_id,
-            "limit": limit, "cursor": cursor})
+            "limit": limit, "cursor": cursor, "risk": risk, "since": since})
         return Page(items=[ApprovalRequest.from_dict(r) for r in data["items"]],
                     next_cursor=data["next_cursor"])
 

@@ -57,6 +57,8 @@ MAX_TEXT = 4000
 MAX_ARGUMENTS_BYTES = 64 * 1024
 MAX_TTL_SECONDS = 30 * 86400
 MAX_LIMIT = 1000
+#: The longest `since` window a list accepts (ten years, the spec's bound too).
+MAX_WINDOW_SECONDS = 3650 * 86400
 IDEMPOTENCY_HOURS = 24
 #: `prune` keeps at least a day: younger decisions may still be waited on or used.
 MIN_PRUNE_AGE = 86400
@@ -234,8 +236,13 @@ class ApprovalService:
 
     def list(self, actor: Principal, *, status: str | None = PENDING,
              tool_name: str | None = None, user_id: str | None = None, limit: int = 50,
-             cursor: str | None = None) -> Page:
-        """One page, pending oldest first; any other status (or all) newest first."""
+             cursor: str | None = None, risk: str | None = None,
+             since_seconds: float | None = None) -> Page:
+        """One page, pending oldest first; any other status (or all) newest first.
+
+        `risk` keeps one risk level; `since_seconds` keeps requests created at most that many
+        seconds ago. Raises InvalidInput for an unknown status or risk, a bad limit or window.
+        """
         if not rbac.allowed(actor, rbac.READ_OWN):
             raise Forbidden(f"role '{actor.role}' may not list approval requests")
         if status in (None, "", "all"):
@@ -245,6 +252,15 @@ class ApprovalService:
                                f"{', '.join(STATUSES)} or all")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, got {limit!r}")
+        if risk is not None and risk not in RISKS:
+            raise InvalidInput(f"unknown risk {risk!r}: expected one of {', '.join(RISKS)}")
+        created_since = None
+        if since_seconds is not None:
+            if isinstance(since_seconds, bool) or not isinstance(since_seconds, (int, float)) \
+                    or not 0 < since_seconds <= MAX_WINDOW_SECONDS:
+                raise InvalidInput(f"since must be between 1 second and "
+                                   f"{MAX_WINDOW_SECONDS // 86400} days, got {since_seconds!r}")
+            created_since = to_iso(self.clock() - timedelta(seconds=since_seconds))
         if not rbac.sees_all(actor):
             if user_id is not None and user_id != actor.name:
                 return Page(items=[])
@@ -252,7 +268,8 @@ class ApprovalService:
         descending = status != PENDING
         after = _decode_cursor(cursor, descending) if cursor else None
         items = self.store.list_requests(status=status, tool_name=tool_name, user_id=user_id,
-                                         after=after, descending=descending, limit=limit + 1)
+                                         after=after, descending=descending, limit=limit + 1,
+                                         risk=risk, created_since=created_since)
         more = len(items) > limit
         items = items[:limit]
         if any(r.status == PENDING for r in items):

@@ -101,6 +101,6 @@ def test_bad_integer_options_get_typers_usage_error(db_url, seeded, limit) -> No
 
 def test_several_ids_and_text_options_arrive_intact(db_url, seeded) -> None:
     result = CliRunner().invoke(app, ["--db", db_url, "approve", *seeded, "--note",
-                                      "  spaces kept  ", "--json"])
+                                      "  spaces kept  ", "--json", "--yes"])
     assert result.exit_code == 0, result.output
     assert result.stdout.count('"decision_note": "  spaces kept  "') == 2

@@ -13,9 +13,11 @@ from ..digest import short as short_digest
 from ..durations import format_duration, parse_duration
 from ..errors import ApprovalctlError, InvalidInput, exit_code
 from .app import (
+    YES_OPT,
     app,
     backend,
     command,
+    confirm,
     emit,
     message,
     parse_json_object,
@@ -109,11 +111,16 @@ def list_cmd(
                                help="pending, approved, rejected, expired, cancelled or all."),
     tool: str | None = typer.Option(None, "--tool", help="Only this tool."),
     user: str | None = typer.Option(None, "--user", help="Only requests by this user."),
+    risk: str | None = typer.Option(None, "--risk", help="Only this risk: low, medium or "
+                                                         "high."),
+    since: str | None = typer.Option(None, "--since", metavar="DURATION",
+                                     help="Only requests created this recently, e.g. 24h."),
     limit: int = typer.Option(50, "--limit", help="At most this many rows (1-1000)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """List requests: pending oldest first; other statuses newest first."""
-    page = backend(ctx).list(status=status, tool_name=tool, user_id=user, limit=limit)
+    page = backend(ctx).list(status=status, tool_name=tool, user_id=user, limit=limit,
+                             risk=risk, since_seconds=_seconds(since, "--since"))
     if as_json:
         emit([r.to_dict() for r in page.items])
         return
@@ -161,8 +168,16 @@ def show_cmd(
     print_table(["FIELD", "VALUE"], rows)
 
 
-def _decide_many(ids: list[str], past: str, call: Any, as_json: bool) -> None:
-    """Decide each id; report each; exit with the first failure's code."""
+def _decide_many(ids: list[str], past: str, call: Any, as_json: bool, yes: bool,
+                 verb: str) -> None:
+    """Decide each id; report each; exit with the first failure's code.
+
+    More than one id is a bulk action: asked on a terminal, refused off one without --yes.
+    """
+    if len(ids) > 1:
+        noun = {"approve": "approval", "reject": "rejection", "cancel": "cancellation"}[verb]
+        confirm(f"{verb.capitalize()} {len(ids)} requests ({', '.join(ids)})?", yes,
+                f"{noun} of {len(ids)} requests at once")
     done, first_error = [], None
     for rid in ids:
         try:
@@ -189,7 +204,7 @@ def approve_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                 always: bool = typer.Option(False, "--always", help="Also add an allow rule "
                                             "for exactly this tool with exactly these "
                                             "arguments (named always-ID)."),
-                as_json: bool = JSON_OPT) -> None:
+                yes: bool = YES_OPT, as_json: bool = JSON_OPT) -> None:
     """Approve pending requests."""
     be = backend(ctx)
 
@@ -201,25 +216,25 @@ def approve_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                 "arguments is allowed from now on")
         return req
 
-    _decide_many(ids, "approved", approve, as_json)
+    _decide_many(ids, "approved", approve, as_json, yes, "approve")
 
 
 @command(app, "reject")
 def reject_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                reason: str | None = typer.Option(None, "--reason", help="Why, for the record."),
-               as_json: bool = JSON_OPT) -> None:
+               yes: bool = YES_OPT, as_json: bool = JSON_OPT) -> None:
     """Reject pending requests."""
     be = backend(ctx)
     _decide_many(ids, "rejected",
-                 lambda rid: be.decide(rid, "reject", reason), as_json)
+                 lambda rid: be.decide(rid, "reject", reason), as_json, yes, "reject")
 
 
 @command(app, "cancel")
 def cancel_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
-               as_json: bool = JSON_OPT) -> None:
+               yes: bool = YES_OPT, as_json: bool = JSON_OPT) -> None:
     """Withdraw pending requests."""
     be = backend(ctx)
-    _decide_many(ids, "cancelled", lambda rid: be.cancel(rid), as_json)
+    _decide_many(ids, "cancelled", lambda rid: be.cancel(rid), as_json, yes, "cancel")
 
 
 @command(app, "consume")
@@ -414,7 +429,7 @@ def prune_cmd(
                                    help="Delete final requests created and decided longer "
                                         "ago than this (at least 1d), e.g. 90d."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count only; delete nothing."),
-    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    yes: bool = YES_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Delete old decided requests and their notification rows (admin). Audit rows stay:
@@ -430,12 +445,11 @@ def prune_cmd(
         plan = api.prune(seconds, dry_run=True)
         if not plan["requests"]:
             result = {**plan, "dry_run": False}  # nothing to ask about
-        elif not typer.confirm(f"Delete {plan['requests']} decided request"
-                               f"{'s' if plan['requests'] != 1 else ''} created before "
-                               f"{plan['cutoff']} and {plan['outbox']} notification rows?",
-                               default=False, err=True):
-            message("nothing deleted")
-            raise typer.Exit(1)
+        else:
+            confirm(f"Delete {plan['requests']} decided request"
+                    f"{'s' if plan['requests'] != 1 else ''} created before "
+                    f"{plan['cutoff']} and {plan['outbox']} notification rows?", yes,
+                    "prune deletes requests", "nothing deleted")
     if result is None:
         result = api.prune(seconds, dry_run=dry_run)
     if as_json:

@@ -424,13 +424,14 @@ class Api:
         # like a point read and saves the hop to the database thread.
         # Filtered or big pages may scan many rows and stay off the loop; so do the pages of
         # callers who only see their own requests (the service filters those by user).
-        small = "tool_name" not in q and "user_id" not in q and \
+        small = not {"tool_name", "user_id", "risk", "since"} & set(q) and \
             q.get("limit", 50) <= INLINE_PAGE and rbac.sees_all(call.principal)
         page = await (self.read if small else self.run)(
                               self.service.list, call.principal,
                               status=q.get("status", PENDING), tool_name=q.get("tool_name"),
                               user_id=q.get("user_id"), limit=q.get("limit", 50),
-                              cursor=q.get("cursor"))
+                              cursor=q.get("cursor"), risk=q.get("risk"),
+                              since_seconds=int(q["since"]) if "since" in q else None)
         return self._page_response(page, q.get("status", PENDING))
 
     def _page_response(self, page: Any, status: str) -> Response:

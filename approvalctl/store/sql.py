@@ -505,13 +505,18 @@ class SQLStore(OutboxQueries):
         return [r[0] for r in rows]
 
     def list_requests(self, *, status: str | None, tool_name: str | None, user_id: str | None,
-                      after: str | None, descending: bool, limit: int
+                      after: str | None, descending: bool, limit: int,
+                      risk: str | None = None, created_since: str | None = None
                       ) -> list[ApprovalRequest]:
         where, params = [], []
-        for col, value in (("status", status), ("tool_name", tool_name), ("user_id", user_id)):
+        for col, value in (("status", status), ("tool_name", tool_name), ("user_id", user_id),
+                           ("risk", risk)):
             if value is not None:
                 where.append(f"{col} = ?")
                 params.append(value)
+        if created_since is not None:
+            where.append("created_at >= ?")
+            params.append(created_since)
         if after is not None:
             where.append("id < ?" if descending else "id > ?")
             params.append(after)
