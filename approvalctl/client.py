@@ -215,6 +215,13 @@ class Client:
         since = max(1, math.ceil(since_seconds))
         return self._call("GET", f"{API}/approvals/stats", params={"since": str(since)})
 
+    def stats_detail(self, since_seconds: float = 86400, by: str | None = None
+                     ) -> dict[str, Any]:
+        """`stats` with the breakdown `by` (tool, user, risk or None) and the chart figures."""
+        since = max(1, math.ceil(since_seconds))
+        return self._call("GET", f"{API}/approvals/stats",
+                          params={"since": str(since), "by": by, "charts": "true"})
+
     # ---- audit
     def audit_list(self, *, request_id: str | None = None, limit: int | None = None
                    ) -> list[dict[str, Any]]:

@@ -331,10 +331,17 @@ def stats_cmd(
     ctx: typer.Context,
     since: str = typer.Option("24h", "--since", metavar="DURATION",
                               help="Window of request creation times."),
+    by: str | None = typer.Option(None, "--by", metavar="tool|user|risk",
+                                  help="Break the figures down by tool, user or risk."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Counts by status, approval and rejection rate, response times, oldest pending."""
-    data = backend(ctx).stats(_seconds(since, "--since"))
+    """Counts by status, approval and rejection rate, response times, oldest pending; on a
+    terminal also the response-time distribution and the last 24 h of decisions as charts."""
+    window = _seconds(since, "--since")
+    if as_json and by is None:  # the plain figures need no pass over the window's rows
+        emit(backend(ctx).stats(window))
+        return
+    data = backend(ctx).stats_detail(window, by)
     if as_json:
         emit(data)
         return
@@ -351,6 +358,22 @@ def stats_cmd(
                                                         for k in ("avg", "p50", "p95"))],
              ["oldest pending", format_duration(data["oldest_pending_age_seconds"])]]
     print_table(["STAT", "VALUE"], rows)
+    from .charts import print_charts
+
+    if by is not None:
+        print()
+        shown = data["groups"][:20]
+        print_table([by.upper(), "TOTAL", "APPROVED", "REJECTED", "PENDING", "APPROVAL RATE",
+                     "RESPONSE AVG / P50 / P95"],
+                    [[g["key"], g["total"], g["by_status"]["approved"],
+                      g["by_status"]["rejected"], g["by_status"]["pending"],
+                      pct(g["approval_rate"]),
+                      " / ".join(format_duration(g["response_time_seconds"][k])
+                                 for k in ("avg", "p50", "p95"))] for g in shown])
+        if len(data["groups"]) > len(shown) or data["groups_truncated"]:
+            message(f"showing the {len(shown)} largest groups; --json has "
+                    f"{len(data['groups'])}")
+    print_charts(data)
 
 
 audit_app = typer.Typer(help="The audit trail and its integrity check.", no_args_is_help=True)

@@ -460,7 +460,11 @@ class Api:
 
     async def stats(self, call: Call) -> Response:
         since = int(call.query.get("since", "86400"))
-        return json_response(await self.run(self.service.stats, call.principal, since))
+        by = call.query.get("by")
+        if by is None and call.query.get("charts", "false") == "false":
+            return json_response(await self.run(self.service.stats, call.principal, since))
+        return json_response(await self.run(self.service.stats_detail, call.principal, since,
+                                            by))
 
     async def get(self, call: Call) -> Response:
         if self.inline_reads:
