@@ -376,6 +376,21 @@ def stats_cmd(
     print_charts(data)
 
 
+@command(app, "review")
+def review_cmd(ctx: typer.Context) -> None:
+    """Work the queue full-screen: pending requests oldest first, refreshed every second;
+    open one to see everything before deciding. Keys: Enter open · a approve · A approve and
+    always allow these exact arguments · r reject (asks for a reason) · c cancel · s skip to
+    the next · Esc back to the queue · q or Ctrl-C quit. Decisions are made only in a
+    request's own screen, on the request shown. Needs a terminal (exit 2 without one)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise InvalidInput("review is interactive and needs a terminal; use list/approve/"
+                           "reject from scripts")
+    from .review import build_app
+
+    build_app(backend(ctx)).run()
+
+
 audit_app = typer.Typer(help="The audit trail and its integrity check.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
