@@ -391,6 +391,32 @@ def review_cmd(ctx: typer.Context) -> None:
     build_app(backend(ctx)).run()
 
 
+@command(app, "watch")
+def watch_cmd(
+    ctx: typer.Context,
+    status: str = typer.Option("pending", "--status",
+                               help="pending, approved, rejected, expired, cancelled or all."),
+    tool: str | None = typer.Option(None, "--tool", help="Only this tool."),
+    user: str | None = typer.Option(None, "--user", help="Only requests by this user."),
+    bell: bool = typer.Option(False, "--bell", help="Ring the terminal bell (and notify-send, "
+                              "when installed) on each new high-risk request."),
+) -> None:
+    """Watch the queue live, read-only, redrawn every second until Ctrl-C (at most the
+    first 200 rows: pending oldest first, other statuses newest first)."""
+    from .review import pending_source
+    from .watch import WATCH_LIMIT, run
+
+    be = backend(ctx)
+    read = pending_source(be, WATCH_LIMIT, status=status, tool=tool, user=user)
+    read()  # a bad filter or an unreachable server: one line and its exit code, at once
+    what = f"{'all' if status == 'all' else status} requests" + \
+        (f", tool {tool}" if tool else "") + (f", user {user}" if user else "")
+    try:
+        run(read, what=render.plain(what), bell=bell)
+    except KeyboardInterrupt:
+        return
+
+
 audit_app = typer.Typer(help="The audit trail and its integrity check.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

@@ -28,14 +28,18 @@ QUEUE_LIMIT = 500
 
 
 
-def pending_source(backend: Any, limit: int = QUEUE_LIMIT) -> Callable[[], list[Any]]:
-    """The source of changes: a function returning the pending requests, oldest first.
+def pending_source(backend: Any, limit: int = QUEUE_LIMIT, *, status: str = "pending",
+                   tool: str | None = None, user: str | None = None
+                   ) -> Callable[[], list[Any]]:
+    """The source of changes for `review` and `watch`: a function returning the current
+    requests (pending ones oldest first, others newest first), at most `limit`.
 
-    Today it polls `backend.list`; when the change notification of "Waiting at scale"
-    lands, a function that follows the event stream can take its place.
+    Today each call polls `backend.list`; when the change notification of "Waiting at
+    scale" lands, a function that follows the event stream can take its place.
     """
     def read() -> list[Any]:
-        return list(backend.list(status="pending", limit=limit).items)
+        return list(backend.list(status=status, tool_name=tool, user_id=user,
+                                 limit=limit).items)
 
     return read
 
