@@ -603,6 +603,16 @@ class Api:
     async def docs(self, call: Call) -> Response:
         return Response(DOCS_HTML, media_type="text/html")
 
+    async def docs_asset(self, call: Call) -> Response:
+        from .docs import asset
+
+        found = asset(call.path["name"])
+        if found is None:
+            return problem(404, "Not found", "no such /docs asset")
+        body, media_type = found
+        return Response(body, headers={"Content-Type": media_type,
+                                       "Cache-Control": "public, max-age=3600"})
+
     # ---- housekeeping in the background
     def housekeeping(self) -> None:
         """Expire overdue requests, write buffered counters, drop old idempotency keys."""
@@ -638,6 +648,7 @@ class Api:
             self.endpoint("/metrics", {"GET": self.metrics}),
             self.endpoint("/openapi.json", {"GET": self.openapi}),
             self.endpoint("/docs", {"GET": self.docs}),
+            self.endpoint("/docs/assets/{name}", {"GET": self.docs_asset}),
         ]
 
 
