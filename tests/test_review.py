@@ -51,6 +51,8 @@ def test_approve_and_reject_with_a_reason(service, operator) -> None:
         await pilot.pause()
         text = _detail(app)
         assert first.id in text and '"branch": "main"' in text and first.digest in text
+        # the requester's recent history, under the request
+        assert "recent requests by this requester (1)" in text and second.id[:12] in text
         await pilot.press("a")
         await pilot.pause()
         assert [r.id for r in app.pending] == [second.id]
@@ -140,6 +142,27 @@ def test_hostile_strings_are_shown_escaped_never_as_markup(service, operator) ->
 
     _drive(service, operator, steps)
     assert service.get(operator, req.id).status == "approved"
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
+def test_remote_review_over_http(service, operator, make_server) -> None:
+    live = make_server(sweep_interval=3600)
+    req = service.create(AGENT, "deploy", {"env": "prod"})
+    app = build_app(live.client("operator"), poll_seconds=0.05)
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            assert [r.id for r in app.pending] == [req.id]
+            await pilot.press("enter")
+            await pilot.pause()
+            assert '"env": "prod"' in _detail(app)
+            await pilot.press("r", "n", "o", "enter")
+            await pilot.pause()
+
+    asyncio.run(main())
+    done = service.get(operator, req.id)
+    assert (done.status, done.decision_note) == ("rejected", "no")
 
 
 @pytest.mark.slow

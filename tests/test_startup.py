@@ -25,7 +25,7 @@ from approvalctl.service import ApprovalService
 #: sqlite-utils (only for pending migrations) and pydantic (Typer 0.29+ coerces options with it,
 #: hence the `typer<0.29` bound in pyproject.toml).
 HEAVY = ("sqlite_utils", "httpx", "prometheus_client", "jsonschema", "pydantic", "yaml",
-         "starlette", "uvicorn", "tenacity", "psycopg", "psycopg_pool", "aiosmtpd")
+         "starlette", "uvicorn", "tenacity", "psycopg", "psycopg_pool", "aiosmtpd", "textual")
 
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)", re.M)
 

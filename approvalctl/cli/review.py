@@ -25,6 +25,8 @@ from ..errors import ApprovalctlError
 POLL_SECONDS = 1.0
 #: The queue shows at most this many pending requests, oldest first.
 QUEUE_LIMIT = 500
+#: The requester's most recent requests shown under a request.
+HISTORY_ROWS = 10
 
 
 
@@ -50,8 +52,11 @@ def _age(iso: str) -> str:
     return format_duration((utcnow() - from_iso(iso)).total_seconds())
 
 
-def detail_text(req: Any) -> Any:
-    """Everything about `req` as one rich `Text`; agent values rendered, never markup."""
+def detail_text(req: Any, history: list[Any] | None = None) -> Any:
+    """Everything about `req` as one rich `Text`; agent values rendered, never markup.
+
+    `history` is the requester's recent requests (newest first), shown after the arguments.
+    """
     from rich.text import Text
 
     out = Text()
@@ -76,6 +81,15 @@ def detail_text(req: Any) -> Any:
     out.append("arguments\n", style="bold")
     out.append(render.json_text(args))
     out.append("\n")
+    others = [h for h in history or [] if h.id != req.id]
+    if others:
+        out.append(f"\nrecent requests by this requester ({len(others)})\n", style="bold")
+        for h in others:
+            out.append(f"  {h.id[:12]}  {h.status:<9} {_age(h.created_at):>6} ago  ")
+            out.append_text(render.terminal(h.tool_name, 30))
+            out.append("  ")
+            out.append_text(render.terminal(h.reason or "", 40))
+            out.append("\n")
     return out
 
 
@@ -119,13 +133,14 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
             Binding("escape", "back", "Queue"),
         ]
 
-        def __init__(self, req: Any) -> None:
+        def __init__(self, req: Any, history: list[Any]) -> None:
             super().__init__()
             self.req = req
+            self.history = history
 
         def compose(self) -> ComposeResult:
             with VerticalScroll():
-                yield Static(detail_text(self.req), id="detail")
+                yield Static(detail_text(self.req, self.history), id="detail")
             yield Footer()
 
         def action_back(self) -> None:
@@ -223,7 +238,12 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
                 self.say(f"{req.id} is already {req.status}", "warning")
                 self.refresh_queue()
                 return
-            self.push_screen(RequestScreen(req))
+            try:
+                history = list(backend.list(status="all", user_id=req.user_id,
+                                            limit=HISTORY_ROWS + 1).items)
+            except ApprovalctlError:  # e.g. a key that may not list others: show without
+                history = []
+            self.push_screen(RequestScreen(req, history))
 
         def open_next(self, after: str) -> None:
             ids = [r.id for r in self.pending]
