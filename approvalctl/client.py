@@ -140,10 +140,12 @@ class Client:
                                                     f"{self._id(id_or_prefix)}"))
 
     def list(self, *, status: str | None = PENDING, tool_name: str | None = None,
-             user_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+             user_id: str | None = None, limit: int = 50, cursor: str | None = None,
+             risk: str | None = None, since_seconds: float | None = None) -> Page:
+        since = None if since_seconds is None else str(max(1, math.ceil(since_seconds)))
         data = self._call("GET", f"{API}/approvals", params={
             "status": status or "all", "tool_name": tool_name, "user_id": user_id,
-            "limit": limit, "cursor": cursor})
+            "limit": limit, "cursor": cursor, "risk": risk, "since": since})
         return Page(items=[ApprovalRequest.from_dict(r) for r in data["items"]],
                     next_cursor=data["next_cursor"])
 
@@ -221,6 +223,13 @@ class Client:
     def stats(self, since_seconds: float = 86400) -> dict[str, Any]:
         since = max(1, math.ceil(since_seconds))
         return self._call("GET", f"{API}/approvals/stats", params={"since": str(since)})
+
+    def stats_detail(self, since_seconds: float = 86400, by: str | None = None
+                     ) -> dict[str, Any]:
+        """`stats` with the breakdown `by` (tool, user, risk or None) and the chart figures."""
+        since = max(1, math.ceil(since_seconds))
+        return self._call("GET", f"{API}/approvals/stats",
+                          params={"since": str(since), "by": by, "charts": "true"})
 
     # ---- audit
     def audit_list(self, *, request_id: str | None = None, limit: int | None = None

@@ -61,6 +61,8 @@ MAX_TTL_SECONDS = 30 * 86400
 MAX_LIMIT = 1000
 #: The most distinct approvers a request can be made to need (approvals_required).
 MAX_APPROVALS = 10
+#: The longest `since` window a list accepts (nine digits of seconds, as the spec's pattern).
+MAX_WINDOW_SECONDS = 999_999_999
 IDEMPOTENCY_HOURS = 24
 #: `prune` keeps at least a day: younger decisions may still be waited on or used.
 MIN_PRUNE_AGE = 86400
@@ -240,8 +242,13 @@ class ApprovalService:
 
     def list(self, actor: Principal, *, status: str | None = PENDING,
              tool_name: str | None = None, user_id: str | None = None, limit: int = 50,
-             cursor: str | None = None) -> Page:
-        """One page, pending oldest first; any other status (or all) newest first."""
+             cursor: str | None = None, risk: str | None = None,
+             since_seconds: float | None = None) -> Page:
+        """One page, pending oldest first; any other status (or all) newest first.
+
+        `risk` keeps one risk level; `since_seconds` keeps requests created at most that many
+        seconds ago. Raises InvalidInput for an unknown status or risk, a bad limit or window.
+        """
         if not rbac.allowed(actor, rbac.READ_OWN):
             raise Forbidden(f"role '{actor.role}' may not list approval requests")
         if status in (None, "", "all"):
@@ -251,6 +258,15 @@ class ApprovalService:
                                f"{', '.join(STATUSES)} or all")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, got {limit!r}")
+        if risk is not None and risk not in RISKS:
+            raise InvalidInput(f"unknown risk {risk!r}: expected one of {', '.join(RISKS)}")
+        created_since = None
+        if since_seconds is not None:
+            if isinstance(since_seconds, bool) or not isinstance(since_seconds, (int, float)) \
+                    or not 0 < since_seconds <= MAX_WINDOW_SECONDS:
+                raise InvalidInput(f"since must be between 1 and {MAX_WINDOW_SECONDS} seconds, "
+                                   f"got {since_seconds!r}")
+            created_since = to_iso(self.clock() - timedelta(seconds=since_seconds))
         if not rbac.sees_all(actor):
             if user_id is not None and user_id != actor.name:
                 return Page(items=[])
@@ -260,7 +276,8 @@ class ApprovalService:
         if status in (None, PENDING, EXPIRED):
             self._settle_overdue()  # an overdue request is listed as expired, not pending
         items = self.store.list_requests(status=status, tool_name=tool_name, user_id=user_id,
-                                         after=after, descending=descending, limit=limit + 1)
+                                         after=after, descending=descending, limit=limit + 1,
+                                         risk=risk, created_since=created_since)
         more = len(items) > limit
         items = items[:limit]
         if any(r.status == PENDING for r in items):
@@ -616,6 +633,75 @@ class ApprovalService:
             "oldest_pending_age_seconds": round((now - from_iso(oldest)).total_seconds(), 3)
             if oldest else None,
         }
+
+    #: Upper edges (seconds) of the response-time histogram's buckets; the last is open.
+    HISTOGRAM_EDGES = (1, 5, 15, 60, 300, 900, 3600, 14400)
+    #: At most this many groups in a breakdown (the largest), so a response stays bounded.
+    MAX_GROUPS = 200
+
+    def stats_detail(self, actor: Principal, since_seconds: float = 86400,
+                     by: str | None = None) -> dict[str, Any]:
+        """`stats` plus a breakdown and the figures behind the charts.
+
+        `by` is tool, user or risk (or None): `groups` lists, largest first (at most
+        MAX_GROUPS; `groups_truncated` says when more existed), each group's count by status,
+        approval rate and response times (avg/p50/p95, nearest rank, seconds).
+        `response_time_histogram` counts decided requests per bucket (`le` is the bucket's
+        upper edge in seconds, null for the last, open one); `decisions_per_hour` counts the
+        approvals and rejections decided in each of the last 24 hours (oldest first), among
+        the requests created in the window. Raises InvalidInput for an unknown `by`.
+        """
+        if by is not None and by not in self.store.STATS_GROUPS:
+            raise InvalidInput(f"unknown breakdown {by!r}: expected one of "
+                               f"{', '.join(self.store.STATS_GROUPS)}")
+        result = self.stats(actor, since_seconds)
+        now = self.clock()
+        rows = self.store.stats_rows(result["since"], by)
+        edges = self.HISTOGRAM_EDGES
+        histogram = [0] * (len(edges) + 1)
+        hours = [[0, 0] for _ in range(24)]
+        groups: dict[Any, list[Any]] = {}
+        for key, status, response_ms, decided_at in rows:
+            if response_ms is not None:
+                seconds = response_ms / 1000
+                histogram[next((i for i, e in enumerate(edges) if seconds <= e),
+                               len(edges))] += 1
+            if decided_at and status in (APPROVED, REJECTED):
+                ago = (now - from_iso(decided_at)).total_seconds() // 3600
+                if 0 <= ago < 24:
+                    hours[23 - int(ago)][status == REJECTED] += 1
+            if by is not None:
+                counts, times = groups.setdefault(key, [dict.fromkeys(STATUSES, 0), []])
+                counts[status] += 1
+                if response_ms is not None:
+                    times.append(response_ms)
+        result["response_time_histogram"] = [
+            {"le": e, "count": c} for e, c in zip([*edges, None], histogram)]
+        result["decisions_per_hour"] = [
+            {"hour": to_iso(now - timedelta(hours=23 - i)), "approved": a, "rejected": r}
+            for i, (a, r) in enumerate(hours)]
+        if by is None:
+            return result
+
+        def group(key: Any, counts: dict[str, int], times: list[float]) -> dict[str, Any]:
+            decided = counts[APPROVED] + counts[REJECTED]
+            times.sort()
+
+            def rank(q: float) -> float | None:
+                return round(times[min(len(times) - 1, int(q * len(times)))] / 1000, 3) \
+                    if times else None
+
+            return {"key": key, "total": sum(counts.values()), "by_status": counts,
+                    "approval_rate": round(counts[APPROVED] / decided, 4) if decided else None,
+                    "response_time_seconds": {
+                        "avg": round(sum(times) / len(times) / 1000, 3) if times else None,
+                        "p50": rank(0.50), "p95": rank(0.95)}}
+
+        ordered = sorted(groups.items(), key=lambda kv: (-sum(kv[1][0].values()), kv[0]))
+        result["by"] = by
+        result["groups"] = [group(k, c, t) for k, (c, t) in ordered[:self.MAX_GROUPS]]
+        result["groups_truncated"] = len(ordered) > self.MAX_GROUPS
+        return result
 
     # ------------------------------------------------------------ audit
     def audit_list(self, actor: Principal, *, request_id: str | None = None,

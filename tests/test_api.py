@@ -231,6 +231,19 @@ def test_public_endpoints_need_no_key(http, live):
     assert docs.headers["content-type"].startswith("text/html")
     assert "http://" not in docs.text and "https://" not in docs.text  # no CDN
     assert "/openapi.json" in docs.text
+    # Swagger UI's files come from the package itself, licence notice included
+    for src in re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', docs.text):
+        assert http.get(src).status_code == 200, src
+    bundle = http.get("/docs/assets/swagger-ui-bundle.js")
+    assert bundle.headers["content-type"].startswith("text/javascript")
+    assert "SwaggerUIBundle" in bundle.text
+    assert "Apache License" in http.get("/docs/assets/LICENSE").text
+    init = http.get("/docs/assets/docs-init.js").text
+    assert "/openapi.json" in init and "window.location.origin" in init
+    for name in ("VERSION", "..%2Fapproval_api.yaml", "swagger-ui.js.map"):
+        missing = http.get(f"/docs/assets/{name}")
+        assert missing.status_code in (400, 404), name
+        assert missing.headers["content-type"].startswith("application/problem+json")
 
 
 def test_metrics_show_durable_counters_and_http_routes(http, live):

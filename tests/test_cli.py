@@ -152,7 +152,7 @@ def test_deciding_twice_is_a_conflict(cli) -> None:
 def test_several_ids_at_once_report_each(cli) -> None:
     a, b = cli.submit(), cli.submit()
     cli.run("approve", a)
-    result = cli.run("approve", a, b, "zzzzzzzzz")
+    result = cli.run("approve", a, b, "zzzzzzzzz", "--yes")
     assert result.exit_code == 4  # the first failure decides the exit code
     assert "already approved" in result.stderr
     assert f"approved {b}" in result.stderr

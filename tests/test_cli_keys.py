@@ -54,8 +54,8 @@ def test_create_json_carries_the_key(run):
 def test_revoked_key_is_refused_by_the_server(run, make_server, db_url):
     live = make_server() if run.mode == "local" else None
     secret = run("keys", "create", "--name", "temp", "--role", "viewer").stdout.strip()
-    assert run("keys", "revoke", "temp").exit_code == 0
-    again = run("keys", "revoke", "temp")
+    assert run("keys", "revoke", "temp", "--yes").exit_code == 0
+    again = run("keys", "revoke", "temp", "--yes")
     assert again.exit_code == 4 and "already revoked" in again.stderr
     states = {k["name"]: k["state"] for k in json.loads(run("keys", "list", "--json").stdout)}
     assert states["temp"] == "revoked"
@@ -80,7 +80,7 @@ def test_duplicate_name_is_a_conflict_and_unknown_revoke_is_not_found(run):
     run("keys", "create", "--name", "dup", "--role", "user")
     dup = run("keys", "create", "--name", "dup", "--role", "user")
     assert dup.exit_code == 4 and "already exists" in dup.stderr and dup.stdout == ""
-    missing = run("keys", "revoke", "nobody")
+    missing = run("keys", "revoke", "nobody", "--yes")
     assert missing.exit_code == 3 and "no API key named 'nobody'" in missing.stderr
 
 

@@ -25,7 +25,7 @@ from approvalctl.service import ApprovalService
 #: sqlite-utils (only for pending migrations) and pydantic (Typer 0.29+ coerces options with it,
 #: hence the `typer<0.29` bound in pyproject.toml).
 HEAVY = ("sqlite_utils", "httpx", "prometheus_client", "jsonschema", "pydantic", "yaml",
-         "starlette", "uvicorn", "tenacity", "psycopg", "psycopg_pool", "aiosmtpd")
+         "starlette", "uvicorn", "tenacity", "psycopg", "psycopg_pool", "aiosmtpd", "textual")
 
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)", re.M)
 
@@ -101,6 +101,6 @@ def test_bad_integer_options_get_typers_usage_error(db_url, seeded, limit) -> No
 
 def test_several_ids_and_text_options_arrive_intact(db_url, seeded) -> None:
     result = CliRunner().invoke(app, ["--db", db_url, "approve", *seeded, "--note",
-                                      "  spaces kept  ", "--json"])
+                                      "  spaces kept  ", "--json", "--yes"])
     assert result.exit_code == 0, result.output
     assert result.stdout.count('"decision_note": "  spaces kept  "') == 2

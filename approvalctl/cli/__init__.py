@@ -11,6 +11,9 @@ from . import requests  # noqa: F401  (the core verbs first)
 
 # isort: split
 from . import hooks, keys, mcp, migrate, monitoring, notify, rules, server  # noqa: F401
+
+# isort: split
+from . import completion  # noqa: F401  (reads the commands above; last in --help)
 from .app import app
 
 __all__ = ["app", "main"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import typer
+import typer.core
 
 from ..errors import ApprovalctlError, InvalidInput, exit_code
 
@@ -57,6 +58,14 @@ class State:
         self._closers.clear()
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        sys.stdout.write(f"approvalctl {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -68,6 +77,8 @@ def main_options(
         None, "--server", metavar="URL",
         help="Talk to an approvalctl server instead of the database \\[env: APPROVALCTL_SERVER]."
              " The API key comes from APPROVALCTL_API_KEY or the config file."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                 help="Print the version and exit."),
 ) -> None:
     """Put a human operator between AI agents and the risky tool calls they make.
 
@@ -302,10 +313,57 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _late_global(ctx: Any, param: Any, value: str | None) -> None:
+    if value is not None:
+        setattr(state_of(ctx), param.name.removeprefix("global_"), value)
+
+
+class Command(typer.core.TyperCommand):
+    """A Typer command that also accepts the global `--db` and `--server` after its name
+    (`approvalctl list --server URL`), as people type them; given twice, the later wins.
+
+    Click parses the group's options, runs its callback (which makes the `State`), and only
+    then parses the subcommand's, so these callbacks find the state in place.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = {opt for p in self.params for opt in getattr(p, "opts", ())}
+        for flag, metavar, text in (
+                ("--db", "URL|PATH", "Database path or postgresql:// URL (as before the "
+                                     "command)."),
+                ("--server", "URL", "Talk to an approvalctl server (as before the command).")):
+            if flag not in names:
+                self.params.append(typer.core.TyperOption(
+                    param_decls=[flag, f"global_{flag[2:]}"], metavar=metavar, help=text,
+                    hidden=True, expose_value=False, callback=_late_global))
+
+
+def confirm(question: str, yes: bool, what: str, declined: str = "nothing done") -> None:
+    """Ask `question` on a terminal before a destructive or bulk action; `--yes` skips it.
+
+    Off a terminal nothing is asked and nothing is assumed: without `--yes` the action is
+    refused with exit 2 (`what` names it in that one line), as `prune` always did. A "no"
+    exits 1 with nothing done, saying `declined`.
+    """
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InvalidInput(f"{what}: pass --yes to confirm, stdin is not a terminal")
+    if not typer.confirm(question, default=False, err=True):
+        message(declined)
+        raise typer.Exit(1)
+
+
+YES_OPT = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (needed when "
+                                                 "stdin is not a terminal).")
+
+
 def command(typer_app: typer.Typer = app, *args: Any, **kwargs: Any
             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """`@command()` registers a command on `typer_app` with error handling."""
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        kwargs.setdefault("cls", Command)
         typer_app.command(*args, **kwargs)(handles_errors(func))
         return func
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from ..durations import parse_duration
-from .app import app, backend, command, emit, message, print_table
+from .app import YES_OPT, app, backend, command, confirm, emit, message, print_table
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
 
@@ -58,7 +58,13 @@ def list_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 @command(keys_app, "revoke")
 def revoke_cmd(ctx: typer.Context,
-               name: str = typer.Argument(..., help="The key's name.")) -> None:
-    """Revoke an API key: it fails from the very next request."""
+               name: str = typer.Argument(..., help="The key's name."),
+               yes: bool = YES_OPT, as_json: bool = JSON_OPT) -> None:
+    """Revoke an API key: it fails from the very next request. Asks on a terminal; off a
+    terminal it needs --yes."""
+    confirm(f"Revoke API key {name!r}? Whoever holds it is locked out at once.", yes,
+            "revoking an API key")
     backend(ctx).revoke_key(name)
+    if as_json:
+        emit({"name": name, "state": "revoked"})
     message(f"revoked API key {name!r}")

@@ -43,6 +43,13 @@ def _config(ctx: typer.Context) -> Any:
     return cfg
 
 
+def _outcome_dict(outcome: Any) -> dict[str, Any]:
+    """One delivery attempt as JSON: the fields of `worker.Outcome`."""
+    import dataclasses
+
+    return dataclasses.asdict(outcome)
+
+
 def _say(outcome: Any) -> None:
     line = (f"#{outcome.outbox_id} {outcome.event} {outcome.request_id} -> "
             f"{outcome.channel}: {outcome.result} (attempt {outcome.attempts})")
@@ -56,10 +63,14 @@ def run_cmd(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Deliver what is due now, then exit "
                               "(for cron)."),
+    as_json: bool = typer.Option(False, "--json", help="With --once: print the outcomes as "
+                                 "JSON on stdout."),
 ) -> None:
     """Deliver pending notifications: forever (Ctrl-C stops), or once with --once."""
     from ..notify import worker
 
+    if as_json and not once:
+        raise InvalidInput("--json only makes sense with --once")
     store = _store(ctx, "run")
     cfg = _config(ctx)
     if once:
@@ -68,6 +79,8 @@ def run_cmd(
             _say(outcome)
         if report.outcomes:
             message(report.summary())
+        if as_json:
+            emit([_outcome_dict(o) for o in report.outcomes])
         return
     import signal
     import threading
@@ -126,6 +139,7 @@ def retry_cmd(
     outbox_id: int | None = typer.Argument(None, metavar="ID",
                                            help="The outbox row (from notify list)."),
     failed: bool = typer.Option(False, "--failed", help="Retry every dead-lettered row."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Put a dead-lettered notification (or all of them) back in the queue, due now."""
     from ..models import to_iso, utcnow
@@ -136,6 +150,8 @@ def retry_cmd(
     now = to_iso(utcnow())
     if failed:
         n = store.requeue_outbox(now=now)
+        if as_json:
+            emit({"requeued": n})
         message(f"requeued {n} failed notification{'s' if n != 1 else ''}")
         return
     row = store.get_outbox(outbox_id)
@@ -147,6 +163,8 @@ def retry_cmd(
         raise ApprovalConflict(f"notification #{outbox_id} was already sent at "
                                f"{row['sent_at']}", "sent")
     store.requeue_outbox(now=now, outbox_id=outbox_id)
+    if as_json:
+        emit({"requeued": 1, "id": outbox_id})
     message(f"requeued #{outbox_id} ({row['event']} -> {row['channel']}); it goes out with "
             "the next `notify run`")
 
@@ -156,6 +174,7 @@ def test_cmd(
     ctx: typer.Context,
     channel: str = typer.Argument(..., metavar="CHANNEL",
                                   help="slack, email, ntfy, webhook:N (or webhook if only one)."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Send a sample notification on CHANNEL now and report the outcome (exit 0 if sent)."""
     from ..notify import channels, worker
@@ -175,7 +194,12 @@ def test_cmd(
         except channels.DeliveryError as exc:
             kind = "temporary" if exc.transient else "permanent"
             message(f"error: {channel}: not delivered ({kind} failure): {exc.detail}")
+            if as_json:
+                emit({"channel": channel, "delivered": False, "transient": exc.transient,
+                      "error": exc.detail})
             raise typer.Exit(6 if exc.transient else 1) from None
+    if as_json:
+        emit({"channel": channel, "delivered": True, "transient": None, "error": None})
     message(f"{channel}: sample notification delivered")
 
 

@@ -14,9 +14,11 @@ from ..digest import short as short_digest
 from ..durations import format_duration, parse_duration
 from ..errors import ApprovalctlError, InvalidInput, exit_code
 from .app import (
+    YES_OPT,
     app,
     backend,
     command,
+    confirm,
     emit,
     message,
     parse_json_object,
@@ -129,11 +131,16 @@ def list_cmd(
                                help="pending, approved, rejected, expired, cancelled or all."),
     tool: str | None = typer.Option(None, "--tool", help="Only this tool."),
     user: str | None = typer.Option(None, "--user", help="Only requests by this user."),
+    risk: str | None = typer.Option(None, "--risk", help="Only this risk: low, medium or "
+                                                         "high."),
+    since: str | None = typer.Option(None, "--since", metavar="DURATION",
+                                     help="Only requests created this recently, e.g. 24h."),
     limit: int = typer.Option(50, "--limit", help="At most this many rows (1-1000)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """List requests: pending oldest first; other statuses newest first."""
-    page = backend(ctx).list(status=status, tool_name=tool, user_id=user, limit=limit)
+    page = backend(ctx).list(status=status, tool_name=tool, user_id=user, limit=limit,
+                             risk=risk, since_seconds=_seconds(since, "--since"))
     if as_json:
         emit([r.to_dict() for r in page.items])
         return
@@ -185,8 +192,16 @@ def show_cmd(
     print_table(["FIELD", "VALUE"], rows)
 
 
-def _decide_many(ids: list[str], past: str, call: Any, as_json: bool) -> None:
-    """Decide each id; report each; exit with the first failure's code."""
+def _decide_many(ids: list[str], past: str, call: Any, as_json: bool, yes: bool,
+                 verb: str) -> None:
+    """Decide each id; report each; exit with the first failure's code.
+
+    More than one id is a bulk action: asked on a terminal, refused off one without --yes.
+    """
+    if len(ids) > 1:
+        noun = {"approve": "approval", "reject": "rejection", "cancel": "cancellation"}[verb]
+        confirm(f"{verb.capitalize()} {len(ids)} requests ({', '.join(ids)})?", yes,
+                f"{noun} of {len(ids)} requests at once")
     done, first_error = [], None
     for rid in ids:
         try:
@@ -217,7 +232,7 @@ def approve_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                 always: bool = typer.Option(False, "--always", help="Also add an allow rule "
                                             "for exactly this tool with exactly these "
                                             "arguments (named always-ID)."),
-                as_json: bool = JSON_OPT) -> None:
+                yes: bool = YES_OPT, as_json: bool = JSON_OPT) -> None:
     """Approve pending requests."""
     be = backend(ctx)
 
@@ -229,25 +244,25 @@ def approve_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                 "arguments is allowed from now on")
         return req
 
-    _decide_many(ids, "approved", approve, as_json)
+    _decide_many(ids, "approved", approve, as_json, yes, "approve")
 
 
 @command(app, "reject")
 def reject_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                reason: str | None = typer.Option(None, "--reason", help="Why, for the record."),
-               as_json: bool = JSON_OPT) -> None:
+               yes: bool = YES_OPT, as_json: bool = JSON_OPT) -> None:
     """Reject pending requests."""
     be = backend(ctx)
     _decide_many(ids, "rejected",
-                 lambda rid: be.decide(rid, "reject", reason), as_json)
+                 lambda rid: be.decide(rid, "reject", reason), as_json, yes, "reject")
 
 
 @command(app, "cancel")
 def cancel_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
-               as_json: bool = JSON_OPT) -> None:
+               yes: bool = YES_OPT, as_json: bool = JSON_OPT) -> None:
     """Withdraw pending requests."""
     be = backend(ctx)
-    _decide_many(ids, "cancelled", lambda rid: be.cancel(rid), as_json)
+    _decide_many(ids, "cancelled", lambda rid: be.cancel(rid), as_json, yes, "cancel")
 
 
 @command(app, "consume")
@@ -344,10 +359,17 @@ def stats_cmd(
     ctx: typer.Context,
     since: str = typer.Option("24h", "--since", metavar="DURATION",
                               help="Window of request creation times."),
+    by: str | None = typer.Option(None, "--by", metavar="tool|user|risk",
+                                  help="Break the figures down by tool, user or risk."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Counts by status, approval and rejection rate, response times, oldest pending."""
-    data = backend(ctx).stats(_seconds(since, "--since"))
+    """Counts by status, approval and rejection rate, response times, oldest pending; on a
+    terminal also the response-time distribution and the last 24 h of decisions as charts."""
+    window = _seconds(since, "--since")
+    if as_json and by is None:  # the plain figures need no pass over the window's rows
+        emit(backend(ctx).stats(window))
+        return
+    data = backend(ctx).stats_detail(window, by)
     if as_json:
         emit(data)
         return
@@ -364,6 +386,63 @@ def stats_cmd(
                                                         for k in ("avg", "p50", "p95"))],
              ["oldest pending", format_duration(data["oldest_pending_age_seconds"])]]
     print_table(["STAT", "VALUE"], rows)
+    from .charts import print_charts
+
+    if by is not None:
+        print()
+        shown = data["groups"][:20]
+        print_table([by.upper(), "TOTAL", "APPROVED", "REJECTED", "PENDING", "APPROVAL RATE",
+                     "RESPONSE AVG / P50 / P95"],
+                    [[g["key"], g["total"], g["by_status"]["approved"],
+                      g["by_status"]["rejected"], g["by_status"]["pending"],
+                      pct(g["approval_rate"]),
+                      " / ".join(format_duration(g["response_time_seconds"][k])
+                                 for k in ("avg", "p50", "p95"))] for g in shown])
+        if len(data["groups"]) > len(shown) or data["groups_truncated"]:
+            message(f"showing the {len(shown)} largest groups; --json has "
+                    f"{len(data['groups'])}")
+    print_charts(data)
+
+
+@command(app, "review")
+def review_cmd(ctx: typer.Context) -> None:
+    """Work the queue full-screen: pending requests oldest first, refreshed every second;
+    open one to see everything before deciding. Keys: Enter open · a approve · A approve and
+    always allow these exact arguments · r reject (asks for a reason) · c cancel · s skip to
+    the next · Esc back to the queue · q or Ctrl-C quit. Decisions are made only in a
+    request's own screen, on the request shown. Needs a terminal (exit 2 without one)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise InvalidInput("review is interactive and needs a terminal; use list/approve/"
+                           "reject from scripts")
+    from .review import build_app
+
+    build_app(backend(ctx)).run()
+
+
+@command(app, "watch")
+def watch_cmd(
+    ctx: typer.Context,
+    status: str = typer.Option("pending", "--status",
+                               help="pending, approved, rejected, expired, cancelled or all."),
+    tool: str | None = typer.Option(None, "--tool", help="Only this tool."),
+    user: str | None = typer.Option(None, "--user", help="Only requests by this user."),
+    bell: bool = typer.Option(False, "--bell", help="Ring the terminal bell (and notify-send, "
+                              "when installed) on each new high-risk request."),
+) -> None:
+    """Watch the queue live, read-only, redrawn every second until Ctrl-C (at most the
+    first 200 rows: pending oldest first, other statuses newest first)."""
+    from .review import pending_source
+    from .watch import WATCH_LIMIT, run
+
+    be = backend(ctx)
+    read = pending_source(be, WATCH_LIMIT, status=status, tool=tool, user=user)
+    read()  # a bad filter or an unreachable server: one line and its exit code, at once
+    what = f"{'all' if status == 'all' else status} requests" + \
+        (f", tool {tool}" if tool else "") + (f", user {user}" if user else "")
+    try:
+        run(read, what=render.plain(what), bell=bell)
+    except KeyboardInterrupt:
+        return
 
 
 audit_app = typer.Typer(help="The audit trail and its integrity check.", no_args_is_help=True)
@@ -442,7 +521,7 @@ def prune_cmd(
                                    help="Delete final requests created and decided longer "
                                         "ago than this (at least 1d), e.g. 90d."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count only; delete nothing."),
-    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    yes: bool = YES_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Delete old decided requests and their notification rows (admin). Audit rows stay:
@@ -458,12 +537,11 @@ def prune_cmd(
         plan = api.prune(seconds, dry_run=True)
         if not plan["requests"]:
             result = {**plan, "dry_run": False}  # nothing to ask about
-        elif not typer.confirm(f"Delete {plan['requests']} decided request"
-                               f"{'s' if plan['requests'] != 1 else ''} created before "
-                               f"{plan['cutoff']} and {plan['outbox']} notification rows?",
-                               default=False, err=True):
-            message("nothing deleted")
-            raise typer.Exit(1)
+        else:
+            confirm(f"Delete {plan['requests']} decided request"
+                    f"{'s' if plan['requests'] != 1 else ''} created before "
+                    f"{plan['cutoff']} and {plan['outbox']} notification rows?", yes,
+                    "prune deletes requests", "nothing deleted")
     if result is None:
         result = api.prune(seconds, dry_run=dry_run)
     if as_json:

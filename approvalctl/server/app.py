@@ -446,13 +446,14 @@ class Api:
         # like a point read and saves the hop to the database thread.
         # Filtered or big pages may scan many rows and stay off the loop; so do the pages of
         # callers who only see their own requests (the service filters those by user).
-        small = "tool_name" not in q and "user_id" not in q and \
+        small = not {"tool_name", "user_id", "risk", "since"} & set(q) and \
             q.get("limit", 50) <= INLINE_PAGE and rbac.sees_all(call.principal)
         page = await (self.read if small else self.run)(
                               self.service.list, call.principal,
                               status=q.get("status", PENDING), tool_name=q.get("tool_name"),
                               user_id=q.get("user_id"), limit=q.get("limit", 50),
-                              cursor=q.get("cursor"))
+                              cursor=q.get("cursor"), risk=q.get("risk"),
+                              since_seconds=int(q["since"]) if "since" in q else None)
         return self._page_response(page, q.get("status", PENDING))
 
     def _page_response(self, page: Any, status: str) -> Response:
@@ -481,7 +482,11 @@ class Api:
 
     async def stats(self, call: Call) -> Response:
         since = int(call.query.get("since", "86400"))
-        return json_response(await self.run(self.service.stats, call.principal, since))
+        by = call.query.get("by")
+        if by is None and call.query.get("charts", "false") == "false":
+            return json_response(await self.run(self.service.stats, call.principal, since))
+        return json_response(await self.run(self.service.stats_detail, call.principal, since,
+                                            by))
 
     async def get(self, call: Call) -> Response:
         if self.inline_reads:
@@ -726,6 +731,16 @@ class Api:
     async def docs(self, call: Call) -> Response:
         return Response(DOCS_HTML, media_type="text/html")
 
+    async def docs_asset(self, call: Call) -> Response:
+        from .docs import asset
+
+        found = asset(call.path["name"])
+        if found is None:
+            return problem(404, "Not found", "no such /docs asset")
+        body, media_type = found
+        return Response(body, headers={"Content-Type": media_type,
+                                       "Cache-Control": "public, max-age=3600"})
+
     # ---- housekeeping in the background
     def housekeeping(self) -> None:
         """Expire overdue requests, write buffered counters, drop old idempotency keys."""
@@ -764,6 +779,7 @@ class Api:
             self.endpoint("/openapi.json", {"GET": self.openapi}),
             self.endpoint("/docs", {"GET": self.docs}),
             *LinkPages(self).routes(),  # decision links (server/links.py)
+            self.endpoint("/docs/assets/{name}", {"GET": self.docs_asset}),
         ]
 
 

@@ -526,13 +526,18 @@ class SQLStore(OutboxQueries):
         return [r[0] for r in rows]
 
     def list_requests(self, *, status: str | None, tool_name: str | None, user_id: str | None,
-                      after: str | None, descending: bool, limit: int
+                      after: str | None, descending: bool, limit: int,
+                      risk: str | None = None, created_since: str | None = None
                       ) -> list[ApprovalRequest]:
         where, params = [], []
-        for col, value in (("status", status), ("tool_name", tool_name), ("user_id", user_id)):
+        for col, value in (("status", status), ("tool_name", tool_name), ("user_id", user_id),
+                           ("risk", risk)):
             if value is not None:
                 where.append(f"{col} = ?")
                 params.append(value)
+        if created_since is not None:
+            where.append("created_at >= ?")
+            params.append(created_since)
         if after is not None:
             where.append("id < ?" if descending else "id > ?")
             params.append(after)
@@ -578,6 +583,24 @@ class SQLStore(OutboxQueries):
                                 "ORDER BY id LIMIT 1", (PENDING,)).fetchone()
         return {"by_status": by_status, "decided": n, "avg_ms": avg, **percentiles,
                 "oldest_pending_created_at": oldest[0] if oldest else None}
+
+    #: `stats --by` groups: the group name -> its column (never user text in the SQL)
+    STATS_GROUPS = {"tool": "tool_name", "user": "user_id", "risk": "risk"}
+
+    def stats_rows(self, since: str, by: str | None) -> list[tuple[Any, ...]]:
+        """(group value or None, status, response_ms, decided_at) of every request created
+        at or after `since`, for breakdowns and charts.
+
+        A range walk along the created_at index: the cost follows the window, not the table.
+        Grouping happens in the caller; a GROUP BY here would sort every row of the window.
+        Raises KeyError for an unknown `by`.
+        """
+        col = "NULL" if by is None else self.STATS_GROUPS[by]
+        with self._read() as cur:
+            return [tuple(r) for r in self._exec(
+                cur, f"SELECT {col}, status, response_ms, decided_at FROM requests"
+                + self._use_index("requests_created_stats")
+                + " WHERE created_at >= ?", (since,)).fetchall()]
 
     def queue_gauges(self) -> tuple[int, str | None]:
         """(number of pending requests, created_at of the oldest) for the gauges."""
