@@ -7,6 +7,7 @@ the notification outbox. The CLI and the HTTP server call this and nothing below
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
 import json
@@ -14,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 from . import audit, counters, keys, policy, rbac
 from .config import Settings
@@ -50,7 +51,7 @@ from .models import (
     to_iso,
     utcnow,
 )
-from .store import SQLStore
+from .store import Store
 
 MAX_TOOL_NAME = 200
 MAX_TEXT = 4000
@@ -73,7 +74,7 @@ KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 
 
 class ApprovalService:
-    def __init__(self, store: SQLStore, settings: Settings | None = None, *,
+    def __init__(self, store: Store, settings: Settings | None = None, *,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.settings = settings or Settings()
@@ -169,7 +170,7 @@ class ApprovalService:
         return policy.evaluate(self.store.list_rules(), tool_name, arguments)
 
     def _policy_decision(self, actor: Principal, req: ApprovalRequest, detail: dict[str, Any],
-                         action: str, rule: dict[str, Any] | None) -> list[Change]:
+                         action: str, rule: dict[str, Any] | None) -> builtins.list[Change]:
         """Create `req` already decided by a rule (or by the `deny` default): two audit rows,
         the create and the decision by `policy:NAME`, counted like a person's decision but
         outside the response-time histogram, and without notifications (nobody has to
@@ -370,7 +371,7 @@ class ApprovalService:
 
         return change
 
-    def sweep(self, actor: Principal | None = None) -> list[str]:
+    def sweep(self, actor: Principal | None = None) -> builtins.list[str]:
         """Expire every overdue pending request; safe to run anywhere, at any rate."""
         if actor is not None:
             rbac.require(actor, rbac.SWEEP, "sweep expired requests")
@@ -501,7 +502,7 @@ class ApprovalService:
 
     # ------------------------------------------------------------ audit
     def audit_list(self, actor: Principal, *, request_id: str | None = None,
-                   limit: int | None = None) -> list[dict[str, Any]]:
+                   limit: int | None = None) -> builtins.list[dict[str, Any]]:
         rbac.require(actor, rbac.AUDIT, "read the audit trail")
         if request_id:
             request_id = self.resolve(actor, request_id).id
@@ -511,7 +512,7 @@ class ApprovalService:
             row["detail"] = json.loads(row["detail"])
         return rows
 
-    def audit_verify(self, actor: Principal, anchors: list[str] | tuple[str, ...] = ()
+    def audit_verify(self, actor: Principal, anchors: builtins.list[str] | tuple[str, ...] = ()
                      ) -> audit.VerifyResult:
         """The chain, each anchor (`SEQ:HASH` as `audit anchor` prints it) and every
         request row against its last audit row; the first problem found is named."""
@@ -562,7 +563,7 @@ class ApprovalService:
         return {"cutoff": cutoff, "dry_run": dry_run, "requests": n, "outbox": m}
 
     # ------------------------------------------------------------ policy rules
-    def list_rules(self, actor: Principal) -> list[dict[str, Any]]:
+    def list_rules(self, actor: Principal) -> builtins.list[dict[str, Any]]:
         """The policy rules in evaluation order."""
         rbac.require(actor, rbac.MANAGE_RULES, "read policy rules")
         return [policy.ordered(r) for r in self.store.list_rules()]
@@ -610,7 +611,7 @@ class ApprovalService:
         return policy.ordered(removed[-1])
 
     def import_rules(self, actor: Principal, rules: Any, *, replace: bool = False
-                     ) -> list[dict[str, Any]]:
+                     ) -> builtins.list[dict[str, Any]]:
         """Append `rules` (or with `replace`, make them the whole policy) all at once. Any
         error refuses the whole import, and the InvalidInput lists every error, one a line."""
         rbac.require(actor, rbac.MANAGE_RULES, "change policy rules")
@@ -641,7 +642,7 @@ class ApprovalService:
         if not isinstance(arguments, dict):
             raise InvalidInput(f"arguments must be a JSON object, not {_json_type(arguments)}")
         tool_name = _text(tool_name, "tool_name", required=True, limit=MAX_TOOL_NAME)
-        rule = self._policy_for(tool_name, arguments)  # type: ignore[arg-type]
+        rule = self._policy_for(tool_name, arguments)
         return {"tool_name": tool_name, "action": rule["action"] if rule
                 else self.settings.policy_default, "rule": rule["name"] if rule else None}
 
@@ -668,7 +669,7 @@ class ApprovalService:
         """A new key: returns the secret (shown once, never stored) and its public record."""
         rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
         name = _text(name, "key name", required=True, limit=100)
-        if not KEY_NAME.fullmatch(name):  # type: ignore[arg-type]
+        if not KEY_NAME.fullmatch(name):
             raise InvalidInput(f"invalid key name {name!r}: use letters, digits and _ . @ -, "
                                "starting with a letter or digit")
         if role not in rbac.ROLES:
@@ -684,7 +685,7 @@ class ApprovalService:
         self.store.insert_key(row, (counters.ROLE_ASSIGNMENTS, counters.labels(role=role), 1))
         return secret, _public_key(row)
 
-    def list_keys(self, actor: Principal) -> list[dict[str, Any]]:
+    def list_keys(self, actor: Principal) -> builtins.list[dict[str, Any]]:
         rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
         now = to_iso(self.clock())
         return [_public_key(k, now) for k in self.store.list_keys()]
@@ -754,6 +755,10 @@ def _checked_rule(rule: Any) -> dict[str, Any]:
         raise InvalidInput(str(exc)) from None
 
 
+@overload
+def _text(value: Any, what: str, *, required: Literal[True], limit: int) -> str: ...
+@overload
+def _text(value: Any, what: str, *, required: bool = False, limit: int) -> str | None: ...
 def _text(value: Any, what: str, *, required: bool = False, limit: int) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip() and not required):
         if required:
