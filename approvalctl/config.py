@@ -15,6 +15,7 @@ setting is one line in `SCHEMA["properties"]`; its value is then `Settings.get(k
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,7 +260,7 @@ class Settings:
 
     @classmethod
     def load(cls, *, db: str | None = None, server: str | None = None,
-             env: dict[str, str] | None = None, file: dict[str, Any] | None = None
+             env: Mapping[str, str] | None = None, file: dict[str, Any] | None = None
              ) -> Settings:
         env = os.environ if env is None else env
         path = config_path()
@@ -302,7 +303,8 @@ class Settings:
             # A file was checked when read; this covers Settings built in code.
             validate_config({"notifications": n})
             self._notifications_checked = True
-        targets = [(name, n[name]) for name in ("slack", "email") if name in n]
+        targets: list[tuple[str, Any]] = [
+            (name, n[name]) for name in ("slack", "email") if name in n]
         targets += [(f"webhook:{i}", hook) for i, hook in enumerate(n.get("webhooks") or [])]
         return [name for name, conf in targets if event in conf["events"]]
 

@@ -436,9 +436,9 @@ def catalogue() -> list[MetricInfo]:
     for metric in (HTTP_REQUESTS, HTTP_LATENCY):
         for fam in metric.describe():
             name = fam.name + "_total" if fam.type == "counter" else fam.name
-            values = {"le": tuple(floatToGoString(b) for b in HTTP_BUCKETS) + ("+Inf",)} \
+            buckets = {"le": tuple(floatToGoString(b) for b in HTTP_BUCKETS) + ("+Inf",)} \
                 if fam.type == "histogram" else {}
-            out.append(MetricInfo(name, fam.type, fam.documentation, HTTP_LABELS, values,
+            out.append(MetricInfo(name, fam.type, fam.documentation, HTTP_LABELS, buckets,
                                   source="http"))
     for fam in BUILD.describe():
         out.append(MetricInfo(fam.name, "gauge", fam.documentation, ("version",),

@@ -146,7 +146,8 @@ class ApprovalRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ApprovalRequest:
-        return cls(**{k: data.get(k) for k in cls.FIELDS})
+        values: dict[str, Any] = {k: data.get(k) for k in cls.FIELDS}
+        return cls(**values)
 
 
 @dataclass

@@ -91,6 +91,7 @@ def _copy(store: Any, to: str, *, resume: bool, dry_run: bool, batch: int,
         raise VerificationFailed("copy verification failed: " + "; ".join(problems)
                                  + " (was the source written to during the copy? stop every "
                                  "writer, empty the target and copy again)")
+    assert report.audit is not None  # else problems() named the missing check above
     copied = sum(t.copied for t in report.tables)
     message(f"copied {copied} rows to {report.target}"
             + (" (resumed)" if report.resumed else "")

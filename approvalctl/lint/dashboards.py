@@ -311,7 +311,7 @@ def _variables(dash: dict[str, Any], add, cat: Catalogue, queries: Queries
                 continue
             for rule, sev, msg in check_tree(tree, cat):
                 add(rule, sev, loc, msg)
-            if "label" in m.groupdict():
+            if m is not None and "label" in m.groupdict():
                 label = m.group("label")
                 for node, _ in walk(tree):
                     if kind_of(node) != "VectorSelector":

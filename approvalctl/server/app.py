@@ -18,7 +18,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import timedelta
@@ -73,7 +73,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None,
+def problem(status: int, title: str, detail: str, *, headers: Mapping[str, str] | None = None,
             **extra: Any) -> Response:
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     data = {"type": f"urn:approvalctl:problem:{slug}", "title": title, "status": status,
@@ -442,7 +442,8 @@ class Api:
         budget = self.max_response_bytes
         if budget is None or len(body) <= budget:  # the usual case: one encoding
             return Response(body, media_type="application/json")
-        parts, size = [], 0
+        parts: list[bytes] = []
+        size = 0
         for item in items:
             part = _encode(item).encode()
             if parts and size + len(part) > budget:
@@ -721,7 +722,7 @@ def create_app(store: Any, settings: Settings | None = None, *, background: bool
     api = Api(store, settings)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = None
         if background:
             task = asyncio.create_task(_housekeeping_loop(api, sweep_interval))
