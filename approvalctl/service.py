@@ -697,6 +697,44 @@ class ApprovalService:
         if not self.store.revoke_key(name, to_iso(self.clock())):
             raise ApprovalConflict(f"API key {name!r} is already revoked")
 
+    # ---- the notification outbox and the schema (local faces: `notify`, `migrate --list`)
+    def list_outbox(self, actor: Principal, *, status: str | None = None,
+                    limit: int = 100) -> builtins.list[dict[str, Any]]:
+        """Outbox rows newest first (each carries its request's snapshot, so reading them
+        needs read_all). InvalidInput for an unknown `status` or `limit` outside 1-10000."""
+        from .store.outbox import OUTBOX_STATUSES
+
+        rbac.require(actor, rbac.READ_ALL, "read the notification outbox")
+        if status is not None and status not in OUTBOX_STATUSES:
+            raise InvalidInput(f"unknown status {status!r}: expected one of "
+                               f"{', '.join(OUTBOX_STATUSES)}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10000:
+            raise InvalidInput(f"limit must be between 1 and 10000, got {limit}")
+        return self.store.list_outbox(status=status, limit=limit)
+
+    def retry_notification(self, actor: Principal, outbox_id: int | None = None
+                           ) -> dict[str, Any] | int:
+        """Make one outbox row (failed or pending) due now and return it, or with no
+        `outbox_id` every failed row, returning how many. Operators may (as they may
+        sweep). NotFound for no such row; ApprovalConflict for a row already sent."""
+        rbac.require(actor, rbac.SWEEP, "retry notifications")
+        now = to_iso(self.clock())
+        if outbox_id is None:
+            return self.store.requeue_outbox(now=now)
+        row = self.store.get_outbox(outbox_id)
+        if row is None:
+            raise NotFound(f"no notification #{outbox_id} in the outbox")
+        if row["status"] == "sent":
+            raise ApprovalConflict(f"notification #{outbox_id} was already sent at "
+                                   f"{row['sent_at']}", "sent")
+        self.store.requeue_outbox(now=now, outbox_id=outbox_id)
+        return row
+
+    def migration_state(self, actor: Principal) -> builtins.list[dict[str, str | None]]:
+        """Every schema migration with `name` and `applied_at` (None when pending)."""
+        rbac.require(actor, rbac.STATS, "read the schema state")
+        return self.store.migration_state()
+
     def authenticate(self, secret: str | None) -> Principal:
         """The principal of an API key; Unauthenticated for anything else."""
         return self.principal_of(self.well_formed_key(secret))

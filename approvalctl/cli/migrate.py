@@ -9,7 +9,16 @@ from typing import Any
 import typer
 
 from ..errors import InvalidInput
-from .app import app, command, emit, local_service, message, print_table, state_of
+from .app import (
+    app,
+    command,
+    emit,
+    local_principal,
+    local_service,
+    message,
+    print_table,
+    state_of,
+)
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
 
@@ -41,7 +50,7 @@ def migrate_cmd(
     if to is not None:
         _copy(store, to, resume=resume, dry_run=dry_run, batch=batch, as_json=as_json)
         return
-    rows = store.migration_state()
+    rows = local_service(ctx).migration_state(local_principal(ctx))
     if as_json:
         emit(rows)
     elif show_list:

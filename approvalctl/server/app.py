@@ -6,6 +6,11 @@ errors into `application/problem+json`. Who may do what is decided by the servic
 here. The service's calls are synchronous database work, so they run off the event loop
 (changes on the database thread of dbthread.py, point reads inline on SQLite) and the loop
 stays free for long-polls.
+
+Where this module reaches the store without the service, on purpose (docs/design.md section
+2): `/metrics` and `/healthz` (no principal; a scrape bumps no counter), and the background
+`housekeeping` (counter flush and idempotency-key purge are the process's own bookkeeping).
+The long-poll's status re-read is a known gap, left to its rewrite.
 """
 
 from __future__ import annotations
