@@ -102,12 +102,9 @@ class Client:
     @staticmethod
     def _id(id_or_prefix: str) -> str:
         """The id as a path segment; refused here, as the service would, if it cannot be one."""
-        from .models import normalise_id
+        from .models import id_prefix
 
-        prefix = normalise_id(str(id_or_prefix))
-        if not prefix or len(prefix) > 26 or not prefix.isalnum():
-            raise errors.InvalidInput(f"invalid request id {id_or_prefix!r}")
-        return quote(prefix, safe="")
+        return quote(id_prefix(id_or_prefix), safe="")
 
     # ---- requests
     def create(self, tool_name: str, arguments: dict[str, Any] | None = None, *,

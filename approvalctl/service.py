@@ -46,8 +46,8 @@ from .models import (
     Principal,
     can_transition,
     from_iso,
+    id_prefix,
     new_id,
-    normalise_id,
     to_iso,
     utcnow,
 )
@@ -208,9 +208,7 @@ class ApprovalService:
         """The request with this id or unique id prefix, if the actor may see it."""
         if not rbac.allowed(actor, rbac.READ_OWN):
             raise Forbidden(f"role '{actor.role}' may not read approval requests")
-        prefix = normalise_id(str(id_or_prefix))
-        if not prefix or len(prefix) > 26 or not prefix.isalnum():
-            raise InvalidInput(f"invalid request id {id_or_prefix!r}")
+        prefix = id_prefix(id_or_prefix)
         req = self.store.get(prefix) if len(prefix) == 26 else None
         if req is None:
             # A caller who sees only their own requests resolves among those alone: an
@@ -279,10 +277,16 @@ class ApprovalService:
             return done
         req = self.resolve(actor, id_or_prefix)
         note = _text(note, "note", limit=MAX_TEXT)
-        if req.user_id == actor.name and not self.settings.allow_self_approval:
+        if req.user_id == self._barred_from_own(actor):
             raise Forbidden(f"'{actor.name}' cannot {action} their own request {req.id} "
                             "(set allow_self_approval: true in the config to permit it)")
         return self._finish(actor, req, ACTIONS[action], action, note)
+
+    def _barred_from_own(self, actor: Principal) -> str | None:
+        """The self-approval rule, once: the name whose own requests `actor` may not decide
+        (theirs), or None where `allow_self_approval` permits it. The step-by-step path
+        checks it; the one-statement path hands it to the store's compare-and-set."""
+        return None if self.settings.allow_self_approval else actor.name
 
     def _decide_at_once(self, actor: Principal, id_or_prefix: str, target: str, action: str,
                         note: str | None) -> ApprovalRequest | None:
@@ -290,8 +294,11 @@ class ApprovalService:
         may decide. None for anything else (a prefix, a bad note, a request that is not
         pending, someone's own request): the step-by-step path below then finds the exact
         answer. Deciders see every request, so there is no visibility check to skip."""
-        rid = normalise_id(str(id_or_prefix))
-        if len(rid) != 26 or not rid.isalnum():
+        try:
+            rid = id_prefix(id_or_prefix)
+        except InvalidInput:
+            return None
+        if len(rid) != 26:
             return None
         try:
             note = _text(note, "note", limit=MAX_TEXT)
@@ -302,7 +309,7 @@ class ApprovalService:
         now = self.clock()
         return self.store.transition(
             rid, target, to_iso(now), actor.name, note, timed=True,
-            not_user=None if self.settings.allow_self_approval else actor.name,
+            not_user=self._barred_from_own(actor),
             change_for=self._decision(actor, target, action, note),
             use_within=self._use_within(target))
 

@@ -28,7 +28,7 @@ from ..models import (
     from_iso,
     to_iso,
 )
-from .outbox import OutboxQueries
+from .outbox import OUTBOX_FIELDS, OutboxQueries
 
 Counter = counters.Counter  # the class body's `counters` method hides the module
 
@@ -42,9 +42,7 @@ AUDIT_COLUMNS = ("seq", "at", "actor", "action", "request_id", "from_status", "t
                  "detail", "prev_hash", "hash", "format", "digest", "state")
 KEY_COLUMNS = ("name", "key_id", "secret_hash", "role", "created_at", "created_by",
                "expires_at", "revoked_at", "last_used_at")
-OUTBOX_COLUMNS = ("id", "event", "channel", "request_id", "payload", "status", "attempts",
-                  "next_attempt_at", "claimed_until", "last_error", "created_at", "sent_at",
-                  "audit_seq", "audit_hash")
+OUTBOX_COLUMNS = OUTBOX_FIELDS  # declared once, beside the outbox queries
 #: Every table `migrate --to` copies, in an order that respects references, with its key.
 TABLES = {
     "requests": ("id", REQUEST_COLUMNS + ("response_ms",)),
