@@ -53,3 +53,36 @@ def test_outbox_columns_are_declared_once_and_match_the_table(store, raw_db) -> 
     assert sql.TABLES["outbox"][1] is outbox.OUTBOX_FIELDS
     cur = raw_db.execute("SELECT * FROM outbox WHERE 1 = 0")
     assert sorted(d[0] for d in cur.description) == sorted(outbox.OUTBOX_FIELDS)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"quotas": {"max_waits": 2.5}}, "config: quotas.max_waits must be a whole number, got 2.5"),
+    ({"quotas": {"create_rate": True}}, "config: quotas.create_rate must be a number greater "
+                                        "than zero (or null for no limit), got True"),
+    ({"http_limits": {"max_headers": False}}, "config: http_limits.max_headers must be a "
+                                              "number greater than zero, got False"),
+    ({"http_limits": {"keep_alive_timeout": "soon"}}, "config: http_limits.keep_alive_timeout: "
+                                                      "'soon' is not a duration (e.g. 30s, 5m, "
+                                                      "or seconds)"),
+    ({"quotas": []}, "config: quotas must be a mapping of limits, got []"),
+])
+def test_limits_are_validated_by_the_one_config_schema(data, message) -> None:
+    from approvalctl.config import validate_config
+
+    with pytest.raises(InvalidInput) as info:
+        validate_config(data)
+    assert str(info.value) == message
+
+
+def test_limits_py_only_builds_what_the_schema_allows() -> None:
+    from approvalctl.config import validate_config
+    from approvalctl.limits import http_limits_from, quotas_from
+
+    validate_config({"quotas": {"max_pending": False, "max_waits": 3.0},
+                     "http_limits": {"header_timeout": "2m"}})
+    quotas = quotas_from({"max_pending": False, "max_waits": 3.0})
+    assert (quotas.max_pending, quotas.max_waits) == (None, 3)
+    assert isinstance(quotas.max_waits, int)
+    assert http_limits_from({"header_timeout": "2m"}).header_timeout == 120.0
+    with pytest.raises(InvalidInput, match="quotas.max_waits must be a whole number"):
+        quotas_from({"max_waits": 2.5})  # settings built in code are checked the same way
