@@ -9,16 +9,7 @@ from typing import Any
 import typer
 
 from ..errors import InvalidInput
-from .app import (
-    app,
-    command,
-    emit,
-    local_principal,
-    local_service,
-    message,
-    print_table,
-    state_of,
-)
+from .app import app, command, emit, local_service, message, print_table, state_of
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
 
@@ -50,6 +41,8 @@ def migrate_cmd(
     if to is not None:
         _copy(store, to, resume=resume, dry_run=dry_run, batch=batch, as_json=as_json)
         return
+    from .app import local_principal
+
     rows = local_service(ctx).migration_state(local_principal(ctx))
     if as_json:
         emit(rows)

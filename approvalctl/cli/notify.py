@@ -11,16 +11,7 @@ import typer
 
 from .. import render
 from ..errors import InvalidInput
-from .app import (
-    app,
-    command,
-    emit,
-    local_principal,
-    local_service,
-    message,
-    print_table,
-    state_of,
-)
+from .app import app, command, emit, local_service, message, print_table, state_of
 
 notify_app = typer.Typer(help="Slack, e-mail and webhook notifications (the outbox worker).",
                          no_args_is_help=True)
@@ -113,6 +104,8 @@ def list_cmd(
     as_json: bool = JSON_OPT,
 ) -> None:
     """List outbox rows, newest first."""
+    from .app import local_principal
+
     rows = _service(ctx, "list").list_outbox(local_principal(ctx), status=status, limit=limit)
     if as_json:
         emit([{k: r[k] for k in LIST_FIELDS} for r in rows])
@@ -138,6 +131,8 @@ def retry_cmd(
     """Put a dead-lettered notification (or all of them) back in the queue, due now."""
     if (outbox_id is None) == (not failed):
         raise InvalidInput("give either an outbox ID or --failed")
+    from .app import local_principal
+
     done = _service(ctx, "retry").retry_notification(local_principal(ctx), outbox_id)
     if isinstance(done, int):
         message(f"requeued {done} failed notification{'s' if done != 1 else ''}")

@@ -371,13 +371,7 @@ class SQLStore(OutboxQueries):
             params = (to_status, at, decided_by, note, use_by) + ((at,) if timed else ()) + (
                 request_id, PENDING, at) + ((not_user,) if not_user else ())
             row = self._exec(cur, sql, params).fetchone()
-            if row is None:
-                return None
-            req = request_from_row(row)
-            change = seal(change_for(req), row, req)
-            self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
-                                 if change.outbox else {})
-        return req
+            return self._record_row_change(cur, row, change_for)
 
     def expire_one(self, request_id: str, at: str,
                    change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
@@ -390,13 +384,7 @@ class SQLStore(OutboxQueries):
                              "AND status = ? AND expires_at <= ? RETURNING "
                              + ", ".join(REQUEST_COLUMNS),
                              (EXPIRED, at, request_id, PENDING, at)).fetchone()
-            if row is None:
-                return None
-            req = request_from_row(row)
-            change = seal(change_for(req), row, req)
-            self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
-                                 if change.outbox else {})
-        return req
+            return self._record_row_change(cur, row, change_for)
 
     def consume(self, request_id: str, digest: str, at: str,
                 change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
@@ -413,6 +401,19 @@ class SQLStore(OutboxQueries):
                 return None
             req = request_from_row(row)
             self._append_changes(cur, [seal(change_for(req), row, req)], {})
+        return req
+
+    def _record_row_change(self, cur: Any, row: tuple | None,
+                           change_for: Callable[[ApprovalRequest], Change]
+                           ) -> ApprovalRequest | None:
+        """After a compare-and-set that returned `row` (None: nothing matched), append the
+        change `change_for` builds from it, with the request as its notification payload."""
+        if row is None:
+            return None
+        req = request_from_row(row)
+        change = seal(change_for(req), row, req)
+        self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
+                             if change.outbox else {})
         return req
 
     def _ms_since_created(self) -> str:
