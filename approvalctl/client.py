@@ -16,6 +16,7 @@ unreachable server is `Unavailable` (CLI exit 6).
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 import math
@@ -110,12 +111,9 @@ class Client:
     @staticmethod
     def _id(id_or_prefix: str) -> str:
         """The id as a path segment; refused here, as the service would, if it cannot be one."""
-        from .models import normalise_id
+        from .models import id_prefix
 
-        prefix = normalise_id(str(id_or_prefix))
-        if not prefix or len(prefix) > 26 or not prefix.isalnum():
-            raise errors.InvalidInput(f"invalid request id {id_or_prefix!r}")
-        return quote(prefix, safe="")
+        return quote(id_prefix(id_or_prefix), safe="")
 
     # ---- requests
     def create(self, tool_name: str, arguments: dict[str, Any] | None = None, *,
@@ -217,7 +215,7 @@ class Client:
                 return req
             path = f"{API}/approvals/{req.id}"  # a prefix resolved once stays resolved
 
-    def sweep(self) -> list[str]:
+    def sweep(self) -> builtins.list[str]:
         return self._call("POST", f"{API}/sweep")["ids"]
 
     def stats(self, since_seconds: float = 86400) -> dict[str, Any]:
@@ -233,11 +231,11 @@ class Client:
 
     # ---- audit
     def audit_list(self, *, request_id: str | None = None, limit: int | None = None
-                   ) -> list[dict[str, Any]]:
+                   ) -> builtins.list[dict[str, Any]]:
         return self._call("GET", f"{API}/audit", params={"request_id": request_id,
                                                          "limit": limit})
 
-    def audit_verify(self, anchors: list[str] | tuple[str, ...] = ()
+    def audit_verify(self, anchors: builtins.list[str] | tuple[str, ...] = ()
                      ):  # -> audit.VerifyResult
         from .audit import VerifyResult
 
@@ -265,14 +263,14 @@ class Client:
         secret = data.pop("key")
         return secret, data
 
-    def list_keys(self) -> list[dict[str, Any]]:
+    def list_keys(self) -> builtins.list[dict[str, Any]]:
         return self._call("GET", f"{API}/keys")
 
     def revoke_key(self, name: str) -> None:
         self._call("DELETE", f"{API}/keys/{quote(name, safe='')}")
 
     # ---- policy rules
-    def list_rules(self) -> list[dict[str, Any]]:
+    def list_rules(self) -> builtins.list[dict[str, Any]]:
         return self._call("GET", f"{API}/rules")
 
     def add_rule(self, rule: dict[str, Any], *, before: str | None = None) -> dict[str, Any]:
@@ -288,7 +286,7 @@ class Client:
         return self._call("POST", f"{API}/rules/test",
                           json={"tool_name": tool_name, "arguments": arguments})
 
-    def import_rules(self, rules: Any, *, replace: bool = False) -> list[dict[str, Any]]:
+    def import_rules(self, rules: Any, *, replace: bool = False) -> builtins.list[dict[str, Any]]:
         return self._call("POST", f"{API}/rules/import",
                           json={"rules": rules, "replace": replace})
 

@@ -15,6 +15,7 @@ setting is one line in `SCHEMA["properties"]`; its value is then `Settings.get(k
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,51 @@ NOTIFICATIONS_SCHEMA: dict[str, Any] = {
 
 _TEXT = {"type": "string", "minLength": 1}
 
+
+def _limit(section: str, name: str, *, whole: bool, duration: bool, nullable: bool
+           ) -> dict[str, Any]:
+    """The schema of one `http_limits`/`quotas` key: a number above zero (a whole one for
+    counts and sizes; a duration string for timeouts); with `nullable`, null or false is off.
+    `x-invalid` (by failing keyword, `*` for any other) keeps the one-line wording."""
+    types = ["number"] + (["string"] if duration else []) + \
+        (["null", "boolean"] if nullable else [])
+    schema: dict[str, Any] = {"type": types, "exclusiveMinimum": 0}
+    what = f"{section}.{name}"
+    bad = (f"{what} must be a number greater than zero"
+           + (" (or null for no limit)" if nullable else "") + ", got {value!r}")
+    schema["x-invalid"] = {"*": bad}
+    if nullable:
+        schema["not"] = {"const": True}  # false is off; true says nothing
+    if whole:
+        schema["multipleOf"] = 1
+        schema["x-invalid"]["multipleOf"] = f"{what} must be a whole number, got {{value!r}}"
+    if duration:
+        schema["pattern"] = _SECONDS["pattern"]
+        schema["x-invalid"]["pattern"] = (f"{what}: {{value!r}} is not a duration (e.g. 30s, "
+                                          "5m, or seconds)")
+    return schema
+
+
+def _limits_schema(section: str, cls: type, nullable: bool) -> dict[str, Any]:
+    from dataclasses import fields
+
+    return {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "x-invalid": {"type": f"{section} must be a mapping of limits, got {{value!r}}"},
+        "properties": {f.name: _limit(section, f.name, whole=f.name in WHOLE_LIMITS,
+                                      duration=f.name in DURATION_LIMITS, nullable=nullable)
+                       for f in fields(cls)},
+    }
+
+
+#: Limits counted in whole units (bytes, headers, connections, requests); the others are
+#: rates or seconds.
+WHOLE_LIMITS = frozenset({"max_header_bytes", "max_headers", "max_connections", "max_pending",
+                          "max_waits", "max_response_bytes"})
+#: Limits that take a duration (`10s`, `2m`) as well as seconds.
+DURATION_LIMITS = frozenset({"header_timeout", "keep_alive_timeout", "body_timeout"})
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -114,9 +160,9 @@ SCHEMA: dict[str, Any] = {
                                 "x-invalid": "allow_self_approval must be true or false"},
         "default_ttl": {"type": ["number", "string"]},  # durations.parse_duration checks it
         "use_within": {"type": ["number", "string"]},  # likewise
-        # checked key by key into their dataclasses by limits.py (one line naming the key)
-        "http_limits": {},
-        "quotas": {},
+        # limits.py only builds their dataclasses from what these allow
+        "http_limits": _limits_schema("http_limits", HttpLimits, nullable=False),
+        "quotas": _limits_schema("quotas", Quotas, nullable=True),
         "policy_default": {"enum": ["ask", "deny"],
                            "x-invalid": "policy_default must be ask or deny, got {value!r}"},
         "user": _TEXT,
@@ -145,6 +191,8 @@ def _describe(error: Any) -> str:
     """One line naming the bad key, from a jsonschema ValidationError."""
     where = _path(error.absolute_path)
     custom = error.schema.get("x-invalid") if isinstance(error.schema, dict) else None
+    if isinstance(custom, dict):  # by the keyword that failed
+        custom = custom.get(error.validator, custom.get("*"))
     if custom and error.validator not in ("required", "additionalProperties"):
         return custom.format(value=error.instance)
     if error.validator in ("pattern", "exclusiveMinimum", "type") and \
@@ -275,7 +323,7 @@ class Settings:
 
     @classmethod
     def load(cls, *, db: str | None = None, server: str | None = None,
-             env: dict[str, str] | None = None, file: dict[str, Any] | None = None
+             env: Mapping[str, str] | None = None, file: dict[str, Any] | None = None
              ) -> Settings:
         env = os.environ if env is None else env
         path = config_path()
@@ -318,7 +366,8 @@ class Settings:
             # A file was checked when read; this covers Settings built in code.
             validate_config({"notifications": n})
             self._notifications_checked = True
-        targets = [(name, n[name]) for name in ("slack", "email", "ntfy") if name in n]
+        targets: list[tuple[str, Any]] = [
+            (name, n[name]) for name in ("slack", "email", "ntfy") if name in n]
         targets += [(f"webhook:{i}", hook) for i, hook in enumerate(n.get("webhooks") or [])]
         return [name for name, conf in targets if event in conf["events"]]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import audit
 from .errors import InvalidInput
-from .store import SQLStore, is_postgres_url, open_store
+from .store import Store, is_postgres_url, open_store
 from .store.sql import TABLES
 
 DEFAULT_BATCH = 5000
@@ -88,7 +88,9 @@ class CopyReport:
                            f"{t.source_rows} on the source")
             elif t.ok is False:
                 out.append(f"{t.name} rows differ between source and target (checksum)")
-        if self.audit and not self.audit["ok"]:
+        if self.audit is None and not self.dry_run:
+            out.append("the audit chain on the target was not checked")
+        elif self.audit and not self.audit["ok"]:
             out.append(f"audit chain on the target is broken: {self.audit['problem']}")
         return out
 
@@ -106,7 +108,7 @@ def same_database(a: str, b: str) -> bool:
     return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
 
 
-def _open_target_for_reading(target: str) -> SQLStore | None:
+def _open_target_for_reading(target: str) -> Store | None:
     """The target without creating or migrating anything (for --dry-run); None if absent."""
     if is_postgres_url(target):
         from .store.postgres import PostgresStore
@@ -120,7 +122,7 @@ def _open_target_for_reading(target: str) -> SQLStore | None:
     return SQLiteStore(path, migrate=False)
 
 
-def _counts(store: SQLStore | None) -> dict[str, int]:
+def _counts(store: Store | None) -> dict[str, int]:
     if store is None or not any(m["applied_at"] for m in store.migration_state()):
         return {t: 0 for t in TABLES}
     return {t: store.count_rows(t) for t in TABLES}
@@ -148,7 +150,7 @@ class Checksum:
         return self._digest.hexdigest()
 
 
-def batches(store: SQLStore, table: str, after: tuple | None = None,
+def batches(store: Store, table: str, after: tuple | None = None,
             batch: int = DEFAULT_BATCH) -> Iterator[list[tuple]]:
     """The rows of `table` after key `after`, in key order, `batch` at a time.
 
@@ -188,14 +190,14 @@ def batches(store: SQLStore, table: str, after: tuple | None = None,
                 ahead.get(timeout=0.05)
 
 
-def table_checksum(store: SQLStore, table: str, batch: int = DEFAULT_BATCH) -> Checksum:
+def table_checksum(store: Store, table: str, batch: int = DEFAULT_BATCH) -> Checksum:
     checksum = Checksum()
     for rows in batches(store, table, None, batch):
         checksum.add_rows(rows)
     return checksum
 
 
-def copy_database(source: SQLStore, target_url: str, *, resume: bool = False,
+def copy_database(source: Store, target_url: str, *, resume: bool = False,
                   dry_run: bool = False, batch: int = DEFAULT_BATCH,
                   progress: Progress | None = None) -> CopyReport:
     """Copy every table of `source` to the database at `target_url`, then verify it.
@@ -251,7 +253,7 @@ def _not_empty(report: CopyReport, before: dict[str, int]) -> InvalidInput:
                         "continue an interrupted copy into it, or choose an empty database")
 
 
-def _copy_table(source: SQLStore, target: SQLStore, table: TableReport, batch: int,
+def _copy_table(source: Store, target: Store, table: TableReport, batch: int,
                 progress: Progress | None) -> Checksum | None:
     """Copy what the target lacks; returns the source checksum when it saw every row."""
     after = target.last_key(table.name)  # the target holds a prefix: carry on after it
@@ -269,7 +271,7 @@ def _copy_table(source: SQLStore, target: SQLStore, table: TableReport, batch: i
     return checksum
 
 
-def verify(source: SQLStore, target: SQLStore, report: CopyReport,
+def verify(source: Store, target: Store, report: CopyReport,
            batch: int = DEFAULT_BATCH, *,
            source_checksums: dict[str, Checksum | None] | None = None) -> None:
     """Fill in the report's counts and checksums from both sides and the target's chain.

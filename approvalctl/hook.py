@@ -135,7 +135,7 @@ def parse_event(agent: str, raw: bytes) -> Call:
         f"cwd {cwd[:MAX_CONTEXT]}" if cwd else "") if part)
     if context:
         reason = f"{reason} [{agent} {context}]"
-    return Call(event, tool, arguments, reason[:4000], session, cwd)  # type: ignore[arg-type]
+    return Call(event, tool, arguments, reason[:4000], session, cwd)
 
 
 # ---------------------------------------------------------------- the answer
@@ -201,7 +201,7 @@ class Remote:
         # No call may outlast the budget by more than a moment: the agent kills a hook that
         # overruns its own timeout, and some agents then run the tool.
         limit = max(0.5, min(timeout or 10.0, self.deadline - time.monotonic() + 2.0))
-        conn = cls(self.url.hostname, self.url.port, timeout=limit)
+        conn = cls(self.url.hostname or "", self.url.port, timeout=limit)  # checked in __init__
         try:
             conn.request(method, self.url.path + path, headers=self.headers,
                          body=None if body is None else json.dumps(body).encode())

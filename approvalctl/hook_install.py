@@ -32,7 +32,7 @@ FILES = {
 #: The agents' hook timeouts, in their own units (Claude Code and Codex seconds, Gemini CLI
 #: milliseconds): the agent's default, so the hook's own budget (just under it) runs out
 #: first and answers deny.
-EVENTS = {
+EVENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "claude-code": [("PreToolUse", {"timeout": 600})],
     "codex": [("PreToolUse", {"timeout": 600})],
     "gemini": [("BeforeTool", {"timeout": 60000})],

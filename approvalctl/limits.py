@@ -1,17 +1,16 @@
 """The limits a client cannot talk its way past: HTTP connection limits and per-key quotas.
 
 Both come from the config file (`http_limits:` and `quotas:` mappings, see docs/api.md
-"Limits") and are validated here, once, when settings are loaded: a typo or a nonsense value
-stops `serve` (or the CLI) with one line naming the key, instead of silently meaning "no
-limit". Durations accept the CLI's forms (`10s`, `2m`) or a number of seconds.
+"Limits"). What each key may be is declared once, in config.SCHEMA (checked when settings
+are loaded: a typo or a nonsense value stops `serve` or the CLI with one line naming the
+key, instead of silently meaning "no limit"); this module only builds the dataclasses.
+Durations accept the CLI's forms (`10s`, `2m`) or a number of seconds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
-
-from .errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -54,50 +53,33 @@ class Quotas:
     max_response_bytes: int | None = 4 * 1024 * 1024
 
 
-_INTS = {"max_header_bytes", "max_headers", "max_connections", "max_pending", "max_waits",
-         "max_response_bytes"}
-_SECONDS = {"header_timeout", "keep_alive_timeout", "body_timeout"}
+def _build(cls: type, data: Any, section: str, where: str) -> Any:
+    """`cls` from a mapping config.SCHEMA allows (checked here too, for settings built in
+    code): durations parsed, counts made ints, null or false (quotas only) meaning off."""
+    from .config import WHOLE_LIMITS, validate_config
 
-
-def _parse(cls: type, data: Any, section: str, where: str, nullable: bool) -> Any:
     if data is None:
         return cls()
-    if not isinstance(data, dict):
-        raise InvalidInput(f"{where}: {section} must be a mapping of limits")
-    known = [f.name for f in fields(cls)]
+    validate_config({section: data}, where)
     values: dict[str, Any] = {}
     for name, value in data.items():
-        if name not in known:
-            raise InvalidInput(f"{where}: unknown setting {section}.{name!r} (known: "
-                               f"{', '.join(known)})")
-        what = f"{where}: {section}.{name}"
         if value is None or value is False:
-            if not nullable:
-                raise InvalidInput(f"{what} cannot be switched off")
             values[name] = None
-            continue
-        if name in _SECONDS and isinstance(value, str):
+        elif isinstance(value, str):
             from .durations import parse_duration
 
-            value = parse_duration(value, what=what)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise InvalidInput(f"{what} must be a number greater than zero"
-                               + (" (or null for no limit)" if nullable else "")
-                               + f", got {value!r}")
-        if name in _INTS:
-            if value != int(value):
-                raise InvalidInput(f"{what} must be a whole number, got {value!r}")
-            value = int(value)
-        values[name] = value
+            values[name] = parse_duration(value, what=f"{where}: {section}.{name}")
+        else:
+            values[name] = int(value) if name in WHOLE_LIMITS else value
     return cls(**values)
 
 
 def http_limits_from(data: Any, where: str = "config") -> HttpLimits:
     """HttpLimits from the `http_limits:` mapping (None: the defaults); InvalidInput names
     the first bad key. These limits cannot be switched off, only changed."""
-    return _parse(HttpLimits, data, "http_limits", where, nullable=False)
+    return _build(HttpLimits, data, "http_limits", where)
 
 
 def quotas_from(data: Any, where: str = "config") -> Quotas:
     """Quotas from the `quotas:` mapping (None: the defaults); a key set to null is off."""
-    return _parse(Quotas, data, "quotas", where, nullable=True)
+    return _build(Quotas, data, "quotas", where)

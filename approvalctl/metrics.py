@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from prometheus_client import (
@@ -54,6 +54,9 @@ from . import __version__
 from . import counters as c
 from .models import STATUSES, from_iso, utcnow
 from .rbac import ROLES
+
+if TYPE_CHECKING:
+    from .store import Store
 
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60)
 
@@ -130,7 +133,7 @@ class Snapshot:
     backlog: int
 
 
-def read_snapshot(store: Any) -> Snapshot:
+def read_snapshot(store: Store) -> Snapshot:
     """Read the counters and gauges of one scrape; raises whatever the store raises."""
     rows = {(name, lab): value for name, lab, value in store.counters()}
     pending, oldest = store.queue_gauges()
@@ -446,9 +449,9 @@ def catalogue() -> list[MetricInfo]:
     for metric in (HTTP_REQUESTS, HTTP_LATENCY):
         for fam in metric.describe():
             name = fam.name + "_total" if fam.type == "counter" else fam.name
-            values = {"le": tuple(floatToGoString(b) for b in HTTP_BUCKETS) + ("+Inf",)} \
+            buckets = {"le": tuple(floatToGoString(b) for b in HTTP_BUCKETS) + ("+Inf",)} \
                 if fam.type == "histogram" else {}
-            out.append(MetricInfo(name, fam.type, fam.documentation, HTTP_LABELS, values,
+            out.append(MetricInfo(name, fam.type, fam.documentation, HTTP_LABELS, buckets,
                                   source="http"))
     for fam in BUILD.describe():
         out.append(MetricInfo(fam.name, "gauge", fam.documentation, ("version",),

@@ -103,6 +103,18 @@ def normalise_id(text: str) -> str:
     return text.strip().lower().replace("i", "1").replace("l", "1").replace("o", "0")
 
 
+def id_prefix(id_or_prefix: Any) -> str:
+    """A request id or id prefix as typed, normalised (`normalise_id`): the one check of
+    what may name a request, for the service and the client alike. InvalidInput if it is
+    empty, longer than an id (26) or not only letters and digits."""
+    from .errors import InvalidInput
+
+    prefix = normalise_id(str(id_or_prefix))
+    if not prefix or len(prefix) > 26 or not prefix.isalnum():
+        raise InvalidInput(f"invalid request id {id_or_prefix!r}")
+    return prefix
+
+
 # ---------------------------------------------------------------- the request
 @dataclass
 class ApprovalRequest:
@@ -146,7 +158,8 @@ class ApprovalRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ApprovalRequest:
-        return cls(**{k: data.get(k) for k in cls.FIELDS})
+        values: dict[str, Any] = {k: data.get(k) for k in cls.FIELDS}
+        return cls(**values)
 
 
 @dataclass

@@ -7,6 +7,7 @@ the notification outbox. The CLI and the HTTP server call this and nothing below
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import hashlib
@@ -16,7 +17,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 from . import audit, counters, keys, policy, rbac
 from .config import Settings
@@ -47,12 +48,12 @@ from .models import (
     Principal,
     can_transition,
     from_iso,
+    id_prefix,
     new_id,
-    normalise_id,
     to_iso,
     utcnow,
 )
-from .store import SQLStore
+from .store import Store
 
 MAX_TOOL_NAME = 200
 MAX_TEXT = 4000
@@ -79,7 +80,7 @@ KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 
 
 class ApprovalService:
-    def __init__(self, store: SQLStore, settings: Settings | None = None, *,
+    def __init__(self, store: Store, settings: Settings | None = None, *,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.settings = settings or Settings()
@@ -177,7 +178,7 @@ class ApprovalService:
         return policy.evaluate(self.store.list_rules(), tool_name, arguments)
 
     def _policy_decision(self, actor: Principal, req: ApprovalRequest, detail: dict[str, Any],
-                         action: str, rule: dict[str, Any] | None) -> list[Change]:
+                         action: str, rule: dict[str, Any] | None) -> builtins.list[Change]:
         """Create `req` already decided by a rule (or by the `deny` default): two audit rows,
         the create and the decision by `policy:NAME`, counted like a person's decision but
         outside the response-time histogram, and without notifications (nobody has to
@@ -215,9 +216,7 @@ class ApprovalService:
         """The request with this id or unique id prefix, if the actor may see it."""
         if not rbac.allowed(actor, rbac.READ_OWN):
             raise Forbidden(f"role '{actor.role}' may not read approval requests")
-        prefix = normalise_id(str(id_or_prefix))
-        if not prefix or len(prefix) > 26 or not prefix.isalnum():
-            raise InvalidInput(f"invalid request id {id_or_prefix!r}")
+        prefix = id_prefix(id_or_prefix)
         req = self.store.get(prefix) if len(prefix) == 26 else None
         if req is None:
             # A caller who sees only their own requests resolves among those alone: an
@@ -303,7 +302,7 @@ class ApprovalService:
             return done
         req = self.resolve(actor, id_or_prefix)
         note = _text(note, "note", limit=MAX_TEXT)
-        if req.user_id == actor.name and not self.settings.allow_self_approval:
+        if req.user_id == self._barred_from_own(actor):
             raise Forbidden(f"'{actor.name}' cannot {action} their own request {req.id} "
                             "(set allow_self_approval: true in the config to permit it)")
         if action == "approve":
@@ -378,14 +377,23 @@ class ApprovalService:
             raise ApprovalConflict(f"request {req.id} is already {current}", current)
         return done
 
+    def _barred_from_own(self, actor: Principal) -> str | None:
+        """The self-approval rule, once: the name whose own requests `actor` may not decide
+        (theirs), or None where `allow_self_approval` permits it. The step-by-step path
+        checks it; the one-statement path hands it to the store's compare-and-set."""
+        return None if self.settings.allow_self_approval else actor.name
+
     def _decide_at_once(self, actor: Principal, id_or_prefix: str, target: str, action: str,
                         note: str | None) -> ApprovalRequest | None:
         """The common case in one statement: a full id of a pending request that the actor
         may decide. None for anything else (a prefix, a bad note, a request that is not
         pending, someone's own request): the step-by-step path below then finds the exact
         answer. Deciders see every request, so there is no visibility check to skip."""
-        rid = normalise_id(str(id_or_prefix))
-        if len(rid) != 26 or not rid.isalnum():
+        try:
+            rid = id_prefix(id_or_prefix)
+        except InvalidInput:
+            return None
+        if len(rid) != 26:
             return None
         try:
             note = _text(note, "note", limit=MAX_TEXT)
@@ -396,7 +404,7 @@ class ApprovalService:
         now = self.clock()
         return self.store.transition(
             rid, target, to_iso(now), actor.name, note, timed=True,
-            not_user=None if self.settings.allow_self_approval else actor.name,
+            not_user=self._barred_from_own(actor),
             change_for=self._decision(actor, target, action, note),
             use_within=self._use_within(target))
 
@@ -488,7 +496,7 @@ class ApprovalService:
 
         return change
 
-    def sweep(self, actor: Principal | None = None) -> list[str]:
+    def sweep(self, actor: Principal | None = None) -> builtins.list[str]:
         """Expire every overdue pending request; safe to run anywhere, at any rate."""
         if actor is not None:
             rbac.require(actor, rbac.SWEEP, "sweep expired requests")
@@ -705,7 +713,7 @@ class ApprovalService:
 
     # ------------------------------------------------------------ audit
     def audit_list(self, actor: Principal, *, request_id: str | None = None,
-                   limit: int | None = None) -> list[dict[str, Any]]:
+                   limit: int | None = None) -> builtins.list[dict[str, Any]]:
         rbac.require(actor, rbac.AUDIT, "read the audit trail")
         if request_id:
             request_id = self.resolve(actor, request_id).id
@@ -715,7 +723,7 @@ class ApprovalService:
             row["detail"] = json.loads(row["detail"])
         return rows
 
-    def audit_verify(self, actor: Principal, anchors: list[str] | tuple[str, ...] = ()
+    def audit_verify(self, actor: Principal, anchors: builtins.list[str] | tuple[str, ...] = ()
                      ) -> audit.VerifyResult:
         """The chain, each anchor (`SEQ:HASH` as `audit anchor` prints it) and every
         request row against its last audit row; the first problem found is named."""
@@ -766,7 +774,7 @@ class ApprovalService:
         return {"cutoff": cutoff, "dry_run": dry_run, "requests": n, "outbox": m}
 
     # ------------------------------------------------------------ policy rules
-    def list_rules(self, actor: Principal) -> list[dict[str, Any]]:
+    def list_rules(self, actor: Principal) -> builtins.list[dict[str, Any]]:
         """The policy rules in evaluation order."""
         rbac.require(actor, rbac.MANAGE_RULES, "read policy rules")
         return [policy.ordered(r) for r in self.store.list_rules()]
@@ -814,7 +822,7 @@ class ApprovalService:
         return policy.ordered(removed[-1])
 
     def import_rules(self, actor: Principal, rules: Any, *, replace: bool = False
-                     ) -> list[dict[str, Any]]:
+                     ) -> builtins.list[dict[str, Any]]:
         """Append `rules` (or with `replace`, make them the whole policy) all at once. Any
         error refuses the whole import, and the InvalidInput lists every error, one a line."""
         rbac.require(actor, rbac.MANAGE_RULES, "change policy rules")
@@ -845,7 +853,7 @@ class ApprovalService:
         if not isinstance(arguments, dict):
             raise InvalidInput(f"arguments must be a JSON object, not {_json_type(arguments)}")
         tool_name = _text(tool_name, "tool_name", required=True, limit=MAX_TOOL_NAME)
-        rule = self._policy_for(tool_name, arguments)  # type: ignore[arg-type]
+        rule = self._policy_for(tool_name, arguments)
         return {"tool_name": tool_name, "action": rule["action"] if rule
                 else self.settings.policy_default, "rule": rule["name"] if rule else None}
 
@@ -872,7 +880,7 @@ class ApprovalService:
         """A new key: returns the secret (shown once, never stored) and its public record."""
         rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
         name = _text(name, "key name", required=True, limit=100)
-        if not KEY_NAME.fullmatch(name):  # type: ignore[arg-type]
+        if not KEY_NAME.fullmatch(name):
             raise InvalidInput(f"invalid key name {name!r}: use letters, digits and _ . @ -, "
                                "starting with a letter or digit")
         if role not in rbac.ROLES:
@@ -888,7 +896,7 @@ class ApprovalService:
         self.store.insert_key(row, (counters.ROLE_ASSIGNMENTS, counters.labels(role=role), 1))
         return secret, _public_key(row)
 
-    def list_keys(self, actor: Principal) -> list[dict[str, Any]]:
+    def list_keys(self, actor: Principal) -> builtins.list[dict[str, Any]]:
         rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
         now = to_iso(self.clock())
         return [_public_key(k, now) for k in self.store.list_keys()]
@@ -899,6 +907,44 @@ class ApprovalService:
             raise NotFound(f"no API key named {name!r}")
         if not self.store.revoke_key(name, to_iso(self.clock())):
             raise ApprovalConflict(f"API key {name!r} is already revoked")
+
+    # ---- the notification outbox and the schema (local faces: `notify`, `migrate --list`)
+    def list_outbox(self, actor: Principal, *, status: str | None = None,
+                    limit: int = 100) -> builtins.list[dict[str, Any]]:
+        """Outbox rows newest first (each carries its request's snapshot, so reading them
+        needs read_all). InvalidInput for an unknown `status` or `limit` outside 1-10000."""
+        from .store.outbox import OUTBOX_STATUSES
+
+        rbac.require(actor, rbac.READ_ALL, "read the notification outbox")
+        if status is not None and status not in OUTBOX_STATUSES:
+            raise InvalidInput(f"unknown status {status!r}: expected one of "
+                               f"{', '.join(OUTBOX_STATUSES)}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10000:
+            raise InvalidInput(f"limit must be between 1 and 10000, got {limit}")
+        return self.store.list_outbox(status=status, limit=limit)
+
+    def retry_notification(self, actor: Principal, outbox_id: int | None = None
+                           ) -> dict[str, Any] | int:
+        """Make one outbox row (failed or pending) due now and return it, or with no
+        `outbox_id` every failed row, returning how many. Operators may (as they may
+        sweep). NotFound for no such row; ApprovalConflict for a row already sent."""
+        rbac.require(actor, rbac.SWEEP, "retry notifications")
+        now = to_iso(self.clock())
+        if outbox_id is None:
+            return self.store.requeue_outbox(now=now)
+        row = self.store.get_outbox(outbox_id)
+        if row is None:
+            raise NotFound(f"no notification #{outbox_id} in the outbox")
+        if row["status"] == "sent":
+            raise ApprovalConflict(f"notification #{outbox_id} was already sent at "
+                                   f"{row['sent_at']}", "sent")
+        self.store.requeue_outbox(now=now, outbox_id=outbox_id)
+        return row
+
+    def migration_state(self, actor: Principal) -> builtins.list[dict[str, str | None]]:
+        """Every schema migration with `name` and `applied_at` (None when pending)."""
+        rbac.require(actor, rbac.STATS, "read the schema state")
+        return self.store.migration_state()
 
     def authenticate(self, secret: str | None) -> Principal:
         """The principal of an API key; Unauthenticated for anything else."""
@@ -958,6 +1004,10 @@ def _checked_rule(rule: Any) -> dict[str, Any]:
         raise InvalidInput(str(exc)) from None
 
 
+@overload
+def _text(value: Any, what: str, *, required: Literal[True], limit: int) -> str: ...
+@overload
+def _text(value: Any, what: str, *, required: bool = False, limit: int) -> str | None: ...
 def _text(value: Any, what: str, *, required: bool = False, limit: int) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip() and not required):
         if required:

@@ -224,7 +224,7 @@ def test_one_item_larger_than_the_budget_is_still_sent(make_server) -> None:
 # ---------------------------------------------------------------- configuration
 @pytest.mark.parametrize("text, expected", [
     ("quotas:\n  max_pending: -1\n", "quotas.max_pending must be a number greater than zero"),
-    ("quotas:\n  max_pendin: 5\n", "unknown setting quotas.'max_pendin'"),
+    ("quotas:\n  max_pendin: 5\n", "quotas.max_pendin: unknown setting"),
     ("quotas:\n  create_rate: yes\n", "quotas.create_rate must be"),
     ("quotas:\n  max_waits: 2.5\n", "quotas.max_waits must be a whole number"),
     ("quotas: 5\n", "quotas must be a mapping"),

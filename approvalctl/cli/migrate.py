@@ -41,7 +41,9 @@ def migrate_cmd(
     if to is not None:
         _copy(store, to, resume=resume, dry_run=dry_run, batch=batch, as_json=as_json)
         return
-    rows = store.migration_state()
+    from .app import local_principal
+
+    rows = local_service(ctx).migration_state(local_principal(ctx))
     if as_json:
         emit(rows)
     elif show_list:
@@ -91,6 +93,7 @@ def _copy(store: Any, to: str, *, resume: bool, dry_run: bool, batch: int,
         raise VerificationFailed("copy verification failed: " + "; ".join(problems)
                                  + " (was the source written to during the copy? stop every "
                                  "writer, empty the target and copy again)")
+    assert report.audit is not None  # else problems() named the missing check above
     copied = sum(t.copied for t in report.tables)
     message(f"copied {copied} rows to {report.target}"
             + (" (resumed)" if report.resumed else "")

@@ -4,6 +4,10 @@
 store-backed exposition as `serve`'s `/metrics` (minus per-process HTTP metrics), read from
 the database at every scrape. `lint-dashboards` checks the Grafana dashboards and
 Prometheus rule files against the metrics this application actually exports.
+
+The exporter reads the store directly, not through the service: a scrape has no principal,
+must not bump the counters it reports, and must answer within its time budget (the intended
+exceptions of docs/design.md section 2).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """`approvalctl notify`: run the notification worker, inspect and retry the outbox, test a
-channel. These work on the database directly (not with --server), like `migrate`."""
+channel. These work on the local database (not with --server), like `migrate`: `list` and
+`retry` through the service (its role checks), `run` hands the store to the worker, the
+outbox's consumer (docs/design.md section 2)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 import typer
 
 from .. import render
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput
 from .app import app, command, emit, local_service, message, print_table, state_of
 
 notify_app = typer.Typer(help="Slack, e-mail and webhook notifications (the outbox worker).",
@@ -23,10 +25,14 @@ LIST_FIELDS = ("id", "event", "channel", "request_id", "status", "attempts",
 
 
 def _store(ctx: typer.Context, what: str) -> Any:
+    return _service(ctx, what).store
+
+
+def _service(ctx: typer.Context, what: str) -> Any:  # -> ApprovalService
     if state_of(ctx).remote:
         raise InvalidInput(f"notify {what} works on the database; it cannot be used with "
                            "--server")
-    return local_service(ctx).store
+    return local_service(ctx)
 
 
 def _config(ctx: typer.Context) -> Any:
@@ -111,14 +117,9 @@ def list_cmd(
     as_json: bool = JSON_OPT,
 ) -> None:
     """List outbox rows, newest first."""
-    from ..store.outbox import OUTBOX_STATUSES
+    from .app import local_principal
 
-    if status is not None and status not in OUTBOX_STATUSES:
-        raise InvalidInput(f"unknown status {status!r}: expected one of "
-                           f"{', '.join(OUTBOX_STATUSES)}")
-    if not 1 <= limit <= 10000:
-        raise InvalidInput(f"--limit must be between 1 and 10000, got {limit}")
-    rows = _store(ctx, "list").list_outbox(status=status, limit=limit)
+    rows = _service(ctx, "list").list_outbox(local_principal(ctx), status=status, limit=limit)
     if as_json:
         emit([{k: r[k] for k in LIST_FIELDS} for r in rows])
         return
@@ -142,27 +143,17 @@ def retry_cmd(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Put a dead-lettered notification (or all of them) back in the queue, due now."""
-    from ..models import to_iso, utcnow
-
     if (outbox_id is None) == (not failed):
         raise InvalidInput("give either an outbox ID or --failed")
-    store = _store(ctx, "retry")
-    now = to_iso(utcnow())
-    if failed:
-        n = store.requeue_outbox(now=now)
-        if as_json:
-            emit({"requeued": n})
-        message(f"requeued {n} failed notification{'s' if n != 1 else ''}")
-        return
-    row = store.get_outbox(outbox_id)
-    if row is None:
-        raise NotFound(f"no notification #{outbox_id} in the outbox")
-    if row["status"] == "sent":
-        from ..errors import ApprovalConflict
+    from .app import local_principal
 
-        raise ApprovalConflict(f"notification #{outbox_id} was already sent at "
-                               f"{row['sent_at']}", "sent")
-    store.requeue_outbox(now=now, outbox_id=outbox_id)
+    done = _service(ctx, "retry").retry_notification(local_principal(ctx), outbox_id)
+    if isinstance(done, int):
+        if as_json:
+            emit({"requeued": done})
+        message(f"requeued {done} failed notification{'s' if done != 1 else ''}")
+        return
+    row = done
     if as_json:
         emit({"requeued": 1, "id": outbox_id})
     message(f"requeued #{outbox_id} ({row['event']} -> {row['channel']}); it goes out with "

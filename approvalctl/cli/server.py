@@ -30,7 +30,7 @@ def _start_notifications(store, settings):  # -> Callable[[], None]
     if not settings.notifications:
         return lambda: None
     try:
-        from ..notify.worker import start_background  # type: ignore[import-not-found]
+        from ..notify.worker import start_background
     except ImportError:
         message("warning: notifications are configured but this installation has no "
                 "notification worker; nothing will be sent")
@@ -115,7 +115,7 @@ def serve_cmd(
     message("approvalctl API stopped")
 
 
-def _limit_options(settings) -> dict:  # type: ignore[no-untyped-def]
+def _limit_options(settings) -> dict:
     """uvicorn options for the connection limits (docs/api.md "Limits"): our protocol class,
     and uvicorn's own keep-alive timer, which runs between requests."""
     from ..server.protocol import LimitedHttpToolsProtocol
@@ -124,7 +124,7 @@ def _limit_options(settings) -> dict:  # type: ignore[no-untyped-def]
             "timeout_keep_alive": settings.http_limits.keep_alive_timeout}
 
 
-def _attach_limits(config, settings) -> None:  # type: ignore[no-untyped-def]
+def _attach_limits(config, settings) -> None:
     from ..server.protocol import CONFIG_ATTRIBUTE
 
     setattr(config, CONFIG_ATTRIBUTE, settings.http_limits)
@@ -154,11 +154,11 @@ def _server_class():  # -> type[uvicorn.Server]
     class Server(uvicorn.Server):
         """uvicorn's server, telling long-polls to answer at once when asked to stop."""
 
-        def __init__(self, config, api) -> None:  # type: ignore[no-untyped-def]
+        def __init__(self, config, api) -> None:
             super().__init__(config)
             self.api = api
 
-        def handle_exit(self, sig, frame) -> None:  # type: ignore[no-untyped-def]
+        def handle_exit(self, sig, frame) -> None:
             # uvicorn would re-raise the signal after draining, killing the process before
             # `serve` can stop the notification worker and close the database; a drained
             # server is a clean exit, so only record that it should stop.
@@ -174,5 +174,5 @@ def _server_class():  # -> type[uvicorn.Server]
     return Server
 
 
-def _Server(config, api):  # type: ignore[no-untyped-def]  # noqa: N802
+def _Server(config, api):  # noqa: N802
     return _server_class()(config, api)

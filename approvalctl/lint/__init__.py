@@ -47,7 +47,12 @@ def _files(targets: list[Path]) -> list[Path]:
         else:
             out.append(target)
     seen: set[Path] = set()
-    return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]
+    unique = []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
 
 
 def lint(targets: list[Path], *, exclusions: tuple[list[Exclusion], list[Finding]] | None = None,

@@ -302,16 +302,10 @@ def _variables(dash: dict[str, Any], add, cat: Catalogue, queries: Queries
             expr = m.group("expr") if m else None
             if not expr:
                 continue
-            text = substitute(expr, values)
-            queries.items.append((loc, text, expr))
-            try:
-                tree = parse(text)
-            except PromQLError as exc:
-                add("promql", ERROR, loc, f"{exc} (in {text!r})")
+            tree = _checked(expr, values, loc, add, cat, queries)
+            if tree is None:
                 continue
-            for rule, sev, msg in check_tree(tree, cat):
-                add(rule, sev, loc, msg)
-            if "label" in m.groupdict():
+            if m is not None and "label" in m.groupdict():
                 label = m.group("label")
                 for node, _ in walk(tree):
                     if kind_of(node) != "VectorSelector":
@@ -324,6 +318,22 @@ def _variables(dash: dict[str, Any], add, cat: Catalogue, queries: Queries
         add("datasource", ERROR, "templating", "no `datasource` variable of type datasource "
             "(query: prometheus): panels cannot say ${datasource}")
     return values
+
+
+def _checked(expr: str, variables: dict[str, Variable], loc: str, add: Any, cat: Catalogue,
+             queries: Queries) -> Any:
+    """Parse one query of the dashboard (variables substituted), report what check_tree
+    finds, and keep it for the query checks; None (reported) when it does not parse."""
+    text = substitute(expr, variables)
+    queries.items.append((loc, text, expr))
+    try:
+        tree = parse(text)
+    except PromQLError as exc:
+        add("promql", ERROR, loc, f"{exc} (in {text!r})")
+        return None
+    for rule, sev, msg in check_tree(tree, cat):
+        add(rule, sev, loc, msg)
+    return tree
 
 
 def _links_and_annotations(dash: dict[str, Any], add, variables: dict[str, Variable],
@@ -342,15 +352,9 @@ def _links_and_annotations(dash: dict[str, Any], add, variables: dict[str, Varia
         loc = f"annotation {ann.get('name', i)}"
         if not _ds_ok(ann.get("datasource")):
             add("datasource", ERROR, loc, "annotation datasource must be ${datasource}")
-        text = substitute(ann["expr"], variables)
-        queries.items.append((loc, text, ann["expr"]))
-        try:
-            tree = parse(text)
-        except PromQLError as exc:
-            add("promql", ERROR, loc, f"{exc} (in {text!r})")
+        tree = _checked(ann["expr"], variables, loc, add, cat, queries)
+        if tree is None:
             continue
-        for rule, sev, msg in check_tree(tree, cat):
-            add(rule, sev, loc, msg)
         if any(kind_of(n) == "VectorSelector" and selector_name(n) == "ALERTS"
                for n, _ in walk(tree)) and ann.get("enable", True):
             found = True

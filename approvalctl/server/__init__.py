@@ -18,7 +18,7 @@ def create_app_from_env():  # -> Starlette
     return app
 
 
-def _stop_long_polls_on_signal(api) -> None:  # type: ignore[no-untyped-def]
+def _stop_long_polls_on_signal(api) -> None:
     """In a worker process, make SIGTERM/SIGINT end long-polls at once (then drain as usual).
 
     uvicorn has installed its own handlers by the time the factory runs; chain onto them.
@@ -33,7 +33,7 @@ def _stop_long_polls_on_signal(api) -> None:  # type: ignore[no-untyped-def]
         if not callable(previous):
             continue
 
-        def handler(signum, frame, previous=previous):  # type: ignore[no-untyped-def]
+        def handler(signum, frame, previous=previous):
             api.stopping = True
             previous(signum, frame)
 

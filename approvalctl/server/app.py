@@ -6,6 +6,11 @@ errors into `application/problem+json`. Who may do what is decided by the servic
 here. The service's calls are synchronous database work, so they run off the event loop
 (changes on the database thread of dbthread.py, point reads inline on SQLite) and the loop
 stays free for long-polls.
+
+Where this module reaches the store without the service, on purpose (docs/design.md section
+2): `/metrics` and `/healthz` (no principal; a scrape bumps no counter), and the background
+`housekeeping` (counter flush and idempotency-key purge are the process's own bookkeeping).
+The long-poll's status re-read is a known gap, left to its rewrite.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import timedelta
@@ -78,7 +83,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None,
+def problem(status: int, title: str, detail: str, *, headers: Mapping[str, str] | None = None,
             **extra: Any) -> Response:
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     data = {"type": f"urn:approvalctl:problem:{slug}", "title": title, "status": status,
@@ -465,7 +470,8 @@ class Api:
         budget = self.max_response_bytes
         if budget is None or len(body) <= budget:  # the usual case: one encoding
             return Response(body, media_type="application/json")
-        parts, size = [], 0
+        parts: list[bytes] = []
+        size = 0
         for item in items:
             part = _encode(item).encode()
             if parts and size + len(part) > budget:
@@ -898,7 +904,7 @@ def create_app(store: Any, settings: Settings | None = None, *, background: bool
     api = Api(store, settings)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = None
         await api.wakeups.start()
         if background:

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -179,7 +179,7 @@ def _call(func: Callable[[], Any], future: Any) -> _Outcome:
         return (future, False, exc)
 
 
-def _deliver(outcomes: list[_Outcome | None]) -> None:
+def _deliver(outcomes: Sequence[_Outcome | None]) -> None:
     """Hand results back: concurrent futures directly, asyncio futures in one callback per
     event loop (each call_soon_threadsafe wakes the loop up)."""
     by_loop: dict[Any, list[_Outcome]] = {}

@@ -238,7 +238,7 @@ def _types(kind: Any) -> str:
              "integer": "an integer", "number": "a number", "boolean": "true or false",
              "null": "null"}
     kinds = kind if isinstance(kind, list) else [kind]
-    return " or ".join(names.get(k, k) for k in kinds)
+    return " or ".join(names.get(k) or str(k) for k in kinds)
 
 
 def _json_type(value: Any) -> str:

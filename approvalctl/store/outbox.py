@@ -14,7 +14,8 @@ that causes them. Here is everything the delivery side does with them afterwards
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from .. import counters
 
@@ -39,6 +40,14 @@ def _row(row: tuple) -> dict[str, Any]:
 
 class OutboxQueries:
     """Outbox SQL; relies on the backend's `_read`/`_write`/`_exec`/`_many`/`_bump`."""
+
+    if TYPE_CHECKING:  # provided by SQLStore and its backends
+        def _read(self) -> AbstractContextManager[Any]: ...
+        def _write(self) -> AbstractContextManager[Any]: ...
+        def _exec(self, cur: Any, sql: str, params: tuple | list = ()) -> Any: ...
+        def _many(self, cur: Any, sql: str, rows: list) -> None: ...
+        def _bump(self, cur: Any, rows: list[counters.Counter]) -> None: ...
+        def _skip_locked(self) -> str: ...
 
     def claim_outbox(self, *, now: str, lease_until: str, limit: int,
                      due_before: str | None = None) -> list[dict[str, Any]]:

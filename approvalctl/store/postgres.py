@@ -30,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import Unavailable
 from ..errors import UniqueViolation as _UniqueViolation
+from ..models import ApprovalRequest, Change
 from . import migrations
 from .sql import AUDIT_COLUMNS, BUMP_SQL, OUTBOX_INSERT_COLUMNS, TABLES, SQLStore
 
@@ -49,8 +50,9 @@ def _flag(value: str) -> float:
     raise ValueError(value)
 
 
-POOL_PARAMS = {"pool_min_size": int, "pool_max_size": int, "pool_timeout": float,
-               "pipeline": _flag}
+#: Each `pool_*`/`pipeline` URL parameter with the parser of its value.
+POOL_PARAMS: dict[str, Callable[[str], float]] = {
+    "pool_min_size": int, "pool_max_size": int, "pool_timeout": float, "pipeline": _flag}
 DEFAULTS = {"pool_min_size": 1, "pool_max_size": 10, "pool_timeout": 10.0, "pipeline": 0.0}
 CONNECT_TIMEOUT = "5"
 IDLE_CHECK_SECONDS = 2.0
@@ -450,7 +452,8 @@ class PostgresStore(SQLStore):
             if audit_rows:
                 cur.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self.schema))
             return
-        parts, params = [], []
+        parts: list[str] = []
+        params: list[Any] = []
 
         def values(rows: list[tuple], width: int) -> str:
             for row in rows:
@@ -476,8 +479,9 @@ class PostgresStore(SQLStore):
                 params.extend((CHANGES_CHANNEL, self.schema))
             cur.execute("WITH " + ", ".join(parts) + " SELECT " + notify, params)
 
-    def create(self, req: Any, change: Any, idempotency: tuple[str, str, str] | None = None,
-               max_pending: int | None = None) -> Any:
+    def create(self, req: ApprovalRequest, change: Change | list[Change],
+               idempotency: tuple[str, str, str] | None = None,
+               max_pending: int | None = None) -> ApprovalRequest | dict[str, Any]:
         try:
             return super().create(req, change, idempotency, max_pending)
         except _UniqueViolation:

@@ -8,7 +8,8 @@ with `?` placeholders and translated for PostgreSQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from typing import Any
@@ -27,7 +28,9 @@ from ..models import (
     from_iso,
     to_iso,
 )
-from .outbox import OutboxQueries
+from .outbox import OUTBOX_FIELDS, OutboxQueries
+
+Counter = counters.Counter  # the class body's `counters` method hides the module
 
 #: Seconds a client is told to wait when its user is at the pending quota: decisions take
 #: a person, so retrying sooner only adds load.
@@ -39,9 +42,7 @@ AUDIT_COLUMNS = ("seq", "at", "actor", "action", "request_id", "from_status", "t
                  "detail", "prev_hash", "hash", "format", "digest", "state")
 KEY_COLUMNS = ("name", "key_id", "secret_hash", "role", "created_at", "created_by",
                "expires_at", "revoked_at", "last_used_at")
-OUTBOX_COLUMNS = ("id", "event", "channel", "request_id", "payload", "status", "attempts",
-                  "next_attempt_at", "claimed_until", "last_error", "created_at", "sent_at",
-                  "audit_seq", "audit_hash")
+OUTBOX_COLUMNS = OUTBOX_FIELDS  # declared once, beside the outbox queries
 #: Every table `migrate --to` copies, in an order that respects references, with its key.
 TABLES = {
     "requests": ("id", REQUEST_COLUMNS + ("response_ms",)),
@@ -134,6 +135,8 @@ class SQLStore(OutboxQueries):
 
     dialect = "sqlite"
     url = ""
+    #: This thread's open group (and the backend's connection or transaction): set by the backend.
+    _local: threading.local
 
     # ---- provided by the backend
     def _read(self) -> AbstractContextManager[Any]:  # pragma: no cover - abstract
@@ -216,7 +219,7 @@ class SQLStore(OutboxQueries):
             self._write_changes(cur, entries)
 
     def _write_changes(self, cur: Any, entries: list[tuple[Change, str]],
-                       checks: list[counters.Counter] | None = None) -> None:
+                       checks: list[Counter] | None = None) -> None:
         """Chain `entries` (changes with their payloads) onto the audit trail and write their
         counters (with `checks` and the buffered RBAC checks) and outbox rows."""
         self._lock_audit(cur)
@@ -246,14 +249,14 @@ class SQLStore(OutboxQueries):
         self._insert_change_rows(cur, audit_rows, counters.merge(counter_rows), outbox_rows)
 
     def _insert_change_rows(self, cur: Any, audit_rows: list[tuple],
-                            counter_rows: list[counters.Counter], outbox_rows: list[tuple]
+                            counter_rows: list[Counter], outbox_rows: list[tuple]
                             ) -> None:
         """Write the audit rows, counter deltas and outbox rows of appended changes."""
         self._many(cur, AUDIT_INSERT, audit_rows)
         self._bump(cur, counter_rows)
         self._many(cur, OUTBOX_INSERT, outbox_rows)
 
-    def _bump(self, cur: Any, rows: list[counters.Counter]) -> None:
+    def _bump(self, cur: Any, rows: list[Counter]) -> None:
         # One multi-row upsert, not one statement per series: a decision bumps about ten
         # series (the response-time buckets), and each statement costs its own round of
         # parsing, binding and (on PostgreSQL) a trip to the server. Rows are merged first:
@@ -266,7 +269,7 @@ class SQLStore(OutboxQueries):
 
     def create(self, req: ApprovalRequest, change: Change | list[Change],
                idempotency: tuple[str, str, str] | None = None,
-               max_pending: int | None = None) -> ApprovalRequest:
+               max_pending: int | None = None) -> ApprovalRequest | dict[str, Any]:
         """Insert `req` with its change(s); with `idempotency` (owner, key, body hash), record
         it. `change` is a list when a policy rule decided the request as it was created (the
         create, then the decision).
@@ -283,7 +286,7 @@ class SQLStore(OutboxQueries):
             if idempotency:
                 found = self._idempotent(cur, idempotency[0], idempotency[1])
                 if found:
-                    return found  # type: ignore[return-value]
+                    return found
             if max_pending is not None and req.status == PENDING and \
                     self._at_pending_cap(cur, req.user_id, max_pending):
                 over = True  # raised below: an error inside the block would spoil a group
@@ -382,13 +385,7 @@ class SQLStore(OutboxQueries):
             params = (to_status, at, decided_by, note, use_by) + ((at,) if timed else ()) + (
                 request_id, PENDING, at) + ((not_user,) if not_user else ())
             row = self._exec(cur, sql, params).fetchone()
-            if row is None:
-                return None
-            req = request_from_row(row)
-            change = seal(change_for(req), row, req)
-            self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
-                                 if change.outbox else {})
-        return req
+            return self._record_row_change(cur, row, change_for)
 
     def expire_one(self, request_id: str, at: str,
                    change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
@@ -401,13 +398,7 @@ class SQLStore(OutboxQueries):
                              "AND status = ? AND expires_at <= ? RETURNING "
                              + ", ".join(REQUEST_COLUMNS),
                              (EXPIRED, at, request_id, PENDING, at)).fetchone()
-            if row is None:
-                return None
-            req = request_from_row(row)
-            change = seal(change_for(req), row, req)
-            self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
-                                 if change.outbox else {})
-        return req
+            return self._record_row_change(cur, row, change_for)
 
     def consume(self, request_id: str, digest: str, at: str,
                 change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
@@ -424,6 +415,19 @@ class SQLStore(OutboxQueries):
                 return None
             req = request_from_row(row)
             self._append_changes(cur, [seal(change_for(req), row, req)], {})
+        return req
+
+    def _record_row_change(self, cur: Any, row: tuple | None,
+                           change_for: Callable[[ApprovalRequest], Change]
+                           ) -> ApprovalRequest | None:
+        """After a compare-and-set that returned `row` (None: nothing matched), append the
+        change `change_for` builds from it, with the request as its notification payload."""
+        if row is None:
+            return None
+        req = request_from_row(row)
+        change = seal(change_for(req), row, req)
+        self._append_changes(cur, [change], {req.id: _sorted_json(req.to_dict())}
+                             if change.outbox else {})
         return req
 
     def _ms_since_created(self) -> str:
@@ -491,7 +495,7 @@ class SQLStore(OutboxQueries):
             counters.pending.put_back(deltas)
             raise
 
-    def add_counters(self, rows: list[counters.Counter]) -> None:
+    def add_counters(self, rows: list[Counter]) -> None:
         with self._write() as cur:
             self._bump(cur, counters.merge(rows))
 
@@ -563,7 +567,7 @@ class SQLStore(OutboxQueries):
                 + " WHERE created_at >= ?", (since,)).fetchone()
             by_status = {s: c for s, c in zip(STATUSES, row) if c}
             n, avg = row[len(STATUSES)], row[len(STATUSES) + 1]
-            percentiles = {}
+            percentiles: dict[str, Any] = {}
             for name, q in (("p50", 0.50), ("p95", 0.95)):
                 if not n:
                     percentiles[name] = None
@@ -697,7 +701,7 @@ class SQLStore(OutboxQueries):
                 return
             after = key(rows[-1])
 
-    def verify_audit(self, anchors: list[tuple[int, str]] = (),  # type: ignore[assignment]
+    def verify_audit(self, anchors: Sequence[tuple[int, str]] = (),
                      chunk: int = 5000) -> audit.VerifyResult:
         """The chain, then each anchor, then every request against its last audit row, all
         on one snapshot (a live server's writes cannot make a false finding), streamed in
@@ -909,7 +913,7 @@ class SQLStore(OutboxQueries):
             self._append_changes(cur, [change], {})
 
     # ---- API keys
-    def insert_key(self, row: dict[str, Any], role_counter: counters.Counter) -> None:
+    def insert_key(self, row: dict[str, Any], role_counter: Counter) -> None:
         with self._write() as cur:
             self._exec(cur, "INSERT INTO api_keys (" + ", ".join(KEY_COLUMNS) + ") VALUES ("
                        + ", ".join("?" * len(KEY_COLUMNS)) + ")",
