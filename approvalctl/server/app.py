@@ -270,20 +270,19 @@ class Api:
     @staticmethod
     def _secret(request: Request) -> str | None:
         headers = request.headers
-        keys = headers.getlist("x-api-key")
-        if len(keys) > 1 or (keys and "authorization" in headers):
-            raise InvalidInput("send the API key once, in X-API-Key or in Authorization: "
-                               "Bearer, not both")
-        secret = keys[0] if keys else None
-        if secret is None:
-            auth = headers.get("authorization")
-            if auth is not None:
-                scheme, _, value = auth.partition(" ")
-                if scheme.lower() != "bearer":
-                    raise _unauth("Authorization must use the Bearer scheme "
-                                  "(Authorization: Bearer KEY)")
-                secret = value
-        return secret
+        # Two different keys in one request are ambiguous (which one acts?): refused. The
+        # same key in both headers, as OpenAPI's "either scheme" lets a client send, is fine.
+        sent = set(headers.getlist("x-api-key"))
+        for auth in headers.getlist("authorization"):
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() != "bearer":
+                raise _unauth("Authorization must use the Bearer scheme "
+                              "(Authorization: Bearer KEY)")
+            sent.add(value)
+        if len(sent) > 1:  # ambiguous credentials authenticate nobody
+            raise _unauth("two different API keys in one request: send one, in X-API-Key "
+                          "or in Authorization: Bearer")
+        return sent.pop() if sent else None
 
     def _admit(self, call: Call, principal: Any) -> None:
         """The per-key rate limit, once the key is known."""
