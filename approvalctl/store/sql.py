@@ -668,7 +668,7 @@ class SQLStore(OutboxQueries):
                 cur, "SELECT seq, action, request_id FROM audit_log WHERE seq > ? "
                 "ORDER BY seq LIMIT ?", (after, limit)).fetchall()]
 
-    def change_marker(self) -> Any:
+    def change_marker(self) -> int:
         """A cheap value that differs after any committed change (here the audit head's
         seq; SQLite overrides it with PRAGMA data_version). Waiters compare it tick by tick
         and read rows only when it moved."""
