@@ -664,7 +664,7 @@ class SQLStore(OutboxQueries):
         first: what change notification (server/wakeups.py) reads to learn which requests
         moved, one query for all the waiters of a process."""
         with self._read() as cur:
-            return [tuple(r) for r in self._exec(  # type: ignore[misc]
+            return [tuple(r) for r in self._exec(
                 cur, "SELECT seq, action, request_id FROM audit_log WHERE seq > ? "
                 "ORDER BY seq LIMIT ?", (after, limit)).fetchall()]
 
