@@ -345,10 +345,10 @@ class Client:
                 return
 
 
-def _parse_sse(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+def _parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     """Events from text/event-stream lines (WHATWG HTML "Server-sent events"): fields
     `event`, `id`, `data` (lines joined by newline); comments skipped."""
-    event: dict[str, str] = {}
+    event: dict[str, Any] = {}  # str values; events() then makes `id` an int
     data: list[str] = []
     for line in lines:
         if not line:

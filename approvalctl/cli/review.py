@@ -15,7 +15,10 @@ without touching the screens.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from textual.notifications import SeverityLevel
 
 from .. import render
 from ..durations import format_duration
@@ -100,6 +103,7 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
     from textual.app import App, ComposeResult
     from textual.binding import Binding
     from textual.containers import VerticalScroll
+    from textual.coordinate import Coordinate
     from textual.screen import ModalScreen, Screen
     from textual.widgets import DataTable, Footer, Input, Label, Static
 
@@ -147,17 +151,21 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
             self.app.pop_screen()
 
         def action_skip(self) -> None:
-            self.app.open_next(after=self.req.id)
+            app = self.app
+            assert isinstance(app, ReviewApp)  # only the review app pushes this screen
+            app.open_next(after=self.req.id)
 
         def action_decide(self, action: str) -> None:
+            app = self.app
+            assert isinstance(app, ReviewApp)  # only the review app pushes this screen
             if action == "reject":
                 def done(reason: str | None) -> None:
                     if reason is not None:
-                        self.app.decide(self.req, "reject", reason.strip() or None)
+                        app.decide(self.req, "reject", reason.strip() or None)
 
-                self.app.push_screen(ReasonScreen(), done)
+                app.push_screen(ReasonScreen(), done)
                 return
-            self.app.decide(self.req, action)
+            app.decide(self.req, action)
 
     class ReviewApp(App):
         """The queue: pending requests oldest first, refreshed while it is open."""
@@ -175,7 +183,8 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
 
         def compose(self) -> ComposeResult:
             self.status = Static(id="status")
-            self.table = DataTable(cursor_type="row", zebra_stripes=True, id="queue")
+            self.table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=True,
+                                                   id="queue")
             yield self.status
             yield self.table
             yield Footer()
@@ -218,7 +227,7 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
             table = self.table
             if table.cursor_row is None or not 0 <= table.cursor_row < table.row_count:
                 return None
-            return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+            return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
 
         def action_open(self) -> None:
             rid = self.current_id()
@@ -274,7 +283,7 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
                 self.pop_screen()
             self.refresh_queue()
 
-        def say(self, text: str, severity: str) -> None:
+        def say(self, text: str, severity: SeverityLevel) -> None:
             # agent text inside (tool names, error details) is rendered, and never markup
             self.notify(render.plain(text), severity=severity, markup=False)
 

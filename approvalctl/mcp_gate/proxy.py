@@ -36,7 +36,7 @@ import os
 import re
 import sys
 from contextlib import suppress
-from typing import Any
+from typing import Any, Literal
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the N of mcp__N__TOOL
 MAX_LINE = 16 * 1024 * 1024  # bytes per JSON-RPC message, either way
@@ -57,7 +57,7 @@ def _say(text: str) -> None:
         sys.stderr.flush()
 
 
-def _one_line(text: str, limit: int = 500) -> str:
+def _one_line(text: object, limit: int = 500) -> str:
     from ..render import plain
 
     return plain(str(text).replace("\n", " "), limit)
@@ -83,7 +83,7 @@ class Lines:
         self.limit = limit
         self.buffer = bytearray()
 
-    async def next(self) -> bytes | None | bool:
+    async def next(self) -> bytes | None | Literal[False]:
         """The next line without its newline; None for an oversized one; False at EOF."""
         skipping = False
         while True:

@@ -61,5 +61,7 @@ def asset(name: str) -> tuple[bytes, str] | None:
         return None
     if name == "docs-init.js":
         return INIT_JS.encode(), ASSETS[name]
-    data = resources.files("approvalctl").joinpath("static", "swagger-ui", name).read_bytes()
+    # one name a step: Traversable.joinpath takes a single name on Python 3.10
+    data = (resources.files("approvalctl").joinpath("static").joinpath("swagger-ui")
+            .joinpath(name).read_bytes())
     return data, ASSETS[name]

@@ -114,6 +114,7 @@ class LinkPages:
 
     def routes(self) -> list[Route]:
         route = Route("/d/{token}", self.page, methods=["GET", "POST"])
+        assert route.methods is not None  # set whenever `methods` is given
         route.methods.discard("HEAD")  # as documented: the API answers no HEAD anywhere
         return [route]
 

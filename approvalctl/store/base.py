@@ -30,6 +30,9 @@ class Store(Protocol):
     #: Where the store lives, safe to print (a path, or a URL with its password redacted).
     url: str
 
+    #: `stats_rows`' `by` values, each with the column it groups by.
+    STATS_GROUPS: dict[str, str]
+
     # ---- lifecycle and schema
     def close(self) -> None:
         """Close this store's connections (the store is unusable afterwards)."""
@@ -107,10 +110,40 @@ class Store(Protocol):
         """Up to `limit` ids starting with `prefix` (only `user_id`'s when given)."""
         ...
 
-    def list_requests(self, *, status: str | None, tool_name: str | None,
-                      user_id: str | None, after: str | None, descending: bool,
-                      limit: int) -> list[ApprovalRequest]:
+    def has_overdue(self, now: str) -> bool:
+        """Whether any pending request's `expires_at` is at or before `now`."""
+        ...
+
+    def list_requests(self, *, status: str | None, tool_name: str | None, user_id: str | None,
+                      after: str | None, descending: bool, limit: int,
+                      risk: str | None = None, created_since: str | None = None
+                      ) -> list[ApprovalRequest]:
         """One page of requests in id order, filtered."""
+        ...
+
+    def stats_rows(self, since: str, by: str | None) -> list[tuple[Any, ...]]:
+        """(group value or None, status, response_ms, decided_at) of every request created
+        at or after `since`."""
+        ...
+
+    def change_marker(self) -> int:
+        """A cheap value that differs after any committed change (for waiters)."""
+        ...
+
+    # ---- quorums
+    def quorum(self, request_id: str) -> tuple[int, list[str]] | None:
+        """(approvals required, approvers so far in order), or None without a quorum."""
+        ...
+
+    def set_quorum(self, request_id: str, required: int, at: str,
+                   change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
+        """Require `required` approvers for a pending request; None if it is not pending."""
+        ...
+
+    def add_approval(self, request_id: str, approver: str, at: str,
+                     change_for: Callable[[ApprovalRequest, int, int], Change]
+                     ) -> tuple[ApprovalRequest, int, int, bool] | None:
+        """Count `approver`'s approval of a pending request with a quorum."""
         ...
 
     def stats(self, since: str) -> dict[str, Any]:

@@ -664,11 +664,11 @@ class SQLStore(OutboxQueries):
         first: what change notification (server/wakeups.py) reads to learn which requests
         moved, one query for all the waiters of a process."""
         with self._read() as cur:
-            return [tuple(r) for r in self._exec(  # type: ignore[misc]
+            return [tuple(r) for r in self._exec(
                 cur, "SELECT seq, action, request_id FROM audit_log WHERE seq > ? "
                 "ORDER BY seq LIMIT ?", (after, limit)).fetchall()]
 
-    def change_marker(self) -> Any:
+    def change_marker(self) -> int:
         """A cheap value that differs after any committed change (here the audit head's
         seq; SQLite overrides it with PRAGMA data_version). Waiters compare it tick by tick
         and read rows only when it moved."""
