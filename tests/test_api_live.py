@@ -69,21 +69,21 @@ def test_long_poll_sees_the_request_expire(http, live):
 
 
 def test_many_long_polls_do_not_block_other_requests(http, live):
-    """Long-polls sleep on the event loop; meanwhile the server keeps answering."""
+    """Long-polls sleep on the event loop; meanwhile the server keeps answering: every other
+    request is answered while all the long-polls are still waiting (no timing involved:
+    the polls could wait 30 s more)."""
     req = create(http, live)
     with ThreadPoolExecutor(max_workers=20) as pool:
         polls = [pool.submit(httpx.get, f"{live.url}{API}/{req['id']}",
-                             params={"wait": 3}, headers=live.headers("user"), timeout=10)
+                             params={"wait": 30}, headers=live.headers("user"), timeout=60)
                  for _ in range(15)]
         time.sleep(0.3)
-        start = time.monotonic()
         for _ in range(10):
             assert http.get("/healthz").status_code == 200
-        quick = time.monotonic() - start
+        assert not any(p.done() for p in polls)  # answered while every poll still waits
         http.put(f"{API}/{req['id']}", json={"action": "reject"},
                  headers=live.headers("operator"))
         assert {p.result().json()["status"] for p in polls} == {"rejected"}
-    assert quick < 2
 
 
 def test_twenty_concurrent_decisions_have_exactly_one_winner(live):
