@@ -53,19 +53,26 @@ _BY_STATUS: dict[int, type[errors.ApprovalctlError]] = {
 }
 
 
+def _server_url(base_url: str) -> str:
+    """`base_url` without a trailing slash; InvalidInput unless it is http(s)."""
+    base_url = (base_url or "").rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise errors.InvalidInput(f"server URL must start with http:// or https://, got "
+                                  f"{base_url!r}")
+    return base_url
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {"X-API-Key": api_key, "User-Agent": "approvalctl-client"}
+
+
 class Client:
     """A connection to an approvalctl server, authenticated with one API key."""
 
     def __init__(self, base_url: str, api_key: str, timeout: float = 30.0) -> None:
-        base_url = (base_url or "").rstrip("/")
-        if not base_url.startswith(("http://", "https://")):
-            raise errors.InvalidInput(f"server URL must start with http:// or https://, got "
-                                      f"{base_url!r}")
-        self.base_url = base_url
-        self.timeout = timeout
-        self._http = httpx.Client(base_url=base_url, timeout=timeout,
-                                  headers={"X-API-Key": api_key,
-                                           "User-Agent": "approvalctl-client"})
+        self.base_url, self.timeout = _server_url(base_url), timeout
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
+                                  headers=_headers(api_key))
 
     @classmethod
     def from_env(cls, timeout: float = 30.0) -> Client:
@@ -422,15 +429,9 @@ class AsyncClient:
     """
 
     def __init__(self, base_url: str, api_key: str, timeout: float = 30.0) -> None:
-        base_url = (base_url or "").rstrip("/")
-        if not base_url.startswith(("http://", "https://")):
-            raise errors.InvalidInput(f"server URL must start with http:// or https://, got "
-                                      f"{base_url!r}")
-        self.base_url = base_url
-        self.timeout = timeout
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
-                                       headers={"X-API-Key": api_key,
-                                                "User-Agent": "approvalctl-client"})
+        self.base_url, self.timeout = _server_url(base_url), timeout
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
+                                       headers=_headers(api_key))
 
     @classmethod
     def from_env(cls, timeout: float = 30.0) -> AsyncClient:

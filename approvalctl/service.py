@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Literal, overload
+from typing import Any, Literal, NoReturn, overload
 
 from . import audit, counters, keys, policy, rbac
 from .config import Settings
@@ -370,11 +370,7 @@ class ApprovalService:
 
         done = self.store.set_quorum(req.id, required, to_iso(self.clock()), change)
         if done is None:
-            self._expire_if_due(req.id)
-            current = self.store.get_status(req.id)
-            if current == EXPIRED:
-                raise Expired(f"request {req.id} has expired", EXPIRED)
-            raise ApprovalConflict(f"request {req.id} is already {current}", current)
+            self._refuse_not_pending(req.id)
         return done
 
     def _barred_from_own(self, actor: Principal) -> str | None:
@@ -450,14 +446,18 @@ class ApprovalService:
                                      change_for=self._decision(actor, target, action, note),
                                      use_within=self._use_within(target))
         if done is None:
-            # Too late (expires_at passed, swept or not) or decided meanwhile: record an
-            # expiry that is due, once, then say which.
-            self._expire_if_due(req.id)
-            current = self.store.get_status(req.id)
-            if current == EXPIRED:
-                raise Expired(f"request {req.id} has expired", EXPIRED)
-            raise ApprovalConflict(f"request {req.id} is already {current}", current)
+            self._refuse_not_pending(req.id)
         return done
+
+    def _refuse_not_pending(self, request_id: str) -> NoReturn:
+        """A compare-and-set on a pending request matched nothing: too late (expires_at
+        passed, swept or not) or decided meanwhile. Record an expiry that is due, once, then
+        raise Expired (exit 11, 409) or ApprovalConflict naming the status now."""
+        self._expire_if_due(request_id)
+        current = self.store.get_status(request_id)
+        if current == EXPIRED:
+            raise Expired(f"request {request_id} has expired", EXPIRED)
+        raise ApprovalConflict(f"request {request_id} is already {current}", current)
 
     def _use_within(self, target: str) -> float | None:
         return self.settings.use_within if target == APPROVED else None
