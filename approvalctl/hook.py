@@ -293,15 +293,25 @@ class Gate:
         return self.deadline - time.monotonic()
 
     def decide(self, call: Call) -> tuple[bool, str]:
-        req = self.backend.create(*self.actor, call.tool_name, call.arguments,
-                                  reason=call.reason, **self.user)
-        if req.status == "pending":
-            try:
+        # SIGTERM is held back while the create is in flight: stopped after the server
+        # stored the request but before its id arrived, the hook could not withdraw it.
+        # Released once the id is known, a pending SIGTERM is handled in the block below.
+        held = _hold_sigterm()
+        try:
+            req = self.backend.create(*self.actor, call.tool_name, call.arguments,
+                                      reason=call.reason, **self.user)
+        except BaseException:
+            _release_sigterm(held)
+            raise
+        try:
+            _release_sigterm(held)
+            if req.status == "pending":
                 req = self.backend.wait(*self.actor, req.id, max(0.0, self.left()))
-            except BaseException:  # stopped (SIGTERM), or the wait failed: withdraw it, so
-                with suppress(Exception):  # nobody is asked to approve a call that won't run
+        except BaseException:  # stopped (SIGTERM), or the wait failed: withdraw it, so
+            if req.status == "pending":  # nobody is asked to approve a call that won't run
+                with suppress(Exception):
                     self.backend.cancel(*self.actor, req.id)
-                raise
+            raise
         if req.status == "pending":
             with suppress(Exception):  # withdraw it: nobody approves a call that won't run
                 self.backend.cancel(*self.actor, req.id)
@@ -316,6 +326,20 @@ class Gate:
 
         self.backend.consume(*self.actor, req.id, digest(call.tool_name, call.arguments))
         return True, f"approved{who} ({req.id}){note}"
+
+
+def _hold_sigterm() -> bool:
+    """Block SIGTERM for this thread (POSIX); True if it was not blocked already."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        return False
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    return signal.SIGTERM not in before
+
+
+def _release_sigterm(held: bool) -> None:
+    """Undo _hold_sigterm(); a SIGTERM that arrived meanwhile is delivered now."""
+    if held:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 # ---------------------------------------------------------------- entry

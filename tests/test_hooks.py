@@ -367,3 +367,75 @@ def test_the_installed_command_blocks_even_when_approvalctl_is_missing(tmp_path)
     command = command_for("claude-code", str(tmp_path / "no-such-approvalctl"))
     proc = subprocess.run(["sh", "-c", command], input=BASH, capture_output=True, timeout=30)
     assert proc.returncode == 2
+
+
+class _HoldingProxy:
+    """A TCP proxy in front of `serve` that holds the server's answers back until released:
+    the request is stored, but the hook has not read the answer yet."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+        import threading
+
+        self.upstream_port = upstream_port
+        self.answered = threading.Event()  # the server has answered (the change committed)
+        self.release = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True),
+                             daemon=True).start()
+
+    def _pipe(self, src, dst, answers: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if answers:
+                    self.answered.set()
+                    self.release.wait(30)
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.release.set()
+        self.listener.close()
+
+
+@pytest.mark.slow
+def test_being_stopped_while_the_create_answer_is_in_flight_withdraws_the_request(serve):
+    """SIGTERM after the server stored the request but before the hook read its id: the
+    hook still learns the id and withdraws it, so the operator is never asked to approve a
+    call that will not run."""
+    proxy = _HoldingProxy(serve.port)
+    try:
+        env = serve.hook_env()
+        env["APPROVALCTL_SERVER"] = f"http://127.0.0.1:{proxy.port}"
+        proc = start_hook("claude-code", BASH, env)
+        assert proxy.answered.wait(30), finish(proc)
+        req = pending_for(lambda: serve.operator.list().items, "Bash", proc)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the signal is in; only then does the answer reach the hook
+        proxy.release.set()
+        _assert_denied("claude-code", "PreToolUse", finish(proc), "stopped")
+        assert serve.operator.get(req.id).status == "cancelled"
+    finally:
+        proxy.close()
