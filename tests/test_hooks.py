@@ -9,6 +9,7 @@ status other than 0 and 2 lets the tool run, so a hook may only ever exit 0 (all
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -410,10 +411,8 @@ class _HoldingProxy:
             pass
         finally:
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.release.set()
