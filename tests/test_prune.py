@@ -107,6 +107,25 @@ def test_prune_is_for_admins_and_keeps_at_least_a_day(history, operator, admin, 
     assert store.get(ids["approved"]) is not None
 
 
+def test_prune_on_every_backend_cuts_at_the_services_clock(store, agent, operator, admin):
+    """The `history` cases need requests stamped 100 days ago, which PostgreSQL's clock
+    forbids; here the rows are stamped now and the pruner's clock is 100 days ahead, so the
+    shared prune SQL runs on both backends: final rows go, pending stays, verify holds."""
+    now = ApprovalService(store)
+    done = [now.create(agent, "deploy", {"n": i}).id for i in range(3)]
+    now.decide(operator, done[0], "approve")
+    now.decide(operator, done[1], "reject")
+    now.cancel(agent, done[2])
+    waiting = now.create(agent, "deploy", {"n": "waiting"}, ttl_seconds=30 * DAY).id
+    later = ApprovalService(store, clock=lambda: utcnow() + timedelta(days=100))
+    assert later.prune(admin, 90 * DAY, dry_run=True)["requests"] == 3
+    assert later.prune(admin, 90 * DAY)["requests"] == 3
+    assert [store.get(i) for i in done] == [None, None, None]
+    assert store.get(waiting).status == "pending"
+    result = now.audit_verify(admin)
+    assert result.ok, result.problem
+
+
 # ---------------------------------------------------------------- CLI
 def run(*args: str, input: str | None = None):
     return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
