@@ -186,13 +186,14 @@ MIGRATIONS: list[tuple[str, list[Any]]] = [
         "0006_indexes_for_a_million_rows",
         [
             # stats: p50/p95 walk this index to the n-th row instead of sorting the window
-            # (3 s at a million rows); only decided-by-a-human rows are in it, so neither
-            # creation nor expiry pays for it.
+            # (docs/benchmarks.md, a million rows); only decided-by-a-human rows are in
+            # it, so neither creation nor expiry pays for it.
             "CREATE INDEX IF NOT EXISTS requests_response_time "
             "ON requests (response_ms, created_at) WHERE response_ms IS NOT NULL",
             # list --status all with --user or --tool (an agent's own history over HTTP):
-            # keyset on id without sorting all of that user's or tool's rows (0.3-0.5 s at a
-            # million). Without status in them, decisions and expiry never touch them.
+            # keyset on id without sorting all of that user's or tool's rows (figures in
+            # docs/benchmarks.md). Without status in them, decisions and expiry never touch
+            # them.
             "CREATE INDEX IF NOT EXISTS requests_user_all ON requests (user_id, id)",
             "CREATE INDEX IF NOT EXISTS requests_tool_all ON requests (tool_name, id)",
         ],
