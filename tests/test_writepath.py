@@ -391,3 +391,33 @@ def test_a_pipelined_change_that_fails_is_run_again_alone(new_db, agent):
     db.shutdown()
     assert all(store.get_status(r.id) == "pending" for r in created)
     store.close()
+
+
+@pytest.mark.postgres
+def test_a_call_that_loses_a_race_on_a_unique_key_runs_once_more(new_db, agent,
+                                                                  monkeypatch):
+    """PostgreSQL: another process inserted the same idempotency key and committed after
+    this call looked for it. The insert fails and aborts the unit's transaction; the call
+    runs once more in a fresh one, finds the winner's row and replays its answer."""
+    from approvalctl.store import open_store
+    from approvalctl.store.sql import SQLStore
+
+    store = open_store(new_db("postgres"))
+    service = ApprovalService(store)
+    first, _ = service.create_idempotent(agent, "deploy", idempotency_key="k1")
+    real = SQLStore._idempotent
+    looks = []
+
+    def not_yet(self, cur, owner, key):  # the first run's two looks miss the winner's row
+        looks.append(key)
+        return None if len(looks) <= 2 else real(self, cur, owner, key)
+
+    monkeypatch.setattr(SQLStore, "_idempotent", not_yet)
+    db = DatabaseThread(store)
+    done = db.submit(as_job(service, lambda s: s.create_idempotent(
+        agent, "deploy", idempotency_key="k1")), write=True)
+    req, replayed = done.result(timeout=10)
+    db.shutdown()
+    assert replayed and req.id == first.id and len(looks) == 3
+    assert rows(store, "requests") == 1
+    store.close()
