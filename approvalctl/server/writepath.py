@@ -7,7 +7,9 @@ tests/test_writepath.py, on SQLite and PostgreSQL):
    of threads its busy handler sleeps in steps that add up to a long tail; on PostgreSQL one
    thread with group commit did more than several threads (docs/benchmarks.md, "Figures
    behind the code"). Reads never enter a unit of work: they are submitted without
-   `write=True`, run alone, and write nothing of their own.
+   `write=True`, run alone, and write nothing of their own. (The admin changes — keys,
+   rules, sweep — are submitted the same way for now: alone, each store write its own
+   transaction.)
 
 2. One job shape. A change is a job: a callable given the `UnitOfWork` (store/unit.py) it
    runs in, which makes its reads and writes through `uow.store`. The HTTP API's job is
