@@ -148,6 +148,24 @@ def test_a_failed_commit_fails_every_call_and_leaves_no_row(store, agent, monkey
     assert sum(v for n, _, v in store.tally.take() if n == counters.RBAC_CHECKS) == 1
 
 
+# ---------------------------------------------------------------- 8. notification after
+def test_change_notification_runs_once_the_commit_is_visible(store, service, agent, db_url):
+    from approvalctl.store import open_store
+
+    other = open_store(db_url)  # another connection: it sees only what was committed
+    seen = []
+    db = DatabaseThread(store)
+    db.on_commit = lambda: seen.append(rows(other, "requests"))
+    queued_behind(db)
+    futures = [db.submit(as_job(service, lambda s: s.create(agent, "t")), write=True)
+               for _ in range(3)]
+    for f in futures:
+        f.result(timeout=10)
+    db.shutdown()
+    other.close()
+    assert seen == [3]  # once, for the group, after its commit
+
+
 # ---------------------------------------------------------------- 6. spoiled: run again
 def test_a_spoiled_group_runs_each_call_again_alone_with_its_own_answer(store, service,
                                                                        agent, monkeypatch):
