@@ -3,14 +3,14 @@
 Counters live in the database and are bumped in the same transaction as the change that
 causes them, so every process agrees on them and a restart loses nothing. The Prometheus
 side (`approvalctl.metrics`) only reads them. Checks that write nothing else (RBAC checks on
-reads) are buffered here in memory and flushed with the next write or at exit.
+reads) are buffered in memory in a `CounterBuffer`: the store owns one for the process (its
+`tally`, written with the next change or by `flush_counters`), and each unit of work of the
+server's write path has its own (written with its commit, dropped with its rollback).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from .models import DECIDED_BY_HUMAN, EXPIRED
 
@@ -63,40 +63,35 @@ def merge(counters: list[Counter]) -> list[Counter]:
     return [(n, lab, d) for (n, lab), d in totals.items()]
 
 
-class PendingCounters:
-    """Deltas not yet written, for events that write nothing else (e.g. RBAC checks)."""
+class CounterBuffer:
+    """Counter deltas not yet written, for events that write nothing else (RBAC checks).
+
+    Thread-safe: the process's buffer (`store.tally`) is added to from the event loop and
+    the database thread alike. Nothing module-global: each store and each unit of work
+    owns its own.
+    """
+
+    __slots__ = ("_lock", "_deltas")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._deltas: list[Counter] = []
-        self._local = threading.local()
 
     def add(self, name: str, lab: str, delta: float = 1) -> None:
-        buffer = getattr(self._local, "buffer", None)
-        if buffer is not None:
-            buffer.append((name, lab, delta))
-            return
+        """Buffer one delta of the series (name, labels)."""
         with self._lock:
             self._deltas.append((name, lab, delta))
 
-    @contextmanager
-    def capture(self, buffer: list[Counter]) -> Iterator[None]:
-        """Deltas added on this thread meanwhile go to `buffer` instead (a group commit
-        writes them itself, or drops them if it is rolled back)."""
-        self._local.buffer = buffer
-        try:
-            yield
-        finally:
-            self._local.buffer = None
-
     def take(self) -> list[Counter]:
+        """Everything buffered, merged per series; the buffer is left empty."""
         with self._lock:
             deltas, self._deltas = self._deltas, []
         return merge(deltas)
 
     def put_back(self, deltas: list[Counter]) -> None:
+        """Deltas taken for a write that did not happen (they are written later)."""
         with self._lock:
             self._deltas.extend(deltas)
 
-
-pending = PendingCounters()
+    def __bool__(self) -> bool:
+        return bool(self._deltas)

@@ -7,7 +7,9 @@
 
 Admin may also create requests (as docs/design.md's matrix says) because the local CLI acts as
 admin: an admin key gives the remote CLI everything the local one can do. Every `allowed`
-check is counted in `rbac_permission_checks_total{result}` (`sees_all` is not a check).
+check is counted in `rbac_permission_checks_total{result}` (`sees_all` is not a check), in the
+counter buffer the caller passes: the store's `tally`, which inside a unit of work of the
+server's write path is that unit's own (server/writepath.py).
 """
 
 from __future__ import annotations
@@ -44,16 +46,21 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 
-def allowed(principal: Principal, permission: str) -> bool:
+_ALLOWED = counters.labels(result="allowed")
+_DENIED = counters.labels(result="denied")
+
+
+def allowed(principal: Principal, permission: str, tally: counters.CounterBuffer) -> bool:
+    """Whether `principal` holds `permission`; the check is counted in `tally`."""
     ok = permission in PERMISSIONS.get(principal.role, frozenset())
-    counters.pending.add(counters.RBAC_CHECKS, counters.labels(result="allowed" if ok
-                                                                 else "denied"))
+    tally.add(counters.RBAC_CHECKS, _ALLOWED if ok else _DENIED)
     return ok
 
 
-def require(principal: Principal, permission: str, doing: str) -> None:
-    """Raise Forbidden unless `principal` holds `permission`."""
-    if not allowed(principal, permission):
+def require(principal: Principal, permission: str, doing: str,
+            tally: counters.CounterBuffer) -> None:
+    """Raise Forbidden unless `principal` holds `permission` (counted in `tally`)."""
+    if not allowed(principal, permission, tally):
         raise Forbidden(f"role '{principal.role}' of '{principal.name}' may not {doing}")
 
 

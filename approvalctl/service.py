@@ -101,7 +101,7 @@ class ApprovalService:
                           idempotency_key: str | None = None
                           ) -> tuple[ApprovalRequest, bool]:
         """Create a request; returns it and whether this was an idempotent replay."""
-        rbac.require(actor, rbac.CREATE, "create approval requests")
+        rbac.require(actor, rbac.CREATE, "create approval requests", self.store.tally)
         if user_id and user_id != actor.name and not actor.local:
             raise Forbidden("a request is always made as the caller; user_id cannot be set")
         tool_name = _tool_name(tool_name)
@@ -214,7 +214,7 @@ class ApprovalService:
     # ------------------------------------------------------------ read
     def resolve(self, actor: Principal, id_or_prefix: str) -> ApprovalRequest:
         """The request with this id or unique id prefix, if the actor may see it."""
-        if not rbac.allowed(actor, rbac.READ_OWN):
+        if not rbac.allowed(actor, rbac.READ_OWN, self.store.tally):
             raise Forbidden(f"role '{actor.role}' may not read approval requests")
         prefix = id_prefix(id_or_prefix)
         req = self.store.get(prefix) if len(prefix) == 26 else None
@@ -248,7 +248,7 @@ class ApprovalService:
         `risk` keeps one risk level; `since_seconds` keeps requests created at most that many
         seconds ago. Raises InvalidInput for an unknown status or risk, a bad limit or window.
         """
-        if not rbac.allowed(actor, rbac.READ_OWN):
+        if not rbac.allowed(actor, rbac.READ_OWN, self.store.tally):
             raise Forbidden(f"role '{actor.role}' may not list approval requests")
         if status in (None, "", "all"):
             status = None
@@ -296,7 +296,7 @@ class ApprovalService:
                note: str | None = None) -> ApprovalRequest:
         if action not in ACTIONS:
             raise InvalidInput(f"unknown action {action!r}: expected approve or reject")
-        rbac.require(actor, rbac.DECIDE, f"{action} requests")
+        rbac.require(actor, rbac.DECIDE, f"{action} requests", self.store.tally)
         done = self._decide_at_once(actor, id_or_prefix, ACTIONS[action], action, note)
         if done is not None:
             return done
@@ -352,7 +352,7 @@ class ApprovalService:
         """Make a pending request need `required` distinct approvers (operators and admins).
         A requirement can be raised, never lowered (that would undo a rule's or another
         operator's demand): InvalidInput for a value at or below the current one."""
-        rbac.require(actor, rbac.DECIDE, "require approvals")
+        rbac.require(actor, rbac.DECIDE, "require approvals", self.store.tally)
         if isinstance(required, bool) or not isinstance(required, int) or \
                 not 2 <= required <= MAX_APPROVALS:
             raise InvalidInput(f"approvals required must be a whole number from 2 to "
@@ -395,7 +395,8 @@ class ApprovalService:
             note = _text(note, "note", limit=MAX_TEXT)
         except InvalidInput:
             return None
-        if not rbac.allowed(actor, rbac.READ_ALL):  # what resolve() would have checked
+        # what resolve() would have checked
+        if not rbac.allowed(actor, rbac.READ_ALL, self.store.tally):
             return None
         now = self.clock()
         return self.store.transition(
@@ -429,8 +430,9 @@ class ApprovalService:
 
     def cancel(self, actor: Principal, id_or_prefix: str) -> ApprovalRequest:
         req = self.resolve(actor, id_or_prefix)
-        if not (rbac.allowed(actor, rbac.CANCEL_ANY) or
-                (req.user_id == actor.name and rbac.allowed(actor, rbac.CANCEL_OWN))):
+        if not (rbac.allowed(actor, rbac.CANCEL_ANY, self.store.tally) or
+                (req.user_id == actor.name
+                 and rbac.allowed(actor, rbac.CANCEL_OWN, self.store.tally))):
             raise Forbidden(f"role '{actor.role}' may not cancel request {req.id}")
         return self._finish(actor, req, CANCELLED, "cancel", None)
 
@@ -499,7 +501,7 @@ class ApprovalService:
     def sweep(self, actor: Principal | None = None) -> builtins.list[str]:
         """Expire every overdue pending request; safe to run anywhere, at any rate."""
         if actor is not None:
-            rbac.require(actor, rbac.SWEEP, "sweep expired requests")
+            rbac.require(actor, rbac.SWEEP, "sweep expired requests", self.store.tally)
         now = to_iso(self.clock())
         return self.store.expire_overdue(now, self._expiry_changes(now))
 
@@ -539,7 +541,7 @@ class ApprovalService:
         if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
             raise InvalidInput("digest must be 'sha256:' followed by 64 lower-case hex digits")
         req = self._fresh(self.resolve(actor, id_or_prefix))
-        if not (req.user_id == actor.name or rbac.allowed(actor, rbac.DECIDE)):
+        if not (req.user_id == actor.name or rbac.allowed(actor, rbac.DECIDE, self.store.tally)):
             raise Forbidden(f"only the requester or an operator may consume request {req.id}")
         done = self.store.consume(req.id, digest, to_iso(self.clock()), self._consumption(actor))
         if done is not None:
@@ -617,7 +619,7 @@ class ApprovalService:
 
     # ------------------------------------------------------------ stats
     def stats(self, actor: Principal, since_seconds: float = 86400) -> dict[str, Any]:
-        rbac.require(actor, rbac.STATS, "read stats")
+        rbac.require(actor, rbac.STATS, "read stats", self.store.tally)
         self._settle_overdue()  # counted as expired, not pending, sweep or no sweep
         now = self.clock()
         since = now - timedelta(seconds=since_seconds)
@@ -714,7 +716,7 @@ class ApprovalService:
     # ------------------------------------------------------------ audit
     def audit_list(self, actor: Principal, *, request_id: str | None = None,
                    limit: int | None = None) -> builtins.list[dict[str, Any]]:
-        rbac.require(actor, rbac.AUDIT, "read the audit trail")
+        rbac.require(actor, rbac.AUDIT, "read the audit trail", self.store.tally)
         if request_id:
             request_id = self.resolve(actor, request_id).id
         rows = self.store.audit_rows(request_id=request_id, limit=limit, newest_first=True)
@@ -727,7 +729,7 @@ class ApprovalService:
                      ) -> audit.VerifyResult:
         """The chain, each anchor (`SEQ:HASH` as `audit anchor` prints it) and every
         request row against its last audit row; the first problem found is named."""
-        rbac.require(actor, rbac.AUDIT, "verify the audit trail")
+        rbac.require(actor, rbac.AUDIT, "verify the audit trail", self.store.tally)
         if len(anchors) > audit.MAX_ANCHORS:
             raise InvalidInput(f"at most {audit.MAX_ANCHORS} anchors at a time")
         try:
@@ -738,7 +740,7 @@ class ApprovalService:
 
     def audit_anchor(self, actor: Principal) -> dict[str, Any]:
         """`{"seq": N, "hash": "…"}` of the chain's newest row, to keep outside the database."""
-        rbac.require(actor, rbac.AUDIT, "read the audit trail")
+        rbac.require(actor, rbac.AUDIT, "read the audit trail", self.store.tally)
         seq, head = self.store.audit_head()
         return {"seq": seq, "hash": head}
 
@@ -752,7 +754,7 @@ class ApprovalService:
         Returns `{"cutoff", "dry_run", "requests", "outbox"}` (counts deleted, or that would
         be with `dry_run`). InvalidInput below MIN_PRUNE_AGE.
         """
-        rbac.require(actor, rbac.PRUNE, "prune old requests")
+        rbac.require(actor, rbac.PRUNE, "prune old requests", self.store.tally)
         if isinstance(older_than_seconds, bool) or \
                 not isinstance(older_than_seconds, (int, float)) or \
                 not MIN_PRUNE_AGE <= older_than_seconds <= MAX_PRUNE_AGE:
@@ -776,7 +778,7 @@ class ApprovalService:
     # ------------------------------------------------------------ policy rules
     def list_rules(self, actor: Principal) -> builtins.list[dict[str, Any]]:
         """The policy rules in evaluation order."""
-        rbac.require(actor, rbac.MANAGE_RULES, "read policy rules")
+        rbac.require(actor, rbac.MANAGE_RULES, "read policy rules", self.store.tally)
         return [policy.ordered(r) for r in self.store.list_rules()]
 
     def add_rule(self, actor: Principal, rule: dict[str, Any], *,
@@ -784,7 +786,7 @@ class ApprovalService:
         """Add a rule at the end, or just before the rule named `before`; returns it as
         stored. InvalidInput for a rule that is malformed or can never match, Conflict for
         a name in use, NotFound for an unknown `before`."""
-        rbac.require(actor, rbac.MANAGE_RULES, "change policy rules")
+        rbac.require(actor, rbac.MANAGE_RULES, "change policy rules", self.store.tally)
         checked = _checked_rule(rule)
 
         def edit(rules: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Change]:
@@ -807,7 +809,7 @@ class ApprovalService:
 
     def remove_rule(self, actor: Principal, name: str) -> dict[str, Any]:
         """Remove the rule named `name` and return it; NotFound if there is none."""
-        rbac.require(actor, rbac.MANAGE_RULES, "change policy rules")
+        rbac.require(actor, rbac.MANAGE_RULES, "change policy rules", self.store.tally)
         removed: list[dict[str, Any]] = []
 
         def edit(rules: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Change]:
@@ -825,7 +827,7 @@ class ApprovalService:
                      ) -> builtins.list[dict[str, Any]]:
         """Append `rules` (or with `replace`, make them the whole policy) all at once. Any
         error refuses the whole import, and the InvalidInput lists every error, one a line."""
-        rbac.require(actor, rbac.MANAGE_RULES, "change policy rules")
+        rbac.require(actor, rbac.MANAGE_RULES, "change policy rules", self.store.tally)
         good, errors = policy.check_rules(rules, parse_ttl=_parse_ttl)
         if errors:
             raise InvalidInput(f"{len(errors)} error(s), nothing imported:\n" +
@@ -848,7 +850,7 @@ class ApprovalService:
     def test_rule(self, actor: Principal, tool_name: str, arguments: Any = None
                   ) -> dict[str, Any]:
         """Dry run: what the policy would do with this call, and which rule says so."""
-        rbac.require(actor, rbac.MANAGE_RULES, "test policy rules")
+        rbac.require(actor, rbac.MANAGE_RULES, "test policy rules", self.store.tally)
         arguments = {} if arguments is None else arguments
         if not isinstance(arguments, dict):
             raise InvalidInput(f"arguments must be a JSON object, not {_json_type(arguments)}")
@@ -864,7 +866,7 @@ class ApprovalService:
         req = self.resolve(actor, id_or_prefix)
         rule = _checked_rule(policy.exact_rule(f"always-{req.id}", req.tool_name,
                                                req.arguments, note=note))
-        rbac.require(actor, rbac.MANAGE_RULES, "add policy rules")
+        rbac.require(actor, rbac.MANAGE_RULES, "add policy rules", self.store.tally)
         done = self.decide(actor, req.id, "approve", note)
         return done, self.add_rule(actor, rule)
 
@@ -878,7 +880,7 @@ class ApprovalService:
     def create_key(self, actor: Principal, name: str, role: str,
                    expires_seconds: float | None = None) -> tuple[str, dict[str, Any]]:
         """A new key: returns the secret (shown once, never stored) and its public record."""
-        rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
+        rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys", self.store.tally)
         name = _text(name, "key name", required=True, limit=100)
         if not KEY_NAME.fullmatch(name):
             raise InvalidInput(f"invalid key name {name!r}: use letters, digits and _ . @ -, "
@@ -897,12 +899,12 @@ class ApprovalService:
         return secret, _public_key(row)
 
     def list_keys(self, actor: Principal) -> builtins.list[dict[str, Any]]:
-        rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
+        rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys", self.store.tally)
         now = to_iso(self.clock())
         return [_public_key(k, now) for k in self.store.list_keys()]
 
     def revoke_key(self, actor: Principal, name: str) -> None:
-        rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys")
+        rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys", self.store.tally)
         if not self.store.get_key(name=name):
             raise NotFound(f"no API key named {name!r}")
         if not self.store.revoke_key(name, to_iso(self.clock())):
@@ -915,7 +917,7 @@ class ApprovalService:
         needs read_all). InvalidInput for an unknown `status` or `limit` outside 1-10000."""
         from .store.outbox import OUTBOX_STATUSES
 
-        rbac.require(actor, rbac.READ_ALL, "read the notification outbox")
+        rbac.require(actor, rbac.READ_ALL, "read the notification outbox", self.store.tally)
         if status is not None and status not in OUTBOX_STATUSES:
             raise InvalidInput(f"unknown status {status!r}: expected one of "
                                f"{', '.join(OUTBOX_STATUSES)}")
@@ -928,7 +930,7 @@ class ApprovalService:
         """Make one outbox row (failed or pending) due now and return it, or with no
         `outbox_id` every failed row, returning how many. Operators may (as they may
         sweep). NotFound for no such row; ApprovalConflict for a row already sent."""
-        rbac.require(actor, rbac.SWEEP, "retry notifications")
+        rbac.require(actor, rbac.SWEEP, "retry notifications", self.store.tally)
         now = to_iso(self.clock())
         if outbox_id is None:
             return self.store.requeue_outbox(now=now)
@@ -943,7 +945,7 @@ class ApprovalService:
 
     def migration_state(self, actor: Principal) -> builtins.list[dict[str, str | None]]:
         """Every schema migration with `name` and `applied_at` (None when pending)."""
-        rbac.require(actor, rbac.STATS, "read the schema state")
+        rbac.require(actor, rbac.STATS, "read the schema state", self.store.tally)
         return self.store.migration_state()
 
     def authenticate(self, secret: str | None) -> Principal:

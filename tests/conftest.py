@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from approvalctl import counters
 from approvalctl.config import Settings
 from approvalctl.models import Principal
 from approvalctl.service import ApprovalService
@@ -35,7 +34,6 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("USER", "operator")
     monkeypatch.setenv("LOGNAME", "operator")
-    counters.pending.take()  # buffered RBAC deltas belong to the test that made them
     return tmp_path
 
 

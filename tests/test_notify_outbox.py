@@ -147,9 +147,12 @@ def test_a_request_created_and_decided_in_one_group_keeps_both_snapshots(hooked,
                                                                           agent, operator):
     """Inside one group commit each change keeps its own notification payload: the
     `created` row shows the request as created, the `decided` row as decided."""
-    with store.group_commit():
-        req = hooked.create(agent, "deploy")
-        hooked.decide(operator, req.id, "approve")
+    from approvalctl.server.writepath import service_in
+
+    with store.unit_of_work() as uow:
+        service = service_in(uow, hooked)
+        req = service.create(agent, "deploy")
+        service.decide(operator, req.id, "approve")
     payloads = {(r["event"], r["channel"]): json.loads(r["payload"])["status"]
                 for r in store.list_outbox()}
     assert payloads == {("created", "slack"): "pending", ("created", "webhook:0"): "pending",

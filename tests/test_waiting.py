@@ -23,6 +23,7 @@ from conftest import env_for
 
 from approvalctl.models import Principal
 from approvalctl.server import wakeups
+from approvalctl.server.writepath import service_in
 
 GUARD = 10.0
 ADMIN = Principal("test-admin", "admin", local=True)
@@ -238,9 +239,10 @@ def test_a_slow_reader_is_dropped_with_a_final_event(live, monkeypatch):
         lines = resp.iter_lines()
         assert next(lines).startswith(":")  # the stream is open and registered
         # ten creates in one transaction reach the stream as one batch: more than fits
-        with live.store.group_commit():
+        with live.store.unit_of_work() as uow:
+            service = service_in(uow, live.service)
             for n in range(10):
-                live.service.create(agent(), "deploy", {"n": n})
+                service.create(agent(), "deploy", {"n": n})
         rest = []
         for line in lines:
             rest.append(line)

@@ -1,11 +1,19 @@
 """The HTTP face of the service: a Starlette app, thin by design.
 
-Every handler does the same five things: authenticate the key, check the request against the
-OpenAPI document, call one service method, serialise the result, and turn the core's named
-errors into `application/problem+json`. Who may do what is decided by the service, never
-here. The service's calls are synchronous database work, so they run off the event loop
-(changes on the database thread of dbthread.py, point reads inline on SQLite) and the loop
-stays free for long-polls.
+Routing is Starlette's: one `ApiRoute` per path with its methods (Starlette answers 404 and
+405), and the app's exception handlers turn the core's named errors into
+`application/problem+json` (`error_response`), HTTP errors into problems (405 with the full
+`Allow`), and anything unexpected into a logged 500 without a traceback. What every request
+gets before its handler is in `Api.route`: its route label for the metrics, HEAD served as
+GET, the path and query checked against the OpenAPI document, the key looked up.
+
+Reads authenticate on the way in and call one service method. Changes (create, decide,
+cancel, consume, decision links) are jobs of the write path (writepath.py: its docstring
+holds every invariant): the handler reads the request into a `WriteJob`, which looks the
+key up inside the unit of work that makes the change. Who may do what is decided by the
+service, never here. The service's calls are synchronous database work, so they run off
+the event loop (on the database thread of writepath.py, point reads inline on SQLite) and
+the loop stays free for long-polls.
 
 Where this module reaches the store without the service, on purpose (docs/design.md section
 2): `/metrics` and `/healthz` (no principal; a scrape bumps no counter), and the background
@@ -34,7 +42,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route, request_response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__, metrics, rbac
 from ..config import Settings
@@ -52,10 +61,10 @@ from ..service import IDEMPOTENCY_HOURS, ApprovalService
 from ..strictjson import DuplicateKey
 from ..strictjson import decode as strict_decode
 from . import spec
-from .dbthread import DatabaseThread
 from .docs import DOCS_HTML
 from .links import LinkPages
 from .wakeups import Wakeups
+from .writepath import DatabaseThread, WriteJob
 
 log = logging.getLogger("approvalctl.server")
 
@@ -180,21 +189,46 @@ class KeySlots:
 
 # ---------------------------------------------------------------- the app
 Handler = Callable[["Call"], Awaitable[Response]]
+#: What a change handler's `parse` returns: an ApprovalService function taking
+#: (service, principal, ...) and its further positional and keyword arguments.
+ServiceCall = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class Call:
-    """One request as a handler sees it: validated parameters, the caller, the body."""
+    """One request as a handler sees it: validated parameters, the caller (reads), the body."""
 
-    __slots__ = ("request", "op", "principal", "secret", "looked_up", "query", "path")
+    __slots__ = ("request", "op", "principal", "query", "path")
 
     def __init__(self, request: Request, op: spec.Operation) -> None:
         self.request = request
         self.op = op
         self.principal: Any = None
-        self.secret: str | None = None  # a well-formed key not looked up yet (see change())
-        self.looked_up = False
         self.query: dict[str, Any] = {}
         self.path: dict[str, str] = {}
+
+
+class Change:
+    """A change route's handler, in two halves around its `WriteJob` (writepath.py):
+    `parse(call)` reads and checks the request and returns the ServiceCall; `respond(call,
+    result)` builds the answer from the service's result. `create` marks creations, which
+    the creation quota (quotas.create_rate) counts."""
+
+    __slots__ = ("parse", "respond", "create")
+
+    def __init__(self, parse: Callable[[Call], Awaitable[ServiceCall]],
+                 respond: Callable[[Call, Any], Response], *, create: bool = False) -> None:
+        self.parse = parse
+        self.respond = respond
+        self.create = create
+
+
+class ApiRoute(Route):
+    """Starlette's Route, labelling each request with its path template (for the HTTP
+    metrics) before Starlette dispatches it or refuses its method."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["approvalctl.route"] = self.path
+        await super().handle(scope, receive, send)
 
 
 class Api:
@@ -214,11 +248,13 @@ class Api:
         self.create_limiter = RateLimiter(
             quotas.create_rate, "create_rate", "creation quota of {rate:g} requests per "
             "second (quotas.create_rate)") if quotas.create_rate else None
+        #: A change's `admit` (see WriteJob), by whether the change is a creation.
+        self._admits = {create: self._limits(create) for create in (False, True)}
         self.waits = KeySlots(quotas.max_waits)
         self.max_response_bytes = quotas.max_response_bytes
         self.ops = spec.operations()
         # Changes (write()) go through one database thread with group commit on both
-        # stores (see dbthread.py). Everything else (run()) goes to that thread too on
+        # stores (see writepath.py). Everything else (run()) goes to that thread too on
         # SQLite; on PostgreSQL it waits on the network, so a few pool threads overlap it.
         sqlite = getattr(store, "dialect", "sqlite") == "sqlite"
         self.db_thread = DatabaseThread(store)
@@ -242,9 +278,11 @@ class Api:
         return await asyncio.get_running_loop().run_in_executor(self.db_pool, call)
 
     async def write(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Like run(), for a change: it may share one commit with others queued with it."""
-        return await self.db_thread.submit_async(functools.partial(func, *args, **kwargs),
-                                                 write=True)
+        """A change that proves itself without an API key (a decision link): `func` is an
+        ApprovalService function taking (service, *args, **kwargs), run as a job of the
+        write path; it may share one commit with others queued with it."""
+        return await self.db_thread.submit_async(
+            WriteJob(self.service, None, func, args, kwargs), write=True)
 
     def close(self) -> None:
         self.db_thread.shutdown()
@@ -285,40 +323,23 @@ class Api:
         return sent.pop() if sent else None
 
     def _admit(self, call: Call, principal: Any) -> None:
-        """The per-key rate limit, once the key is known."""
+        """The per-key rate limit of a read, once the key is known."""
         if self.limiter is not None:
             self.limiter.check(principal.name)
         call.principal = principal
 
-    async def change(self, call: Call, func: Callable[..., Any], *args: Any, **kwargs: Any
-                     ) -> Any:
-        """A write on the caller's behalf, with the key looked up inside the same database
-        job (see endpoint()): on SQLite a look-up on the loop would hand the GIL to the
-        database thread and wait to get it back, which cost more than the create itself.
-        The job reads the key in the transaction that makes the change, so a key revoked
-        before it still fails."""
-        secret = call.secret
-        assert secret is not None  # set by endpoint() for the methods in key_in_job
+    def _limits(self, create: bool) -> Callable[[Any], None] | None:
+        """A change's `admit` (see WriteJob): the per-key rate limit and, for creations,
+        the creation quota; None when neither is configured."""
+        checks = [lim for lim in (self.limiter, self.create_limiter if create else None)
+                  if lim is not None]
+        if not checks:
+            return None
 
-        def job() -> Any:
-            call.looked_up = True
-            principal = self._principal_in_job(secret)
-            if call.principal is None:  # a job run again alone (dbthread) is not re-counted
-                self._admit(call, principal)
-            return func(principal, *args, **kwargs)
-        return await self.write(job)
-
-    def _principal_in_job(self, secret: str) -> Any:
-        """The key's principal, read once per group commit: every call in a group arrived
-        before the group's transaction began, so a key revoked before any of them arrived
-        is revoked in the first read too."""
-        memo = self.db_thread.memo()
-        principal = None if memo is None else memo.get(secret)
-        if principal is None:
-            principal = self.service.principal_of(secret)
-            if memo is not None:
-                memo[secret] = principal
-        return principal
+        def admit(principal: Any) -> None:
+            for limiter in checks:
+                limiter.check(principal.name)
+        return admit
 
     async def _body(self, call: Call) -> Any:
         request = call.request
@@ -360,87 +381,70 @@ class Api:
                               "(http_limits.body_timeout)") from None
         return call.op.check_body(parse_json(b"".join(chunks)))
 
-    def endpoint(self, path: str, handlers: dict[str, Handler],
-                 key_in_job: frozenset[str] = frozenset()) -> Route:
-        """One route per path: method dispatch here, so 405 carries the full Allow list.
+    def route(self, path: str, handlers: dict[str, Handler | Change]) -> Route:
+        """One Starlette route for `path` with `handlers` by method (HEAD is served as GET;
+        other methods are Starlette's 405, see `_http_error`).
 
-        Methods in `key_in_job` are changes whose key is looked up by the database job that
-        makes the change (Api.change); here only its presence and form are checked. Any
-        error found before that job runs is answered as for every other request: the key is
-        looked up first, so an unknown, revoked or expired key is still a 401, a rate-limited
-        one a 429, and only then comes the request's own problem.
-        """
+        Per request: the path and query are checked against the OpenAPI document; a read
+        (a Handler) is authenticated and rate-limited first, then handled; a change (a
+        `Change`) becomes one WriteJob, which authenticates in the database job itself
+        (writepath.py, invariants 2 and 3)."""
         ops = {m: self.ops[(m, path)] for m in handlers}
-        allow = ", ".join(sorted(handlers))
 
-        async def dispatch(request: Request) -> Response:
-            request.scope["approvalctl.route"] = path
+        async def endpoint(request: Request) -> Response:
             method = request.method if request.method != "HEAD" else "GET"
-            handler = handlers.get(method)
-            if handler is None:
-                return problem(405, "Method not allowed", f"{request.method} is not allowed on "
-                               f"{path}; allowed: {allow}", headers={"Allow": allow})
-            op = ops[method]
-            call = Call(request, op)
-            try:
-                if op.public:
-                    pass
-                elif method in key_in_job:
-                    call.secret = self.service.well_formed_key(self._secret(request))
-                else:
-                    self._admit(call, await self.read(self._authenticate, request))
-                for name, value in request.path_params.items():
-                    call.path[name] = op.check_path(name, value)
-                call.query = op.check_query(request.query_params.multi_items())
-                return await handler(call)
-            except ApprovalctlError as exc:
-                if call.secret is not None and not call.looked_up:
-                    try:  # the key's own problems come first (see above)
-                        self._admit(call, await self.read(self.service.principal_of,
-                                                          call.secret))
-                    except ApprovalctlError as key_exc:
-                        return error_response(key_exc)
-                return error_response(exc)
-            except Exception:  # a bug: log it, never leak a traceback to the caller
-                from ..render import escape  # the path is the client's: keep the log inert
+            call = Call(request, ops[method])
+            handler = handlers[method]
+            if isinstance(handler, Change):
+                return await self._change(call, handler)
+            if not call.op.public:
+                self._admit(call, await self.read(self._authenticate, request))
+            self._check_params(call)
+            return await handler(call)
 
-                log.exception("unhandled error in %s %s", request.method, escape(path))
-                return problem(500, "Internal error", "the server failed to handle this "
-                               "request; the error is in its log")
+        return ApiRoute(path, endpoint, methods=list(handlers))
 
-        # An ASGI object (not a function) with methods=None: every method reaches dispatch,
-        # which answers 405 itself with the full Allow list.
-        return Route(path, _AnyMethod(request_response(dispatch)), methods=None)
+    @staticmethod
+    def _check_params(call: Call) -> None:
+        op = call.op
+        for name, value in call.request.path_params.items():
+            call.path[name] = op.check_path(name, value)
+        call.query = op.check_query(call.request.query_params.multi_items())
+
+    async def _change(self, call: Call, change: Change) -> Response:
+        """Parse the request into a WriteJob and run it on the write path. A missing or
+        malformed key is refused here (no database needed); any other problem found while
+        reading the request rides in the job as its `refusal`, answered after the key's
+        own problems and the limits (writepath.py, invariant 3)."""
+        secret = self.service.well_formed_key(self._secret(call.request))
+        try:
+            self._check_params(call)
+            func, args, kwargs = await change.parse(call)
+        except ApprovalctlError as exc:  # the request rate counts it; a creation quota not
+            job = WriteJob(self.service, secret, refusal=exc, admit=self._admits[False])
+        else:
+            job = WriteJob(self.service, secret, func, args, kwargs,
+                           admit=self._admits[change.create])
+        result = await self.db_thread.submit_async(job, write=True)
+        return change.respond(call, result)
 
     # ---- approvals
-    async def create(self, call: Call) -> Response:
+    async def _parse_create(self, call: Call) -> ServiceCall:
         body = await self._body(call)
         key = call.request.headers.get("idempotency-key")
         if key is not None and not IDEMPOTENCY_HEADER.fullmatch(key):
             raise InvalidInput("Idempotency-Key must be 1-255 visible ASCII characters")
-        req, replayed = await self.change(
-            call, self._create_within_quota(), body["tool_name"],
-            body.get("arguments"), reason=body.get("reason"), risk=body.get("risk"),
-            ttl_seconds=body.get("ttl_seconds"), idempotency_key=key)
+        return (ApprovalService.create_idempotent, (body["tool_name"], body.get("arguments")),
+                {"reason": body.get("reason"), "risk": body.get("risk"),
+                 "ttl_seconds": body.get("ttl_seconds"), "idempotency_key": key})
+
+    @staticmethod
+    def _created(call: Call, result: Any) -> Response:
+        req, replayed = result
         headers = {"Location": f"/api/v1/approvals/{req.id}"}
-        if key is not None:
+        if call.request.headers.get("idempotency-key") is not None:
             headers["Idempotent-Replayed"] = "true" if replayed else "false"
         return json_response(req.to_dict(), 201, headers)
-
-    def _create_within_quota(self) -> Callable[..., Any]:
-        """service.create_idempotent behind the per-key creation quota, checked in the
-        database job once the key is known (once: a job rerun alone is not re-counted)."""
-        limiter = self.create_limiter
-        if limiter is None:
-            return self.service.create_idempotent
-        checked: list[bool] = []
-
-        def create(principal: Any, *args: Any, **kwargs: Any) -> Any:
-            if not checked:
-                checked.append(True)
-                limiter.check(principal.name)
-            return self.service.create_idempotent(principal, *args, **kwargs)
-        return create
 
     async def list_approvals(self, call: Call) -> Response:
         q = call.query
@@ -546,7 +550,7 @@ class Api:
     async def events(self, call: Call) -> Response:
         """GET /api/v1/events: Server-Sent Events of request changes (see wakeups.py)."""
         principal = call.principal
-        if not rbac.allowed(principal, rbac.READ_OWN):
+        if not rbac.allowed(principal, rbac.READ_OWN, self.store.tally):
             from ..errors import Forbidden
 
             raise Forbidden(f"role {principal.role!r} may not read requests")
@@ -637,19 +641,19 @@ class Api:
             if self._visible(principal, req, name, filters):
                 yield _sse(seq, name, req)
 
-    async def decide(self, call: Call) -> Response:
+    async def _parse_decide(self, call: Call) -> ServiceCall:
         body = await self._body(call)
-        req = await self.change(call, self.service.decide, call.path["id"], body["action"],
-                                body.get("note"))
-        return json_response(req.to_dict())
+        return ApprovalService.decide, (call.path["id"], body["action"], body.get("note")), {}
 
-    async def consume(self, call: Call) -> Response:
+    async def _parse_consume(self, call: Call) -> ServiceCall:
         body = await self._body(call)
-        req = await self.change(call, self.service.consume, call.path["id"], body["digest"])
-        return json_response(req.to_dict())
+        return ApprovalService.consume, (call.path["id"], body["digest"]), {}
 
-    async def cancel(self, call: Call) -> Response:
-        req = await self.change(call, self.service.cancel, call.path["id"])
+    async def _parse_cancel(self, call: Call) -> ServiceCall:
+        return ApprovalService.cancel, (call.path["id"],), {}
+
+    @staticmethod
+    def _request(call: Call, req: Any) -> Response:
         return json_response(req.to_dict())
 
     # ---- operations and admin (extensions for the remote CLI)
@@ -758,33 +762,35 @@ class Api:
             self.store.purge_idempotency(to_iso(utcnow() - timedelta(hours=IDEMPOTENCY_HOURS)))
 
     def routes(self) -> list[Route]:
+        decide = Change(self._parse_decide, self._request)
+        cancel = Change(self._parse_cancel, self._request)
         return [
-            self.endpoint("/api/v1/approvals", {"POST": self.create, "GET": self.list_approvals},
-                          key_in_job=frozenset({"POST"})),
-            self.endpoint("/api/v1/approvals/stats", {"GET": self.stats}),
-            self.endpoint("/api/v1/approvals/{id}", {"GET": self.get, "PUT": self.decide,
-                                                     "DELETE": self.cancel},
-                          key_in_job=frozenset({"PUT", "DELETE"})),
-            self.endpoint("/api/v1/approvals/{id}/consume", {"POST": self.consume},
-                          key_in_job=frozenset({"POST"})),
-            self.endpoint("/api/v1/events", {"GET": self.events}),
-            self.endpoint("/api/v1/sweep", {"POST": self.sweep}),
-            self.endpoint("/api/v1/audit", {"GET": self.audit_list}),
-            self.endpoint("/api/v1/audit/verify", {"GET": self.audit_verify}),
-            self.endpoint("/api/v1/audit/anchor", {"GET": self.audit_anchor}),
-            self.endpoint("/api/v1/prune", {"POST": self.prune}),
-            self.endpoint("/api/v1/keys", {"GET": self.list_keys, "POST": self.create_key}),
-            self.endpoint("/api/v1/keys/{name}", {"DELETE": self.revoke_key}),
-            self.endpoint("/api/v1/rules", {"GET": self.list_rules, "POST": self.add_rule}),
-            self.endpoint("/api/v1/rules/test", {"POST": self.test_rules}),
-            self.endpoint("/api/v1/rules/import", {"POST": self.import_rules}),
-            self.endpoint("/api/v1/rules/{name}", {"DELETE": self.remove_rule}),
-            self.endpoint("/healthz", {"GET": self.health}),
-            self.endpoint("/metrics", {"GET": self.metrics}),
-            self.endpoint("/openapi.json", {"GET": self.openapi}),
-            self.endpoint("/docs", {"GET": self.docs}),
+            self.route("/api/v1/approvals", {
+                "POST": Change(self._parse_create, self._created, create=True),
+                "GET": self.list_approvals}),
+            self.route("/api/v1/approvals/stats", {"GET": self.stats}),
+            self.route("/api/v1/approvals/{id}", {"GET": self.get, "PUT": decide,
+                                                  "DELETE": cancel}),
+            self.route("/api/v1/approvals/{id}/consume",
+                       {"POST": Change(self._parse_consume, self._request)}),
+            self.route("/api/v1/events", {"GET": self.events}),
+            self.route("/api/v1/sweep", {"POST": self.sweep}),
+            self.route("/api/v1/audit", {"GET": self.audit_list}),
+            self.route("/api/v1/audit/verify", {"GET": self.audit_verify}),
+            self.route("/api/v1/audit/anchor", {"GET": self.audit_anchor}),
+            self.route("/api/v1/prune", {"POST": self.prune}),
+            self.route("/api/v1/keys", {"GET": self.list_keys, "POST": self.create_key}),
+            self.route("/api/v1/keys/{name}", {"DELETE": self.revoke_key}),
+            self.route("/api/v1/rules", {"GET": self.list_rules, "POST": self.add_rule}),
+            self.route("/api/v1/rules/test", {"POST": self.test_rules}),
+            self.route("/api/v1/rules/import", {"POST": self.import_rules}),
+            self.route("/api/v1/rules/{name}", {"DELETE": self.remove_rule}),
+            self.route("/healthz", {"GET": self.health}),
+            self.route("/metrics", {"GET": self.metrics}),
+            self.route("/openapi.json", {"GET": self.openapi}),
+            self.route("/docs", {"GET": self.docs}),
             *LinkPages(self).routes(),  # decision links (server/links.py)
-            self.endpoint("/docs/assets/{name}", {"GET": self.docs_asset}),
+            self.route("/docs/assets/{name}", {"GET": self.docs_asset}),
         ]
 
 
@@ -816,14 +822,6 @@ class _EventStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._release()
-
-
-class _AnyMethod:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
 
 
 def _unauth(detail: str) -> ApprovalctlError:
@@ -889,11 +887,37 @@ class MetricsMiddleware:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTP errors as problems: 404 for an unknown path, 405 with the route's
+    full `Allow` (its methods in order; HEAD, served as GET, is not listed)."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return problem(404, "Not found", f"no such endpoint: {request.url.path[:200]} "
                        "(see /docs)")
+    if exc.status_code == 405:
+        allow = ", ".join(sorted({m.strip() for m in (exc.headers or {}).get("Allow", "")
+                                  .split(",") if m.strip() and m.strip() != "HEAD"}))
+        where = request.scope.get("approvalctl.route", request.url.path[:200])
+        return problem(405, "Method not allowed", f"{request.method[:20]} is not allowed on "
+                       f"{where}; allowed: {allow}", headers={"Allow": allow})
     return problem(exc.status_code, "HTTP error", str(exc.detail), headers=exc.headers)
+
+
+async def _core_error(request: Request, exc: Exception) -> Response:
+    """The core's named errors (errors.py) as application/problem+json."""
+    assert isinstance(exc, ApprovalctlError)
+    return error_response(exc)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug: logged, answered 500 without a traceback (Starlette then re-raises it to the
+    server, which logs the traceback)."""
+    from ..render import escape  # the path is the client's: keep the log inert
+
+    log.error("unhandled error in %s %s: %s", escape(request.method[:20]),
+              escape(request.scope.get("approvalctl.route", request.url.path[:200])),
+              type(exc).__name__)
+    return problem(500, "Internal error", "the server failed to handle this request; the "
+                   "error is in its log")
 
 
 def create_app(store: Any, settings: Settings | None = None, *, background: bool = True,
@@ -924,7 +948,9 @@ def create_app(store: Any, settings: Settings | None = None, *, background: bool
             api.close()
 
     app = Starlette(routes=api.routes(), lifespan=lifespan,
-                    exception_handlers={HTTPException: _http_error})
+                    exception_handlers={HTTPException: _http_error,
+                                        ApprovalctlError: _core_error,
+                                        Exception: _internal_error})
     app.router.redirect_slashes = False
     app.add_middleware(MetricsMiddleware)
     app.state.api = api

@@ -38,6 +38,7 @@ from ..errors import (
 )
 from ..models import PENDING, Principal, to_iso, utcnow
 from ..notify import links
+from ..service import ApprovalService
 
 #: Link page requests per second per client address (bursts of as many): a person opening,
 #: reloading and submitting stays far below it; a script guessing or flooding does not.
@@ -230,7 +231,7 @@ class LinkPages:
             raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
         if link.action == "reject" and not reason:
             raise InvalidInput("a rejection needs a reason: go back and give one")
-        done = await self.api.write(self.api.service.decide_by_link, link.recipient, req.id,
+        done = await self.api.write(ApprovalService.decide_by_link, link.recipient, req.id,
                                     link.digest, link.action, reason or None)
         if done.status == PENDING:  # a quorum still short
             return _page(200, "Approval counted",

@@ -8,7 +8,7 @@ of the process at once: the audit rows after the last seq seen (`store.changes_a
 differs by source is only when to ask it:
 
 - the process's own changes: the database thread calls `poke_threadsafe()` after each
-  COMMIT (dbthread.py), never before the change is durable;
+  COMMIT (writepath.py), never before the change is durable;
 - PostgreSQL, changes by any process: every change transaction sends `NOTIFY
   approvalctl_changes` (delivered at COMMIT); one listener thread per process LISTENs, and
   after a lost connection it reconnects and pokes, so the catch-up read finds whatever it

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .. import audit
-    from ..counters import Counter
+    from ..counters import Counter, CounterBuffer
     from ..models import ApprovalRequest, Change
-    from .sql import Group
+    from .unit import UnitOfWork
 
 __all__ = ["Store"]
 
@@ -29,6 +29,10 @@ class Store(Protocol):
 
     #: Where the store lives, safe to print (a path, or a URL with its password redacted).
     url: str
+
+    #: Counter deltas not yet written (RBAC checks); pass it to `rbac.allowed`/`require`.
+    #: The process's buffer on a plain store, a unit of work's own on a bound one.
+    tally: CounterBuffer
 
     #: `stats_rows`' `by` values, each with the column it groups by.
     STATS_GROUPS: dict[str, str]
@@ -88,8 +92,9 @@ class Store(Protocol):
         """(requests, outbox rows) that `prune(before)` would delete."""
         ...
 
-    def group_commit(self) -> AbstractContextManager[Group]:
-        """Several changes in one transaction (the server's database thread)."""
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
+        """One transaction for one or several changes, made through the yielded unit's
+        `store` (the server's write path: server/writepath.py, store/unit.py)."""
         ...
 
     def brief_writes(self) -> AbstractContextManager[None]:

@@ -3,7 +3,7 @@
 Several `serve` processes, sweeps and notification workers on several machines may share
 one database. What makes that safe lives here:
 
-- every write is one transaction (`_write`, or several changes in one `group_commit`), so
+- every write is one transaction (`_write`, or several changes in one `unit_of_work`), so
   a change, its audit row, counters and outbox rows exist together or not at all;
 - audit appends take a transaction-scoped advisory lock (`_lock_audit`), so concurrent
   writers extend the hash chain one after another and it never forks;
@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ..counters import CounterBuffer
 from ..errors import Unavailable
 from ..errors import UniqueViolation as _UniqueViolation
 from ..models import ApprovalRequest, Change
@@ -210,7 +211,8 @@ class PostgresStore(SQLStore):
         self._pool: Any = None
         self._pool_lock = threading.Lock()
         self._returned: dict[int, float] = {}  # id(connection) -> when it was last returned
-        self._local = threading.local()  # this thread's open transaction and group
+        self._local = threading.local()  # this thread's open plain transaction (_write)
+        self.tally = CounterBuffer()
         # One direct connection first: it fails fast with the real reason (a pool would
         # retry in the background and only report a timeout), and it runs the migrations.
         with self._probe() as conn:
@@ -305,14 +307,15 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
-        tx = getattr(self._local, "tx", None)
+        uow = self._uow
+        tx = (uow.connection, uow.pipe) if uow is not None else getattr(self._local, "tx", None)
         try:
-            if tx is not None:  # inside this thread's open transaction: its connection
+            if tx is not None:  # inside an open transaction: its connection
                 try:
                     with self._tx_cursor(*tx) as cur:
                         yield cur
                 except self._psycopg.Error:
-                    self._spoil_group()  # PostgreSQL has aborted the whole transaction
+                    self._spoil()  # PostgreSQL has aborted the whole transaction
                     raise
                 return
             with self._get_pool().connection() as conn, conn.cursor() as cur:
@@ -338,8 +341,9 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _write(self, *, pipeline: bool | None = None) -> Iterator[Any]:
-        """One transaction: committed when the block ends, rolled back if it raises. Inside
-        a `group_commit` it is part of the group's transaction (see SQLStore.group_commit).
+        """One transaction: committed when the block ends, rolled back if it raises. On a
+        store bound to a unit of work it is part of the unit's transaction (see
+        SQLStore.unit_of_work).
 
         With `pipeline=true` in the URL, statements are pipelined: each is sent without
         waiting for the one before, and the client waits only where it needs a result (a
@@ -355,34 +359,36 @@ class PostgresStore(SQLStore):
         visible to other sessions (long-polls) before the WAL flush, so a crash could undo a
         decision an agent had already acted on.
         """
-        outer = getattr(self._local, "tx", None)
-        group = getattr(self._local, "group", None)
-        if outer is not None and group is not None:
+        uow = self._uow
+        if uow is not None:
             # Pipelined, a statement's error surfaces only at the next sync: sync at the end
-            # of each change, so a failing one spoils the group here, not at its COMMIT.
+            # of each change, so a failing one spoils the unit here, not at its COMMIT.
             try:
-                with self._tx_cursor(*outer) as cur:
-                    yield from self._group_change(
-                        group, cur, None if outer[1] is None else outer[1].sync)
+                with self._tx_cursor(uow.connection, uow.pipe) as cur:
+                    yield from self._in_unit(uow, cur,
+                                             None if uow.pipe is None else uow.pipe.sync)
             except self._psycopg.Error as exc:
                 raise self._unavailable(exc) from None
             return
+        with self._transaction(pipeline=pipeline) as (conn, cur, pipe):
+            self._local.tx = (conn, pipe)  # reads inside the block use this transaction
+            try:
+                yield cur
+            finally:
+                self._local.tx = None
+
+    @contextmanager
+    def _transaction(self, *, pipeline: bool | None = None) -> Iterator[tuple[Any, Any, Any]]:
+        """(connection, cursor, pipeline or None) of one transaction on a pooled
+        connection, pipelined as the URL says (see `_write`)."""
         try:
             with self._get_pool().connection() as conn:
                 if self._pipeline if pipeline is None else pipeline:
                     with conn.pipeline() as pipe, conn.transaction(), conn.cursor() as cur:
-                        self._local.tx = (conn, pipe)
-                        try:
-                            yield _PipelinedCursor(cur, pipe)
-                        finally:
-                            self._local.tx = None
+                        yield conn, _PipelinedCursor(cur, pipe), pipe
                 else:
                     with conn.transaction(), conn.cursor() as cur:
-                        self._local.tx = (conn, None)
-                        try:
-                            yield cur
-                        finally:
-                            self._local.tx = None
+                        yield conn, cur, None
         except self._psycopg.Error as exc:
             raise self._unavailable(exc) from None
 
@@ -417,7 +423,7 @@ class PostgresStore(SQLStore):
     def _lock_audit(self, cur: Any) -> None:
         # Appends to the hash chain are serialised by this lock, held until commit and so
         # through the commit's WAL flush (synchronous_commit stays on: see `_write`). What
-        # keeps that cheap is approvalctl's own group commit (dbthread.py), which puts many
+        # keeps that cheap is approvalctl's own group commit (writepath.py), which puts many
         # changes in one transaction and so under one flush.
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._audit_key,))
 
@@ -487,7 +493,9 @@ class PostgresStore(SQLStore):
         except _UniqueViolation:
             # Under SQLite's single writer the second creator sees the first one's key; here
             # it loses the race on the primary key instead, and replays the winner's answer.
-            if idempotency:
+            # In a unit of work the transaction is aborted and cannot read it: the write
+            # path runs the call again in a fresh one, which finds the winner's row.
+            if idempotency and self._uow is None:
                 found = self.get_idempotent(idempotency[0], idempotency[1])
                 if found:
                     return found

@@ -1,12 +1,14 @@
 """The SQL both backends share: every query and write the service needs.
 
-A backend subclass supplies the connection handling (`_read`, `_write`), its placeholder
-style and how to serialise audit appends; everything else is here once. Queries are written
+A backend subclass supplies the connection handling (`_read`, `_write`, `_transaction`), its
+placeholder style and how to serialise audit appends; everything else is here once, including
+the unit of work of the server's write path (`unit_of_work`, store/unit.py). Queries are written
 with `?` placeholders and translated for PostgreSQL.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +31,7 @@ from ..models import (
     to_iso,
 )
 from .outbox import OUTBOX_FIELDS, OutboxQueries
+from .unit import UnitOfWork
 
 Counter = counters.Counter  # the class body's `counters` method hides the module
 
@@ -119,23 +122,22 @@ def request_from_row(row: tuple) -> ApprovalRequest:
     return ApprovalRequest(row[0], row[1], _loads(row[2]), *row[3:_NCOLUMNS])
 
 
-class Group:
-    """The state of one group commit (see SQLStore.group_commit)."""
-
-    __slots__ = ("spoiled", "changes", "checks")
-
-    def __init__(self) -> None:
-        self.spoiled = False
-        self.changes: list[tuple[Change, str]] = []  # each with its notification payload
-        self.checks: list[counters.Counter] = []  # RBAC checks made by the group's calls
-
-
 class SQLStore(OutboxQueries):
-    """Shared queries; subclasses provide `_read()`/`_write()` cursors and locking."""
+    """Shared queries; subclasses provide `_read()`/`_write()` cursors, `_transaction()`
+    and locking.
+
+    A store is either plain (every `_write()` block its own transaction) or bound to a
+    unit of work (`unit_of_work()`; `_uow` set): then every read and write runs inside that
+    unit's transaction, and audit changes and counters wait for its end.
+    """
 
     dialect = "sqlite"
     url = ""
-    #: This thread's open group (and the backend's connection or transaction): set by the backend.
+    #: The unit of work this store is bound to (see unit_of_work()); None on the plain store.
+    _uow: UnitOfWork | None = None
+    #: Counter deltas not yet written (RBAC checks on reads): the process's buffer on the
+    #: plain store, the unit's own on a bound one. Set by the backend's constructor.
+    tally: counters.CounterBuffer
     _local: threading.local
 
     # ---- provided by the backend
@@ -145,53 +147,75 @@ class SQLStore(OutboxQueries):
     def _write(self) -> AbstractContextManager[Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _transaction(self) -> AbstractContextManager[tuple[Any, Any, Any]]:
+        """(connection, cursor, pipeline or None) of a new transaction on this thread's
+        connection: committed when the block ends, rolled back if it raises."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
     @contextmanager
-    def group_commit(self) -> Iterator[Group]:
-        """Several changes in one transaction: one commit (and one flush) for all.
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        """One transaction for one or several changes: one commit (and one flush) for all.
 
-        The changes run without savepoints: each would cost two statements, and on
-        PostgreSQL two round trips, per change. If a change fails part-way through its
-        writes (a `_write()` block raised) or a read fails (the backend may have aborted the
-        transaction), the group is spoiled: leave the block (stop running changes),
-        everything is rolled back, and `GroupSpoiled` is raised so the caller can run the
-        changes again one by one (DatabaseThread does). A change that fails before writing
-        (a 404, a 409 found by the compare-and-set) spoils nothing.
+        Yields a `UnitOfWork` whose `store` is this store bound to the transaction; the
+        changes are made through it. The changes run without savepoints: each would cost
+        two statements, and on PostgreSQL two round trips, per change. If a change fails
+        part-way through its writes (a `_write()` block raised) or a read fails (the backend
+        may have aborted the transaction), the unit is spoiled: leave the block (stop
+        running changes), everything is rolled back and `GroupSpoiled` is raised, so the
+        caller can run the changes again each in a unit of its own (server/writepath.py
+        does). A change that fails before writing (a 404, a 409 found by the
+        compare-and-set) spoils nothing.
 
-        The audit rows, counters and outbox rows of the group's changes are deferred and
-        written together at the end, before the commit: one read of the chain's head, one
-        insert of all audit rows, one counter upsert. RBAC checks made meanwhile on this
-        thread are kept with the group, so a spoiled group's are dropped with it.
+        At the end, before the commit, the unit's deferred audit rows, counters and outbox
+        rows are written together (one read of the chain's head, one insert of all audit
+        rows, one counter upsert), with its own RBAC-check counters and those the process
+        buffered meanwhile (`tally`; put back if the commit fails). A unit rolled back
+        writes none of its counters.
         """
-        group = Group()
-        with self._write() as cur:
-            self._local.group = group
-            try:
-                with counters.pending.capture(group.checks):
-                    yield group
-                if group.spoiled:
+        taken: list[Counter] = []
+        try:
+            with self._transaction() as (conn, cur, pipe):
+                uow = UnitOfWork(conn, cur, pipe)
+                uow.store = self._bound(uow)
+                yield uow
+                if uow.spoiled:
                     raise GroupSpoiled
-                if group.changes or group.checks:
-                    self._write_changes(cur, group.changes, group.checks)
-            finally:
-                self._local.group = None
+                taken = self.tally.take()
+                rows = uow.tally.take() + taken
+                if uow.changes:
+                    self._write_changes(cur, uow.changes, rows)
+                elif rows:
+                    self._bump(cur, rows)
+        except BaseException:
+            if taken:
+                self.tally.put_back(taken)
+            raise
 
-    def _group_change(self, group: Group, cur: Any,
-                      sync: Callable[[], Any] | None = None) -> Iterator[Any]:
-        """`_write()` inside a group: no transaction of its own; a failure spoils it.
-        `sync` makes a pipelined backend report this change's errors here, not later."""
+    def _bound(self, uow: UnitOfWork) -> SQLStore:
+        """This store bound to `uow`: a shallow copy sharing connections and settings,
+        whose reads and writes run in the unit's transaction and whose `tally` is the
+        unit's."""
+        view = copy.copy(self)
+        view._uow = uow
+        view.tally = uow.tally
+        return view
+
+    def _in_unit(self, uow: UnitOfWork, cur: Any,
+                 sync: Callable[[], Any] | None = None) -> Iterator[Any]:
+        """`_write()` inside a unit of work: no transaction of its own; a failure spoils
+        it. `sync` makes a pipelined backend report this change's errors here, not later."""
         try:
             yield cur
             if sync is not None:
                 sync()
         except BaseException:
-            group.spoiled = True
+            uow.spoiled = True
             raise
 
-    def _spoil_group(self) -> None:
-        """A read failed inside a group: the transaction may be gone (see group_commit)."""
-        group = getattr(self._local, "group", None)
-        if group is not None:
-            group.spoiled = True
+    def _spoil(self) -> None:
+        """A read failed inside a unit of work: its transaction may be gone."""
+        if self._uow is not None:
+            self._uow.spoiled = True
 
     def _lock_audit(self, cur: Any) -> None:
         """Serialise audit appends (SQLite's BEGIN IMMEDIATE already does)."""
@@ -210,24 +234,24 @@ class SQLStore(OutboxQueries):
     # ---- writes: every state change with its audit row, counters and outbox rows
     def _append_changes(self, cur: Any, changes: list[Change], payloads: dict[str, str]) -> None:
         """Append changes to the audit chain with their counters and outbox rows, now or,
-        inside a group commit, at its end."""
+        inside a unit of work, at its end (with the buffered counters)."""
         entries = [(ch, payloads[ch.request_id] if ch.outbox else "") for ch in changes]
-        group = getattr(self._local, "group", None)
-        if group is not None:
-            group.changes.extend(entries)
+        uow = self._uow
+        if uow is not None:
+            uow.changes.extend(entries)
         else:
-            self._write_changes(cur, entries)
+            self._write_changes(cur, entries, self.tally.take())
 
     def _write_changes(self, cur: Any, entries: list[tuple[Change, str]],
-                       checks: list[Counter] | None = None) -> None:
+                       extra: list[Counter]) -> None:
         """Chain `entries` (changes with their payloads) onto the audit trail and write their
-        counters (with `checks` and the buffered RBAC checks) and outbox rows."""
+        counters (with the `extra` deltas: RBAC checks) and outbox rows."""
         self._lock_audit(cur)
         last = self._exec(cur, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
                           ).fetchone()
         seq, prev = (last[0], last[1]) if last else (0, audit.GENESIS)
         audit_rows, outbox_rows = [], []
-        counter_rows = list(checks or ())
+        counter_rows = list(extra)
         for ch, payload in entries:
             seq += 1
             if ch.state is None and ch.request_id is not None:  # fail closed: it would not verify
@@ -245,7 +269,6 @@ class SQLStore(OutboxQueries):
             for channel, event in ch.outbox:
                 outbox_rows.append((event, channel, ch.request_id, payload, ch.at, ch.at,
                                     seq, prev))
-        counter_rows.extend(counters.pending.take())
         self._insert_change_rows(cur, audit_rows, counters.merge(counter_rows), outbox_rows)
 
     def _insert_change_rows(self, cur: Any, audit_rows: list[tuple],
@@ -485,14 +508,14 @@ class SQLStore(OutboxQueries):
 
     def flush_counters(self) -> None:
         """Write buffered counter deltas (RBAC checks on reads) now."""
-        deltas = counters.pending.take()
+        deltas = self.tally.take()
         if not deltas:
             return
         try:
             with self._write() as cur:
                 self._bump(cur, deltas)
         except BaseException:
-            counters.pending.put_back(deltas)
+            self.tally.put_back(deltas)
             raise
 
     def add_counters(self, rows: list[Counter]) -> None:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+from ..counters import CounterBuffer
 from ..errors import Unavailable
 from . import migrations
 from .sql import SQLStore
@@ -72,7 +73,8 @@ class SQLiteStore(SQLStore):
         self.path = Path(path).expanduser()
         self.url = str(self.path)
         self._busy_ms = busy_timeout_ms
-        self._local = threading.local()
+        self._local = threading.local()  # this thread's connection
+        self.tally = CounterBuffer()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         if self.path.is_dir():
@@ -119,7 +121,7 @@ class SQLiteStore(SQLStore):
                     raise sqlite3.OperationalError(f"could not enable WAL (got {mode})")
                 # FULL: a commit is fsynced before it returns, so an acknowledged decision
                 # survives power loss (NORMAL in WAL mode may lose the last commits); the
-                # server's group commit (dbthread.py) spreads the fsync over many changes.
+                # server's group commit (writepath.py) spreads the fsync over many changes.
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.Error as exc:
@@ -152,7 +154,7 @@ class SQLiteStore(SQLStore):
             cur = self._conn().cursor()
             yield cur
         except sqlite3.Error as exc:
-            self._spoil_group()  # SQLite rolls back on some errors (IOERR, FULL, NOMEM)
+            self._spoil()  # SQLite rolls back on some errors (IOERR, FULL, NOMEM)
             raise _fail(self.path, exc) from None
 
     def change_marker(self) -> int:
@@ -173,22 +175,15 @@ class SQLiteStore(SQLStore):
                 cur.execute("ROLLBACK")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Cursor]:
+    def _transaction(self) -> Iterator[tuple[sqlite3.Connection, sqlite3.Cursor, None]]:
         """BEGIN IMMEDIATE: take the write lock up front, so transactions never deadlock."""
         conn = self._conn()
-        group = getattr(self._local, "group", None)
-        if group is not None:
-            try:
-                yield from self._group_change(group, conn.cursor())
-            except sqlite3.Error as exc:
-                raise _fail(self.path, exc) from None
-            return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise _fail(self.path, exc) from None
         try:
-            yield conn.cursor()
+            yield conn, conn.cursor(), None
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -202,6 +197,20 @@ class SQLiteStore(SQLStore):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise _fail(self.path, exc) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """A transaction of its own (`_transaction`), or, on a store bound to a unit of
+        work, part of the unit's (see SQLStore.unit_of_work)."""
+        uow = self._uow
+        if uow is not None:
+            try:
+                yield from self._in_unit(uow, uow.connection.cursor())
+            except sqlite3.Error as exc:
+                raise _fail(self.path, exc) from None
+            return
+        with self._transaction() as (_, cur, _):
+            yield cur
 
     @contextmanager
     def brief_writes(self) -> Iterator[None]:

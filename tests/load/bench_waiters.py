@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from approvalctl.config import Settings  # noqa: E402
 from approvalctl.limits import Quotas  # noqa: E402
 from approvalctl.models import Principal  # noqa: E402
+from approvalctl.server.writepath import service_in  # noqa: E402
 from approvalctl.service import ApprovalService  # noqa: E402
 from approvalctl.store import open_store  # noqa: E402
 
@@ -130,8 +131,9 @@ async def bench(args, db: str, pid: int, port: int, keys: dict[str, str],
     out["other_p50_ms_idle"], out["other_p99_ms_idle"] = pct(lat, 50), pct(lat, 99)
     rss0 = rss_bytes(pid)
     n = args.waiters + 2 * args.decisions
-    with service.store.group_commit():
-        ids = [service.create(user, "deploy", {"n": i}).id for i in range(n)]
+    with service.store.unit_of_work() as uow:
+        bound = service_in(uow, service)
+        ids = [bound.create(user, "deploy", {"n": i}).id for i in range(n)]
     waiters = [Waiter(port, keys["user"], rid) for rid in ids]
     tasks = [asyncio.create_task(w.run()) for w in waiters]
     await asyncio.sleep(max(2.0, n / 2000))  # let them all connect and register
