@@ -293,8 +293,18 @@ class Gate:
         return self.deadline - time.monotonic()
 
     def decide(self, call: Call) -> tuple[bool, str]:
-        req = self.backend.create(*self.actor, call.tool_name, call.arguments,
-                                  reason=call.reason, **self.user)
+        # The approval is bound to exactly the call the agent is about to run and used once:
+        # the digest is computed here from the event, not taken from the server's answer.
+        from .digest import digest
+
+        call_digest = digest(call.tool_name, call.arguments)
+        used = False
+        if self.actor:  # local: a call a rule allows is filed, allowed and used in one commit
+            req = self.backend.create(*self.actor, call.tool_name, call.arguments,
+                                      reason=call.reason, consume=call_digest, **self.user)
+            used = req.status == "approved" and req.consumed_at is not None
+        else:
+            req = self.backend.create(call.tool_name, call.arguments, reason=call.reason)
         if req.status == "pending":
             try:
                 req = self.backend.wait(*self.actor, req.id, max(0.0, self.left()))
@@ -310,11 +320,8 @@ class Gate:
         note = f": {req.decision_note}" if req.decision_note else ""
         if req.status != "approved":
             return False, f"{req.tool_name} {req.status}{who} ({req.id}){note}"
-        # Bind the approval to exactly the call the agent is about to run, and use it once:
-        # the digest is computed here from the event, not taken from the server's answer.
-        from .digest import digest
-
-        self.backend.consume(*self.actor, req.id, digest(call.tool_name, call.arguments))
+        if not used:
+            self.backend.consume(*self.actor, req.id, call_digest)
         return True, f"approved{who} ({req.id}){note}"
 
 

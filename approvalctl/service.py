@@ -90,17 +90,30 @@ class ApprovalService:
     def create(self, actor: Principal, tool_name: str, arguments: Any = None, *,
                reason: str | None = None, risk: str | None = None,
                ttl_seconds: float | None = None, user_id: str | None = None,
-               idempotency_key: str | None = None) -> ApprovalRequest:
+               idempotency_key: str | None = None, consume: str | None = None
+               ) -> ApprovalRequest:
+        """File a request (see create_idempotent); returns it."""
         return self.create_idempotent(actor, tool_name, arguments, reason=reason, risk=risk,
                                       ttl_seconds=ttl_seconds, user_id=user_id,
-                                      idempotency_key=idempotency_key)[0]
+                                      idempotency_key=idempotency_key, consume=consume)[0]
 
     def create_idempotent(self, actor: Principal, tool_name: str, arguments: Any = None, *,
                           reason: str | None = None, risk: str | None = None,
                           ttl_seconds: float | None = None, user_id: str | None = None,
-                          idempotency_key: str | None = None
+                          idempotency_key: str | None = None, consume: str | None = None
                           ) -> tuple[ApprovalRequest, bool]:
-        """Create a request; returns it and whether this was an idempotent replay."""
+        """Create a request; returns it and whether this was an idempotent replay.
+
+        `consume`: the digest of the call the caller is about to make, for a gate that runs
+        it as soon as it may (the MCP gateway, the hooks). If a policy rule allows the call,
+        the approval is used for it in the same transaction: audited as the create, the
+        decision by `policy:NAME` and the consume (by `actor`), counted as a consume, and
+        returned with `consumed_at` set — the same record as `create` then `consume`, at
+        the cost of one commit. Otherwise the request is filed as without it (pending:
+        wait, then `consume` as usual). DigestMismatch if it is not the digest of
+        `tool_name` and `arguments`; InvalidInput with an `idempotency_key` (a replay
+        would hand out a used approval as if it were fresh).
+        """
         rbac.require(actor, rbac.CREATE, "create approval requests")
         if user_id and user_id != actor.name and not actor.local:
             raise Forbidden("a request is always made as the caller; user_id cannot be set")
@@ -120,6 +133,16 @@ class ApprovalService:
             raise InvalidInput("arguments hold a number canonical JSON (RFC 8785) cannot "
                                "represent exactly: integers must be within ±(2**53-1) "
                                "(send larger ones as strings)") from None
+        if consume is not None:
+            if not isinstance(consume, str) or not DIGEST.fullmatch(consume):
+                raise InvalidInput("digest must be 'sha256:' followed by 64 lower-case hex "
+                                   "digits")
+            if not hmac.compare_digest(consume, call_digest):
+                raise DigestMismatch(f"digest {consume} is not that of the call being filed "
+                                     f"({call_digest})")
+            if idempotency_key is not None:
+                raise InvalidInput("an Idempotency-Key cannot be combined with consuming "
+                                   "the approval at once")
         reason = _text(reason, "reason", limit=MAX_TEXT)
         risk = risk or "medium"
         if risk not in RISKS:
@@ -167,6 +190,9 @@ class ApprovalService:
                 outbox=[(c, "created") for c in self.settings.channels_for("created")])
         else:
             change = self._policy_decision(actor, req, detail, action, rule)
+            if consume is not None and req.status == APPROVED:
+                req.consumed_at = req.created_at
+                change.append(self._consumption(actor)(req))
         result = self.store.create(req, change, idem,
                                    max_pending=self.settings.quotas.max_pending)
         if isinstance(result, dict):  # a concurrent replay won the race

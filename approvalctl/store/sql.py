@@ -82,6 +82,7 @@ assert REQUEST_COLUMNS[2] == "arguments"  # request_from_row relies on the colum
 _NCOLUMNS = len(REQUEST_COLUMNS)
 _STATE_INDEX = [REQUEST_COLUMNS.index(f) for f in audit.STATE_FIELDS]
 _STATUS, _DECIDED_AT = REQUEST_COLUMNS.index("status"), REQUEST_COLUMNS.index("decided_at")
+_CONSUMED_AT = REQUEST_COLUMNS.index("consumed_at")
 _UNDECIDED = [REQUEST_COLUMNS.index(f) for f in ("decided_at", "decided_by", "decision_note",
                                                   "use_by", "consumed_at")]
 #: Request rows per batch of `prune` (and of the reads of `audit verify`).
@@ -111,6 +112,18 @@ def _as_created(row: tuple) -> tuple:
     for i in _UNDECIDED:
         out[i] = None
     return tuple(out)
+
+
+def _as_left_by(change: Change, row: tuple, req: ApprovalRequest) -> tuple:
+    """The request row as `change`, one of the changes a create makes at once, left it:
+    created (pending, undecided), decided by a policy rule (not yet used), or used."""
+    if change.to_status != req.status:
+        return _as_created(row)
+    if req.consumed_at is not None and change.action != "consume":
+        out = list(row)
+        out[_CONSUMED_AT] = None
+        return tuple(out)
+    return row
 
 
 def request_from_row(row: tuple) -> ApprovalRequest:
@@ -309,6 +322,8 @@ class SQLStore(OutboxQueries):
                     req.use_by = to_iso(from_iso(now) + (from_iso(req.use_by) -
                                                          from_iso(req.decided_at)))
                 req.decided_at = now
+                if req.consumed_at is not None:  # allowed and used at once (create(consume=))
+                    req.consumed_at = now
             for ch in changes:
                 ch.at = now
         # The stored response (idempotency) and the notification payload (outbox rows) are
@@ -318,7 +333,7 @@ class SQLStore(OutboxQueries):
         values = tuple(_sorted_json(req.arguments) if c == "arguments"
                        else getattr(req, c) for c in REQUEST_COLUMNS)
         for ch in changes:  # each audit row holds the row as its own change left it
-            seal(ch, values if ch.to_status == req.status else _as_created(values), req)
+            seal(ch, _as_left_by(ch, values, req), req)
         self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
                    + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", values)
         required = next((ch.detail.get("approvals_required") for ch in changes
