@@ -298,14 +298,21 @@ class ApprovalService:
             user_id = actor.name
         descending = status != PENDING
         after = _decode_cursor(cursor, descending) if cursor else None
-        if status in (None, PENDING, EXPIRED):
-            self._settle_overdue()  # an overdue request is listed as expired, not pending
+        now = None
+        if status == PENDING:
+            # Pending means pending *now*: the query keeps only rows whose expires_at is
+            # ahead of this instant, so an overdue request is never listed as pending,
+            # swept or not, without a probe or a write on every page.
+            now = self._now_iso()
+        elif status in (None, EXPIRED):
+            self._settle_overdue()  # an overdue request is listed (and counted) as expired
         items = self.store.list_requests(status=status, tool_name=tool_name, user_id=user_id,
                                          after=after, descending=descending, limit=limit + 1,
-                                         risk=risk, created_since=created_since)
+                                         risk=risk, created_since=created_since,
+                                         unexpired_at=now)
         more = len(items) > limit
         items = items[:limit]
-        if any(r.status == PENDING for r in items):
+        if now is None and any(r.status == PENDING for r in items):
             now = self._now_iso()
             items = [self._fresh(r, now) for r in items]
         return Page(items=items, next_cursor=_encode_cursor(items[-1].id, descending)

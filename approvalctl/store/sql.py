@@ -546,8 +546,12 @@ class SQLStore(OutboxQueries):
 
     def list_requests(self, *, status: str | None, tool_name: str | None, user_id: str | None,
                       after: str | None, descending: bool, limit: int,
-                      risk: str | None = None, created_since: str | None = None
-                      ) -> list[ApprovalRequest]:
+                      risk: str | None = None, created_since: str | None = None,
+                      unexpired_at: str | None = None) -> list[ApprovalRequest]:
+        """One page of requests by id. `unexpired_at` keeps only rows whose `expires_at` is
+        after it (for a list of what is pending now); it is checked on the rows the id-ordered
+        index walk reaches (`|| ''` keeps the planner off the (status, expires_at) index,
+        whose range would have to be sorted by id)."""
         where, params = [], []
         for col, value in (("status", status), ("tool_name", tool_name), ("user_id", user_id),
                            ("risk", risk)):
@@ -557,6 +561,9 @@ class SQLStore(OutboxQueries):
         if created_since is not None:
             where.append("created_at >= ?")
             params.append(created_since)
+        if unexpired_at is not None:
+            where.append("expires_at || '' > ?")
+            params.append(unexpired_at)
         if after is not None:
             where.append("id < ?" if descending else "id > ?")
             params.append(after)
