@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
+from conftest import env_for
 from typer.testing import CliRunner
 
 from approvalctl import counters, policy
@@ -198,6 +201,41 @@ def test_consume_on_create_is_bound_to_the_digest_and_only_for_an_allow(service,
     assert (no.status, no.consumed_at) == ("rejected", None)
     assert [a for a, *_ in _trail(store, no.id)] == ["create", "reject"]
     assert service.audit_verify(admin).ok
+
+
+def test_rules_are_cached_per_connection_yet_a_change_elsewhere_is_seen_at_once(
+        db_path, admin):
+    """SQLite keeps the parsed rules while nothing else committed (PRAGMA data_version),
+    so a create does not read them again; a rule changed by another connection, another
+    process (the CLI) or this one applies to the very next create."""
+    from approvalctl.store import open_store
+
+    mine, other = open_store(str(db_path)), open_store(str(db_path))
+    try:
+        svc, elsewhere = ApprovalService(mine), ApprovalService(other)
+        svc.add_rule(admin, rule("reads", "allow", tools=["Read"]))
+        assert svc.create(BOT, "Read", {}).status == "approved"
+        seen: list[str] = []
+        mine._conn().set_trace_callback(seen.append)
+        assert svc.create(BOT, "Read", {}).status == "approved"
+        assert not [s for s in seen if "policy_rules" in s]  # served from the cache
+        elsewhere.add_rule(admin, rule("no-reads", "deny", tools=["Read"]), before="reads")
+        assert svc.create(BOT, "Read", {}).status == "rejected"  # another connection
+        assert [s for s in seen if "policy_rules" in s]
+        done = subprocess.run([sys.executable, "-m", "approvalctl", "rules", "rm",
+                               "no-reads"], env=env_for(db_path), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert svc.create(BOT, "Read", {}).status == "approved"  # another process
+        svc.remove_rule(admin, "reads")
+        assert svc.create(BOT, "Read", {}).status == "pending"  # this connection
+        with mine.group_commit():  # read once per group, as the server's writes run
+            seen.clear()
+            assert [svc.create(BOT, "Read", {}).status for _ in range(3)] == ["pending"] * 3
+            assert len([s for s in seen if "FROM policy_rules" in s]) == 1
+    finally:
+        mine.close()
+        other.close()
 
 
 def test_rule_changes_are_audit_rows_in_the_same_chain(service, admin):
