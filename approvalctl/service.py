@@ -70,6 +70,10 @@ MIN_PRUNE_AGE = 86400
 MAX_PRUNE_AGE = 100 * 365 * 86400
 SYSTEM = "system"
 
+#: What `arguments` are measured (MAX_ARGUMENTS_BYTES) and checked as: json.dumps with
+#: these options, built once (json.dumps with options builds an encoder on every call).
+_arguments_json = json.JSONEncoder(sort_keys=True, allow_nan=False).encode
+
 ACTIONS = {"approve": APPROVED, "reject": REJECTED}
 #: DESIGN.md §10: MCP names (`mcp__github__create_issue`), agent tools (`Bash`), dotted or
 #: slashed namespaces; nothing that could act on a display or need quoting in a shell.
@@ -122,7 +126,7 @@ class ApprovalService:
         if not isinstance(arguments, dict):
             raise InvalidInput(f"arguments must be a JSON object, not {_json_type(arguments)}")
         try:
-            args_text = json.dumps(arguments, sort_keys=True, allow_nan=False)
+            args_text = _arguments_json(arguments)
         except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidInput(f"arguments are not valid JSON: {exc}") from None
         if len(args_text.encode()) > MAX_ARGUMENTS_BYTES:
