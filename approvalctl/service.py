@@ -985,23 +985,20 @@ class ApprovalService:
 
     def authenticate(self, secret: str | None) -> Principal:
         """The principal of an API key; Unauthenticated for anything else."""
-        return self.principal_of(self.well_formed_key(secret))
+        return self._principal(*_parsed_key(secret))  # parsed once: it carries a checksum
 
     @staticmethod
     def well_formed_key(secret: str | None) -> str:
         """The key itself if it is present and well-formed (no database needed), else
         Unauthenticated."""
-        if not secret:
-            raise Unauthenticated("missing API key (send X-API-Key or Authorization: Bearer)")
-        secret = secret.strip()
-        if keys.parse(secret) is None:
-            raise Unauthenticated("malformed API key (check for a typo)")
-        return secret
+        return _parsed_key(secret)[0]
 
     def principal_of(self, secret: str) -> Principal:
         """The principal of a well-formed key, looked up now: unknown, revoked and expired
         keys fail here, on the first request after the change."""
-        key_id = keys.parse(secret)
+        return self._principal(secret, keys.parse(secret))
+
+    def _principal(self, secret: str, key_id: str | None) -> Principal:
         row = self.store.get_key(key_id=key_id) if key_id is not None else None
         if row is None or not keys.matches(secret, row["secret_hash"]):
             raise Unauthenticated("unknown API key")
@@ -1013,6 +1010,17 @@ class ApprovalService:
 
 
 # ---------------------------------------------------------------- helpers
+def _parsed_key(secret: str | None) -> tuple[str, str]:
+    """(the key, its key id) if `secret` is present and well-formed, else Unauthenticated."""
+    if not secret:
+        raise Unauthenticated("missing API key (send X-API-Key or Authorization: Bearer)")
+    secret = secret.strip()
+    key_id = keys.parse(secret)
+    if key_id is None:
+        raise Unauthenticated("malformed API key (check for a typo)")
+    return secret, key_id
+
+
 def _tool_name(value: Any) -> str:
     """`value` if it is a valid tool name (TOOL_NAME), else InvalidInput saying why."""
     if not isinstance(value, str):
