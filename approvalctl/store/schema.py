@@ -261,6 +261,17 @@ MIGRATIONS: list[tuple[str, list[Any]]] = [
             )""",
         ],
     ),
+    (
+        "0011_pending_by_user",
+        [
+            # The pending quota (quotas.max_pending) counts one user's pending requests on
+            # every create: this index holds pending rows only, by user, so the count walks
+            # that user's pending requests and nobody else's (and never their history). A
+            # decision or expiry takes the row out of it.
+            "CREATE INDEX IF NOT EXISTS requests_pending_user ON requests (user_id, id) "
+            "WHERE status = 'pending'",
+        ],
+    ),
 ]
 
 
