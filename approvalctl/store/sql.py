@@ -377,14 +377,12 @@ class SQLStore(OutboxQueries):
         """Whether `user_id` has `cap` pending requests, under the user's lock (held until
         the transaction ends, so the insert that follows is counted by the next check)."""
         self._lock_user(cur, user_id)
-        # Walk this user's pending rows in the partial index requests_pending_user (the
-        # status is spelled out, not bound, so the planner can prove the index applies);
-        # LIMIT/OFFSET stops at the cap-th. Other users' pending requests and this user's
-        # history cost nothing; see docs/api.md "Limits".
-        assert PENDING == "pending"
-        return self._exec(cur, "SELECT 1 FROM requests WHERE status = 'pending' AND "
-                          "user_id = ? ORDER BY id LIMIT 1 OFFSET ?",
-                          (user_id, cap - 1)).fetchone() is not None
+        # Walk this user's pending rows in the (status, user_id, id) index; LIMIT/OFFSET
+        # stops at the cap-th. Other users' pending requests and this user's history cost
+        # nothing; see docs/api.md "Limits".
+        return self._exec(cur, "SELECT 1 FROM requests WHERE status = ? AND user_id = ? "
+                          "ORDER BY id LIMIT 1 OFFSET ?",
+                          (PENDING, user_id, cap - 1)).fetchone() is not None
 
     def _lock_user(self, cur: Any, user_id: str) -> None:
         """Serialise one user's pending-quota checks until commit (SQLite's BEGIN IMMEDIATE
