@@ -293,13 +293,24 @@ class Gate:
         return self.deadline - time.monotonic()
 
     def decide(self, call: Call) -> tuple[bool, str]:
+        # The approval is bound to exactly the call the agent is about to run and used once:
+        # the digest is computed here from the event, not taken from the server's answer.
+        from .digest import digest
+
+        call_digest = digest(call.tool_name, call.arguments)
+        used = False
         # SIGTERM is held back while the create is in flight: stopped after the server
         # stored the request but before its id arrived, the hook could not withdraw it.
         # Released once the id is known, a pending SIGTERM is handled in the block below.
         held = _hold_sigterm()
         try:
-            req = self.backend.create(*self.actor, call.tool_name, call.arguments,
-                                      reason=call.reason, **self.user)
+            if self.actor:  # local: a call a rule allows is filed, allowed and used at once
+                req = self.backend.create(*self.actor, call.tool_name, call.arguments,
+                                          reason=call.reason, consume=call_digest,
+                                          **self.user)
+                used = req.status == "approved" and req.consumed_at is not None
+            else:
+                req = self.backend.create(call.tool_name, call.arguments, reason=call.reason)
         except BaseException:
             _release_sigterm(held)
             raise
@@ -320,11 +331,8 @@ class Gate:
         note = f": {req.decision_note}" if req.decision_note else ""
         if req.status != "approved":
             return False, f"{req.tool_name} {req.status}{who} ({req.id}){note}"
-        # Bind the approval to exactly the call the agent is about to run, and use it once:
-        # the digest is computed here from the event, not taken from the server's answer.
-        from .digest import digest
-
-        self.backend.consume(*self.actor, req.id, digest(call.tool_name, call.arguments))
+        if not used:
+            self.backend.consume(*self.actor, req.id, call_digest)
         return True, f"approved{who} ({req.id}){note}"
 
 

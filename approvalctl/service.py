@@ -70,6 +70,10 @@ MIN_PRUNE_AGE = 86400
 MAX_PRUNE_AGE = 100 * 365 * 86400
 SYSTEM = "system"
 
+#: What `arguments` are measured (MAX_ARGUMENTS_BYTES) and checked as: json.dumps with
+#: these options, built once (json.dumps with options builds an encoder on every call).
+_arguments_json = json.JSONEncoder(sort_keys=True, allow_nan=False).encode
+
 ACTIONS = {"approve": APPROVED, "reject": REJECTED}
 #: DESIGN.md §10: MCP names (`mcp__github__create_issue`), agent tools (`Bash`), dotted or
 #: slashed namespaces; nothing that could act on a display or need quoting in a shell.
@@ -90,17 +94,30 @@ class ApprovalService:
     def create(self, actor: Principal, tool_name: str, arguments: Any = None, *,
                reason: str | None = None, risk: str | None = None,
                ttl_seconds: float | None = None, user_id: str | None = None,
-               idempotency_key: str | None = None) -> ApprovalRequest:
+               idempotency_key: str | None = None, consume: str | None = None
+               ) -> ApprovalRequest:
+        """File a request (see create_idempotent); returns it."""
         return self.create_idempotent(actor, tool_name, arguments, reason=reason, risk=risk,
                                       ttl_seconds=ttl_seconds, user_id=user_id,
-                                      idempotency_key=idempotency_key)[0]
+                                      idempotency_key=idempotency_key, consume=consume)[0]
 
     def create_idempotent(self, actor: Principal, tool_name: str, arguments: Any = None, *,
                           reason: str | None = None, risk: str | None = None,
                           ttl_seconds: float | None = None, user_id: str | None = None,
-                          idempotency_key: str | None = None
+                          idempotency_key: str | None = None, consume: str | None = None
                           ) -> tuple[ApprovalRequest, bool]:
-        """Create a request; returns it and whether this was an idempotent replay."""
+        """Create a request; returns it and whether this was an idempotent replay.
+
+        `consume`: the digest of the call the caller is about to make, for a gate that runs
+        it as soon as it may (the MCP gateway, the hooks). If a policy rule allows the call,
+        the approval is used for it in the same transaction: audited as the create, the
+        decision by `policy:NAME` and the consume (by `actor`), counted as a consume, and
+        returned with `consumed_at` set — the same record as `create` then `consume`, at
+        the cost of one commit. Otherwise the request is filed as without it (pending:
+        wait, then `consume` as usual). DigestMismatch if it is not the digest of
+        `tool_name` and `arguments`; InvalidInput with an `idempotency_key` (a replay
+        would hand out a used approval as if it were fresh).
+        """
         rbac.require(actor, rbac.CREATE, "create approval requests", self.store.tally)
         if user_id and user_id != actor.name and not actor.local:
             raise Forbidden("a request is always made as the caller; user_id cannot be set")
@@ -109,7 +126,7 @@ class ApprovalService:
         if not isinstance(arguments, dict):
             raise InvalidInput(f"arguments must be a JSON object, not {_json_type(arguments)}")
         try:
-            args_text = json.dumps(arguments, sort_keys=True, allow_nan=False)
+            args_text = _arguments_json(arguments)
         except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidInput(f"arguments are not valid JSON: {exc}") from None
         if len(args_text.encode()) > MAX_ARGUMENTS_BYTES:
@@ -120,6 +137,16 @@ class ApprovalService:
             raise InvalidInput("arguments hold a number canonical JSON (RFC 8785) cannot "
                                "represent exactly: integers must be within ±(2**53-1) "
                                "(send larger ones as strings)") from None
+        if consume is not None:
+            if not isinstance(consume, str) or not DIGEST.fullmatch(consume):
+                raise InvalidInput("digest must be 'sha256:' followed by 64 lower-case hex "
+                                   "digits")
+            if not hmac.compare_digest(consume, call_digest):
+                raise DigestMismatch(f"digest {consume} is not that of the call being filed "
+                                     f"({call_digest})")
+            if idempotency_key is not None:
+                raise InvalidInput("an Idempotency-Key cannot be combined with consuming "
+                                   "the approval at once")
         reason = _text(reason, "reason", limit=MAX_TEXT)
         risk = risk or "medium"
         if risk not in RISKS:
@@ -167,6 +194,9 @@ class ApprovalService:
                 outbox=[(c, "created") for c in self.settings.channels_for("created")])
         else:
             change = self._policy_decision(actor, req, detail, action, rule)
+            if consume is not None and req.status == APPROVED:
+                req.consumed_at = req.created_at
+                change.append(self._consumption(actor)(req))
         result = self.store.create(req, change, idem,
                                    max_pending=self.settings.quotas.max_pending)
         if isinstance(result, dict):  # a concurrent replay won the race
@@ -272,14 +302,21 @@ class ApprovalService:
             user_id = actor.name
         descending = status != PENDING
         after = _decode_cursor(cursor, descending) if cursor else None
-        if status in (None, PENDING, EXPIRED):
-            self._settle_overdue()  # an overdue request is listed as expired, not pending
+        now = None
+        if status == PENDING:
+            # Pending means pending *now*: the query keeps only rows whose expires_at is
+            # ahead of this instant, so an overdue request is never listed as pending,
+            # swept or not, without a probe or a write on every page.
+            now = self._now_iso()
+        elif status in (None, EXPIRED):
+            self._settle_overdue()  # an overdue request is listed (and counted) as expired
         items = self.store.list_requests(status=status, tool_name=tool_name, user_id=user_id,
                                          after=after, descending=descending, limit=limit + 1,
-                                         risk=risk, created_since=created_since)
+                                         risk=risk, created_since=created_since,
+                                         unexpired_at=now)
         more = len(items) > limit
         items = items[:limit]
-        if any(r.status == PENDING for r in items):
+        if now is None and any(r.status == PENDING for r in items):
             now = self._now_iso()
             items = [self._fresh(r, now) for r in items]
         return Page(items=items, next_cursor=_encode_cursor(items[-1].id, descending)
@@ -950,23 +987,20 @@ class ApprovalService:
 
     def authenticate(self, secret: str | None) -> Principal:
         """The principal of an API key; Unauthenticated for anything else."""
-        return self.principal_of(self.well_formed_key(secret))
+        return self._principal(*_parsed_key(secret))  # parsed once: it carries a checksum
 
     @staticmethod
     def well_formed_key(secret: str | None) -> str:
         """The key itself if it is present and well-formed (no database needed), else
         Unauthenticated."""
-        if not secret:
-            raise Unauthenticated("missing API key (send X-API-Key or Authorization: Bearer)")
-        secret = secret.strip()
-        if keys.parse(secret) is None:
-            raise Unauthenticated("malformed API key (check for a typo)")
-        return secret
+        return _parsed_key(secret)[0]
 
     def principal_of(self, secret: str) -> Principal:
         """The principal of a well-formed key, looked up now: unknown, revoked and expired
         keys fail here, on the first request after the change."""
-        key_id = keys.parse(secret)
+        return self._principal(secret, keys.parse(secret))
+
+    def _principal(self, secret: str, key_id: str | None) -> Principal:
         row = self.store.get_key(key_id=key_id) if key_id is not None else None
         if row is None or not keys.matches(secret, row["secret_hash"]):
             raise Unauthenticated("unknown API key")
@@ -978,6 +1012,17 @@ class ApprovalService:
 
 
 # ---------------------------------------------------------------- helpers
+def _parsed_key(secret: str | None) -> tuple[str, str]:
+    """(the key, its key id) if `secret` is present and well-formed, else Unauthenticated."""
+    if not secret:
+        raise Unauthenticated("missing API key (send X-API-Key or Authorization: Bearer)")
+    secret = secret.strip()
+    key_id = keys.parse(secret)
+    if key_id is None:
+        raise Unauthenticated("malformed API key (check for a typo)")
+    return secret, key_id
+
+
 def _tool_name(value: Any) -> str:
     """`value` if it is a valid tool name (TOOL_NAME), else InvalidInput saying why."""
     if not isinstance(value, str):

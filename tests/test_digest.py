@@ -14,6 +14,9 @@ import json
 import struct
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from approvalctl.digest import DigestError, canonical, digest, short
 
@@ -148,3 +151,52 @@ def test_digest_is_sha256_of_the_canonical_call_and_ignores_key_order():
     assert digest("t", {"a": None, "b": [2.5, 1, "é"]}) != digest("t", args)
     assert digest("u", args) != digest("t", args)
     assert short(digest("t", args)) == digest("t", args)[:19]
+
+
+# ---------------------------------------------------------------- the fast path
+_CHARS = st.characters(codec="utf-8") | st.sampled_from(
+    ["\x00", "\x1f", "\x7f", "\b", "\f", "\n", "\r", "\t", '"', "\\", "/", "\u2028",
+     "\u00e9", "\ue000", "\uffff", "\U0001f600", "\U00010000"])
+_TEXT = st.text(_CHARS, max_size=8)
+_JSON = st.recursive(
+    st.none() | st.booleans() | _TEXT |
+    st.integers(min_value=-(2**53) - 2, max_value=2**53 + 2) | st.integers() |
+    st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=20)
+
+
+def _rfc8785(value):
+    try:
+        return rfc8785.dumps(value)
+    except Exception as exc:  # noqa: BLE001 - compared by kind below
+        return type(exc)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_JSON)
+def test_canonical_is_byte_for_byte_rfc8785_on_any_json(value):
+    """The standard-library fast path never changes a digest: on generated JSON (control,
+    quote, non-BMP and private-use characters, integers at the 2**53 edge, floats) the bytes
+    are rfc8785's, and what rfc8785 refuses is refused."""
+    expected = _rfc8785(value)
+    if isinstance(expected, bytes):
+        assert canonical(value) == expected
+    else:
+        with pytest.raises(DigestError):
+            canonical(value)
+
+
+@pytest.mark.parametrize("value", [
+    {"\U0001f600": 1, "\ue000": 2},  # UTF-16 order differs from code-point order here
+    {"a": "\ud800"},  # a lone surrogate
+    {"n": 2**53}, {"n": -(2**53)}, {"x": 1.0}, {"x": 1e21}, {"x": -0.0},
+    [True, False, None, 0, -1, 9007199254740991], {"": {"": []}},
+])
+def test_canonical_edge_cases_match_rfc8785(value):
+    expected = _rfc8785(value)
+    if isinstance(expected, bytes):
+        assert canonical(value) == expected
+    else:
+        with pytest.raises(DigestError):
+            canonical(value)

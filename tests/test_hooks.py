@@ -258,6 +258,18 @@ def test_locally_a_policy_rule_allows_through_the_installed_command(db_path, tmp
                           capture_output=True)
     assert verdict("claude-code", "PermissionRequest", proc.returncode,
                    proc.stdout.decode()) == "allow"
+    # filed, allowed by the rule and used in one transaction, audited as those three steps
+    store = open_store(str(db_path))
+    try:
+        service = ApprovalService(store)
+        admin = Principal("t", "admin", local=True)
+        (req,) = service.list(admin, status="all").items
+        assert req.decided_by == "policy:reads" and req.consumed_at
+        assert [r["action"] for r in store.audit_rows(request_id=req.id)] == [
+            "create", "approve", "consume"]
+        assert service.audit_verify(admin).ok
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------- it never fails open

@@ -157,6 +157,14 @@ def test_policy_allow_passes_without_asking_and_deny_refuses(db_path, tmp_path, 
     assert by_tool["mcp__rec__echo"].decided_by == "policy:echo-ok"
     assert by_tool["mcp__rec__echo"].consumed_at
     assert by_tool["mcp__rec__write_file"].status == "rejected"
+    # filed, allowed and used in one transaction, audited as the three steps it stands for
+    trail = [(r["action"], r["actor"]) for r in
+             svc.store.audit_rows(request_id=by_tool["mcp__rec__echo"].id)]
+    assert [a for a, _ in trail] == ["create", "approve", "consume"]
+    assert trail[1] == ("approve", "policy:echo-ok") and trail[0][1] == trail[2][1]
+    assert svc.audit_verify(ADMIN).ok
+    svc.store.flush_counters()
+    assert {n: v for n, lab, v in svc.store.counters()}["approval_consumed_total"] == 1
 
 
 def test_approvalctl_unreachable_fails_closed(db_path, tmp_path):

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
+from conftest import env_for
 from typer.testing import CliRunner
 
 from approvalctl import counters, policy
@@ -124,6 +127,115 @@ def test_allow_and_deny_are_decisions_by_the_rule_audited_and_counted(service, s
     # Policy decisions are not human response times.
     assert (counters.RESPONSE_TIME + "_count", "") not in rows
     assert service.stats(OP)["response_time_seconds"]["p50"] is None
+
+
+def _trail(store, request_id: str) -> list[tuple]:
+    return [(r["action"], r["actor"], r["from_status"], r["to_status"])
+            for r in store.audit_rows(request_id=request_id)]
+
+
+def _counted(store) -> dict:
+    return {(n, lab): v for n, lab, v in store.counters() if not n.startswith("rbac")}
+
+
+def test_an_allowed_call_consumed_as_filed_leaves_the_record_of_create_then_consume(
+        service, store, admin, db_url, new_db):
+    """create(consume=digest) — one transaction — audits and counts an allowed call exactly
+    as create followed by consume does (the MCP gateway's and the local hook's path)."""
+    from approvalctl.digest import digest
+    from approvalctl.store import open_store
+
+    # the same calls on a second database of the same backend, the two-step way
+    other = open_store(new_db("postgres" if db_url.startswith("postgres") else "sqlite"))
+    try:
+        two_step = ApprovalService(other, service.settings)
+        for svc in (service, two_step):
+            svc.add_rule(admin, rule("reads", "allow", tools=["Read"], note="read-only"))
+        args = {"file_path": "/etc/hosts"}
+        call = digest("Read", args)
+        one = service.create(BOT, "Read", args, consume=call)
+        assert (one.status, one.decided_by, one.decision_note) == (
+            "approved", "policy:reads", "read-only")
+        assert one.consumed_at == one.created_at and one.digest == call
+        assert service.get(OP, one.id).consumed_at == one.consumed_at
+        filed = two_step.create(BOT, "Read", args)
+        used = two_step.consume(BOT, filed.id, call)
+        assert _trail(store, one.id) == _trail(other, used.id) == [
+            ("create", "deploy-bot", None, "pending"),
+            ("approve", "policy:reads", "pending", "approved"),
+            ("consume", "deploy-bot", "approved", "approved")]
+        assert [r["detail"] for r in store.audit_rows(request_id=one.id)][2] == \
+            json.dumps({"digest": call})
+        assert service.audit_verify(admin).ok and two_step.audit_verify(admin).ok
+        store.flush_counters()
+        other.flush_counters()
+        assert _counted(store) == _counted(other)
+        assert _counted(store)[(counters.CONSUMED, "")] == 1
+        # used once: a second consume of the same approval is refused
+        with pytest.raises(ApprovalConflict):
+            service.consume(BOT, one.id, call)
+    finally:
+        other.close()
+
+
+def test_consume_on_create_is_bound_to_the_digest_and_only_for_an_allow(service, store, admin):
+    from approvalctl.digest import digest
+    from approvalctl.errors import DigestMismatch
+
+    service.add_rule(admin, rule("reads", "allow", tools=["Read"]))
+    service.add_rule(admin, rule("no-rm", "deny", tools=["Rm"]))
+    before = len(store.audit_rows())
+    with pytest.raises(DigestMismatch):  # the digest of other arguments: nothing is filed
+        service.create(BOT, "Read", {"file_path": "/etc/hosts"},
+                       consume=digest("Read", {"file_path": "/etc/shadow"}))
+    with pytest.raises(InvalidInput):
+        service.create(BOT, "Read", {}, consume="sha256:nothex")
+    with pytest.raises(InvalidInput):  # a replay would hand out a used approval again
+        service.create(BOT, "Read", {}, consume=digest("Read", {}), idempotency_key="k1")
+    assert len(store.audit_rows()) == before
+    ask = service.create(BOT, "Bash", {"command": "ls"}, consume=digest("Bash",
+                                                                        {"command": "ls"}))
+    assert (ask.status, ask.consumed_at) == ("pending", None)
+    assert [a for a, *_ in _trail(store, ask.id)] == ["create"]
+    no = service.create(BOT, "Rm", {}, consume=digest("Rm", {}))
+    assert (no.status, no.consumed_at) == ("rejected", None)
+    assert [a for a, *_ in _trail(store, no.id)] == ["create", "reject"]
+    assert service.audit_verify(admin).ok
+
+
+def test_rules_are_cached_per_connection_yet_a_change_elsewhere_is_seen_at_once(
+        db_path, admin):
+    """SQLite keeps the parsed rules while nothing else committed (PRAGMA data_version),
+    so a create does not read them again; a rule changed by another connection, another
+    process (the CLI) or this one applies to the very next create."""
+    from approvalctl.store import open_store
+
+    mine, other = open_store(str(db_path)), open_store(str(db_path))
+    try:
+        svc, elsewhere = ApprovalService(mine), ApprovalService(other)
+        svc.add_rule(admin, rule("reads", "allow", tools=["Read"]))
+        assert svc.create(BOT, "Read", {}).status == "approved"
+        seen: list[str] = []
+        mine._conn().set_trace_callback(seen.append)
+        assert svc.create(BOT, "Read", {}).status == "approved"
+        assert not [s for s in seen if "policy_rules" in s]  # served from the cache
+        elsewhere.add_rule(admin, rule("no-reads", "deny", tools=["Read"]), before="reads")
+        assert svc.create(BOT, "Read", {}).status == "rejected"  # another connection
+        assert [s for s in seen if "policy_rules" in s]
+        done = subprocess.run([sys.executable, "-m", "approvalctl", "rules", "rm",
+                               "no-reads"], env=env_for(db_path), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert svc.create(BOT, "Read", {}).status == "approved"  # another process
+        svc.remove_rule(admin, "reads")
+        assert svc.create(BOT, "Read", {}).status == "pending"  # this connection
+        with mine.group_commit():  # read once per group, as the server's writes run
+            seen.clear()
+            assert [svc.create(BOT, "Read", {}).status for _ in range(3)] == ["pending"] * 3
+            assert len([s for s in seen if "FROM policy_rules" in s]) == 1
+    finally:
+        mine.close()
+        other.close()
 
 
 def test_rule_changes_are_audit_rows_in_the_same_chain(service, admin):

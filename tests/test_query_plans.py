@@ -12,7 +12,10 @@ import re
 
 import pytest
 
+from approvalctl.config import Settings
+from approvalctl.limits import Quotas
 from approvalctl.models import Principal
+from approvalctl.service import ApprovalService
 
 
 @pytest.fixture
@@ -73,6 +76,18 @@ def test_show_and_decide_by_id_and_prefix(service, operator, traced) -> None:
     plans = _plans(service, seen)
     _assert_indexed(plans)
     assert any(s.startswith("UPDATE requests") for s in plans)
+
+
+def test_the_pending_quota_counts_only_the_users_pending_requests(store, traced) -> None:
+    """The pending quota's count, made on every create, walks the (status, user_id) index:
+    neither other users' pending requests nor this user's history."""
+    _, seen = traced
+    quota = ApprovalService(store, Settings(quotas=Quotas(max_pending=5)))
+    quota.create(Principal("deploy-bot", "user"), "git_push", {})
+    plans = _plans(quota, seen)
+    _assert_indexed(plans)
+    counted = [p for s, p in plans.items() if "OFFSET" in s]
+    assert counted and all("requests_status_user" in p for p in counted), plans
 
 
 def test_sweep_and_stats(service, operator, traced) -> None:

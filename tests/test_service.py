@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -192,6 +193,27 @@ def test_sweep_expires_overdue_only_once(store, agent, operator) -> None:
     counters = {(n, lab): v for n, lab, v in store.counters()}
     assert counters[("approval_timeout_total", "")] == 2
     assert counters[("approval_requests_total", "status=expired")] == 2
+
+
+def test_a_pending_list_never_shows_an_overdue_request_and_writes_nothing(
+        service, store, agent, operator) -> None:
+    """Pending means pending now: an overdue request (no sweep yet) is left out of the
+    pending page by the query itself, without the page writing its expiry; the expired
+    page still lists it as expired."""
+    due = service.create(agent, "t", ttl_seconds=0.3)
+    live = service.create(agent, "t", ttl_seconds=3600)
+    deadline = time.monotonic() + 30
+    while store.get_status(due.id) == "pending" and \
+            store.has_overdue(service._now_iso()) is False and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rows = len(store.audit_rows())
+    for _ in range(2):
+        assert [r.id for r in service.list(operator, status="pending").items] == [live.id]
+        assert [r.id for r in service.list(agent, status="pending").items] == [live.id]
+    assert len(store.audit_rows()) == rows  # a read of what is pending recorded nothing
+    assert store.get_status(due.id) == "pending"  # not swept: the filter did the work
+    assert [(r.id, r.status) for r in service.list(operator, status="expired").items] == [
+        (due.id, "expired")]
 
 
 def test_wait_returns_when_the_ttl_passes_without_a_sweep(service, agent) -> None:

@@ -63,6 +63,19 @@ class Backend:
         return self._client.create(*self._actor, tool_name, arguments, reason=reason,
                                    **extra, **self._user)
 
+    def file_call(self, tool_name: str, arguments: dict[str, Any], *, reason: str | None,
+                  digest: str) -> tuple[ApprovalRequest, bool]:
+        """File the call about to run (its digest `digest`); returns the request and
+        whether its approval is already used for that call. Locally a call a policy rule
+        allows is filed, allowed and consumed in one transaction (service.create with
+        `consume`); remotely, and for every other outcome, it is False and the caller
+        waits and consumes as usual."""
+        if self.remote:
+            return self.create(tool_name, arguments, reason=reason), False
+        req = self._client.create(*self._actor, tool_name, arguments, reason=reason,
+                                  consume=digest, **self._user)
+        return req, req.status == "approved" and req.consumed_at is not None
+
     def get(self, request_id: str) -> ApprovalRequest:
         return self._client.get(*self._actor, request_id)
 

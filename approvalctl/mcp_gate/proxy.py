@@ -5,7 +5,8 @@ byte for byte — initialize, lists, resources, prompts, notifications, pings, r
 the server's own requests — except a `tools/call` from the client. That one goes through
 approvalctl as the tool `mcp__N__TOOL` with its exact `arguments`:
 
-- the policy allows it → forwarded (the approval is consumed first);
+- the policy allows it → forwarded (the approval is consumed first; locally the request is
+  filed, allowed and consumed in one transaction);
 - the policy denies it, or the operator rejects it, or it expires, or the wait runs out →
   a tool result `{"content": [{"type": "text", "text": REASON}], "isError": true}`, so the
   model can adapt; the wrapped server never sees it;
@@ -331,14 +332,19 @@ class Proxy:
         if backend is None:
             return f"approvalctl is not available, so nothing runs: {self.backend_error}"
         reason = f"MCP tools/call through `approvalctl mcp proxy --name {self.name}`"
-        filing = asyncio.ensure_future(asyncio.to_thread(backend.create, gated, arguments,
-                                                         reason=reason))
+        # The digest of exactly the arguments that will be forwarded: an allowed call is
+        # filed and its approval used for this call in one step (Backend.file_call).
+        call_digest = digest(gated, arguments)
+        filing = asyncio.ensure_future(asyncio.to_thread(backend.file_call, gated, arguments,
+                                                         reason=reason, digest=call_digest))
         try:
-            req = await asyncio.shield(filing)
+            req, used = await asyncio.shield(filing)
         except asyncio.CancelledError:  # the client went away while it was being filed
             with suppress(Exception):
-                await self.withdraw(backend, (await filing).id)
+                await self.withdraw(backend, (await filing)[0].id)
             raise
+        if used:
+            return None
         try:
             if req.status == "pending":
                 req = await self.wait_for(backend, req.id, token)
@@ -354,7 +360,7 @@ class Proxy:
         if req.status != "approved":
             return _one_line(f"{gated} was {req.status}{who} ({req.id}){note}; "
                              "the call was not made", 2000)
-        await asyncio.to_thread(backend.consume, req.id, digest(gated, arguments))
+        await asyncio.to_thread(backend.consume, req.id, call_digest)
         return None
 
     async def wait_for(self, backend: Any, request_id: str, token: Any) -> Any:

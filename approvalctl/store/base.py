@@ -121,9 +121,10 @@ class Store(Protocol):
 
     def list_requests(self, *, status: str | None, tool_name: str | None, user_id: str | None,
                       after: str | None, descending: bool, limit: int,
-                      risk: str | None = None, created_since: str | None = None
-                      ) -> list[ApprovalRequest]:
-        """One page of requests in id order, filtered."""
+                      risk: str | None = None, created_since: str | None = None,
+                      unexpired_at: str | None = None) -> list[ApprovalRequest]:
+        """One page of requests in id order, filtered (`unexpired_at`: only rows whose
+        `expires_at` is after it)."""
         ...
 
     def stats_rows(self, since: str, by: str | None) -> list[tuple[Any, ...]]:

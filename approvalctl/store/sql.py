@@ -77,7 +77,20 @@ BUMP_SQL = ("INSERT INTO metric_counters (name, labels, value) VALUES {values} O
 BUMP_CHUNK = 100
 
 
-_loads = json.JSONDecoder().decode
+_decode = json.JSONDecoder().decode
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _loads(text: str) -> Any:
+    """Stored JSON text (as `_sorted_json` wrote it) as a value, by `raw_decode`: `decode`
+    around it costs two whitespace regex matches per value, a noticeable share of reading
+    a page of 50 rows. Anything it does not consume whole (leading or trailing text, bad
+    JSON, not a string) goes through `decode`, which raises as always."""
+    try:
+        value, end = _raw_decode(text)
+    except (ValueError, TypeError):  # bad JSON, not a string: decode says what
+        return _decode(text)
+    return value if end == len(text) else _decode(text)
 # Built once (json.dumps with options builds an encoder per call); output is the same.
 _sorted_json = json.JSONEncoder(sort_keys=True).encode
 _detail_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
@@ -85,6 +98,7 @@ assert REQUEST_COLUMNS[2] == "arguments"  # request_from_row relies on the colum
 _NCOLUMNS = len(REQUEST_COLUMNS)
 _STATE_INDEX = [REQUEST_COLUMNS.index(f) for f in audit.STATE_FIELDS]
 _STATUS, _DECIDED_AT = REQUEST_COLUMNS.index("status"), REQUEST_COLUMNS.index("decided_at")
+_CONSUMED_AT = REQUEST_COLUMNS.index("consumed_at")
 _UNDECIDED = [REQUEST_COLUMNS.index(f) for f in ("decided_at", "decided_by", "decision_note",
                                                   "use_by", "consumed_at")]
 #: Request rows per batch of `prune` (and of the reads of `audit verify`).
@@ -114,6 +128,18 @@ def _as_created(row: tuple) -> tuple:
     for i in _UNDECIDED:
         out[i] = None
     return tuple(out)
+
+
+def _as_left_by(change: Change, row: tuple, req: ApprovalRequest) -> tuple:
+    """The request row as `change`, one of the changes a create makes at once, left it:
+    created (pending, undecided), decided by a policy rule (not yet used), or used."""
+    if change.to_status != req.status:
+        return _as_created(row)
+    if req.consumed_at is not None and change.action != "consume":
+        out = list(row)
+        out[_CONSUMED_AT] = None
+        return tuple(out)
+    return row
 
 
 def request_from_row(row: tuple) -> ApprovalRequest:
@@ -332,6 +358,8 @@ class SQLStore(OutboxQueries):
                     req.use_by = to_iso(from_iso(now) + (from_iso(req.use_by) -
                                                          from_iso(req.decided_at)))
                 req.decided_at = now
+                if req.consumed_at is not None:  # allowed and used at once (create(consume=))
+                    req.consumed_at = now
             for ch in changes:
                 ch.at = now
         # The stored response (idempotency) and the notification payload (outbox rows) are
@@ -341,7 +369,7 @@ class SQLStore(OutboxQueries):
         values = tuple(_sorted_json(req.arguments) if c == "arguments"
                        else getattr(req, c) for c in REQUEST_COLUMNS)
         for ch in changes:  # each audit row holds the row as its own change left it
-            seal(ch, values if ch.to_status == req.status else _as_created(values), req)
+            seal(ch, _as_left_by(ch, values, req), req)
         self._exec(cur, "INSERT INTO requests (" + ", ".join(REQUEST_COLUMNS) + ") VALUES ("
                    + ", ".join("?" * len(REQUEST_COLUMNS)) + ")", values)
         required = next((ch.detail.get("approvals_required") for ch in changes
@@ -372,12 +400,11 @@ class SQLStore(OutboxQueries):
         """Whether `user_id` has `cap` pending requests, under the user's lock (held until
         the transaction ends, so the insert that follows is counted by the next check)."""
         self._lock_user(cur, user_id)
-        # Walk the pending rows (the (status, id) index), never the user's whole history:
-        # `user_id || ''` keeps the planner off the (user_id, id) index, whose scan would
-        # grow with every request the user ever made. LIMIT/OFFSET stops at the cap-th
-        # match. The cost follows the pending queue; see docs/api.md "Limits".
-        return self._exec(cur, "SELECT 1 FROM requests WHERE status = ? AND "
-                          "user_id || '' = ? ORDER BY id LIMIT 1 OFFSET ?",
+        # Walk this user's pending rows in the (status, user_id, id) index; LIMIT/OFFSET
+        # stops at the cap-th. Other users' pending requests and this user's history cost
+        # nothing; see docs/api.md "Limits".
+        return self._exec(cur, "SELECT 1 FROM requests WHERE status = ? AND user_id = ? "
+                          "ORDER BY id LIMIT 1 OFFSET ?",
                           (PENDING, user_id, cap - 1)).fetchone() is not None
 
     def _lock_user(self, cur: Any, user_id: str) -> None:
@@ -554,8 +581,12 @@ class SQLStore(OutboxQueries):
 
     def list_requests(self, *, status: str | None, tool_name: str | None, user_id: str | None,
                       after: str | None, descending: bool, limit: int,
-                      risk: str | None = None, created_since: str | None = None
-                      ) -> list[ApprovalRequest]:
+                      risk: str | None = None, created_since: str | None = None,
+                      unexpired_at: str | None = None) -> list[ApprovalRequest]:
+        """One page of requests by id. `unexpired_at` keeps only rows whose `expires_at` is
+        after it (for a list of what is pending now); it is checked on the rows the id-ordered
+        index walk reaches (`|| ''` keeps the planner off the (status, expires_at) index,
+        whose range would have to be sorted by id)."""
         where, params = [], []
         for col, value in (("status", status), ("tool_name", tool_name), ("user_id", user_id),
                            ("risk", risk)):
@@ -565,6 +596,9 @@ class SQLStore(OutboxQueries):
         if created_since is not None:
             where.append("created_at >= ?")
             params.append(created_since)
+        if unexpired_at is not None:
+            where.append("expires_at || '' > ?")
+            params.append(unexpired_at)
         if after is not None:
             where.append("id < ?" if descending else "id > ?")
             params.append(after)

@@ -10,13 +10,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from ..counters import CounterBuffer
 from ..errors import Unavailable
+from ..models import Change
 from . import migrations
 from .sql import SQLStore
 
@@ -223,6 +225,45 @@ class SQLiteStore(SQLStore):
             yield
         finally:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+
+    # ---- policy rules, read once per change of them
+    def list_rules(self) -> list[dict[str, Any]]:
+        """The policy rules, re-read only when they may have changed (every create
+        evaluates them). Kept per thread (per connection) and trusted while `PRAGMA
+        data_version` is unchanged — it moves when any other connection, thread or
+        process commits, so a rule change committed before this call is always seen —
+        and this thread's own rule writes drop it. Inside a group commit (the server's
+        write transaction, which nobody else can commit during) rules are read once per
+        group, and what was read there is never reused after it (it may be rolled
+        back); inside any other open transaction they are always read. Callers must not
+        modify the rules returned."""
+        group = getattr(self._local, "group", None)
+        cached = getattr(self._local, "rules", None)
+        if group is not None:
+            if cached is None or cached[0] is not group:
+                cached = self._local.rules = (group, None, super().list_rules())
+            return list(cached[2])
+        if self._conn().in_transaction:  # may hold uncommitted rule changes: not cached
+            return super().list_rules()
+        marker = self.change_marker()  # before the read: a later commit moves it again
+        if cached is None or cached[0] is not None or cached[1] != marker:
+            cached = self._local.rules = (None, marker, super().list_rules())
+        return list(cached[2])
+
+    def change_rules(self, edit: Callable[[list[dict[str, Any]]],
+                                          tuple[list[dict[str, Any]], Change]]) -> None:
+        self._local.rules = None
+        try:
+            super().change_rules(edit)
+        finally:
+            self._local.rules = None
+
+    def insert_rows(self, table: str, rows: list[tuple]) -> None:
+        self._local.rules = None
+        try:
+            super().insert_rows(table, rows)
+        finally:
+            self._local.rules = None
 
     def before_bulk_load(self) -> None:
         # Index inserts in key order of a secondary index land on random pages; with the
