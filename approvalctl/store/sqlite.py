@@ -23,6 +23,7 @@ from . import migrations
 from .sql import SQLStore
 
 MIGRATIONS_TABLE = migrations.TABLE
+_RULES = object()  # the key of the policy rules in a unit of work's memo
 BRIEF_BUSY_MS = 200  # how long a read's best-effort write waits for the lock
 
 
@@ -232,27 +233,30 @@ class SQLiteStore(SQLStore):
         evaluates them). Kept per thread (per connection) and trusted while `PRAGMA
         data_version` is unchanged — it moves when any other connection, thread or
         process commits, so a rule change committed before this call is always seen —
-        and this thread's own rule writes drop it. Inside a group commit (the server's
+        and this thread's own rule writes drop it. Inside a unit of work (the server's
         write transaction, which nobody else can commit during) rules are read once per
-        group, and what was read there is never reused after it (it may be rolled
-        back); inside any other open transaction they are always read. Callers must not
-        modify the rules returned."""
-        group = getattr(self._local, "group", None)
+        unit and kept in its memo, so what was read there is never reused after it (it
+        may be rolled back); inside any other open transaction they are always read.
+        Callers must not modify the rules returned."""
+        uow = self._uow
+        if uow is not None:
+            rules = uow.memo.get(_RULES)
+            if rules is None:
+                rules = uow.memo[_RULES] = super().list_rules()
+            return list(rules)
         cached = getattr(self._local, "rules", None)
-        if group is not None:
-            if cached is None or cached[0] is not group:
-                cached = self._local.rules = (group, None, super().list_rules())
-            return list(cached[2])
         if self._conn().in_transaction:  # may hold uncommitted rule changes: not cached
             return super().list_rules()
         marker = self.change_marker()  # before the read: a later commit moves it again
-        if cached is None or cached[0] is not None or cached[1] != marker:
-            cached = self._local.rules = (None, marker, super().list_rules())
-        return list(cached[2])
+        if cached is None or cached[0] != marker:
+            cached = self._local.rules = (marker, super().list_rules())
+        return list(cached[1])
 
     def change_rules(self, edit: Callable[[list[dict[str, Any]]],
                                           tuple[list[dict[str, Any]], Change]]) -> None:
         self._local.rules = None
+        if self._uow is not None:
+            self._uow.memo.pop(_RULES, None)
         try:
             super().change_rules(edit)
         finally:
