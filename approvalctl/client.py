@@ -225,6 +225,14 @@ class Client:
     def sweep(self) -> builtins.list[str]:
         return self._call("POST", f"{API}/sweep")["ids"]
 
+    def sweep_all(self) -> dict[str, Any]:
+        """Expire overdue requests and queue due reminders/escalations on the server:
+        `{"expired", "ids", "reminders", "escalations"}` (`ApprovalService.sweep_all`)."""
+        data = self._call("POST", f"{API}/sweep")
+        return {"expired": data["expired"], "ids": data["ids"],
+                "reminders": data.get("reminders", 0),
+                "escalations": data.get("escalations", 0)}
+
     def stats(self, since_seconds: float = 86400) -> dict[str, Any]:
         since = max(1, math.ceil(since_seconds))
         return self._call("GET", f"{API}/approvals/stats", params={"since": str(since)})

@@ -67,8 +67,8 @@ def _say(outcome: Any) -> None:
 @command(notify_app, "run")
 def run_cmd(
     ctx: typer.Context,
-    once: bool = typer.Option(False, "--once", help="Deliver what is due now, then exit "
-                              "(for cron)."),
+    once: bool = typer.Option(False, "--once", help="Queue the reminders and escalations "
+                              "due, deliver what is due now, then exit (for cron)."),
     as_json: bool = typer.Option(False, "--json", help="With --once: print the outcomes as "
                                  "JSON on stdout."),
 ) -> None:
@@ -80,6 +80,8 @@ def run_cmd(
     store = _store(ctx, "run")
     cfg = _config(ctx)
     if once:
+        # reminders and escalations due now are queued first, so this run delivers them
+        _service(ctx, "run").send_reminders()
         report = worker.run_once(store, cfg)
         for outcome in report.outcomes:
             _say(outcome)
@@ -111,7 +113,7 @@ def run_cmd(
 @command(notify_app, "list")
 def list_cmd(
     ctx: typer.Context,
-    status: str | None = typer.Option(None, "--status", help="pending, sent or failed "
+    status: str | None = typer.Option(None, "--status", help="pending, sent, failed or skipped "
                                       "(default: all)."),
     limit: int = typer.Option(100, "--limit", help="At most this many rows, newest first."),
     as_json: bool = JSON_OPT,

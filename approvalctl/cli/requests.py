@@ -346,12 +346,16 @@ def wait_cmd(
 
 @command(app, "sweep")
 def sweep_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
-    """Expire overdue pending requests. Safe to run from cron at any rate."""
-    ids = backend(ctx).sweep()
+    """Expire overdue pending requests and queue the reminders and escalations due. Safe
+    to run from cron at any rate (each reminder is queued once, whoever sweeps)."""
+    got = backend(ctx).sweep_all()
     if as_json:
-        emit({"expired": len(ids), "ids": ids})
+        emit(got)
     else:
-        message(f"expired {len(ids)} request{'s' if len(ids) != 1 else ''}")
+        n = got["expired"]
+        message(f"expired {n} request{'s' if n != 1 else ''}"
+                + (f"; queued {got['reminders']} reminder(s), {got['escalations']} "
+                   "escalation(s)" if got["reminders"] or got["escalations"] else ""))
 
 
 @command(app, "stats")

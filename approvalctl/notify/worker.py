@@ -33,6 +33,7 @@ from .config import (
     WebhookConfig,
     from_settings,
 )
+from .messages import PENDING_EVENTS
 from .retry import RetryPolicy
 
 log = logging.getLogger("approvalctl.notify")
@@ -71,7 +72,8 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
 
     `last_error` is the row's record of the previous attempt (e-mail reads from it who
     accepted already); `audit` is the chain head `{"seq", "hash"}` the change that queued it
-    left; `link_key` signs the decision links of a `created` message (with `public_url`).
+    left; `link_key` signs the decision links of a message about a pending request
+    (`created`, `reminder`, `escalated`; with `public_url`).
     Returns a note to record with a success, or None.
     """
     target = cfg.channel(channel)
@@ -80,7 +82,7 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
                                      transient=False)
     if audit is not None and not isinstance(target, WebhookConfig):
         request = {**request, "audit": audit}  # the footer of Slack and e-mail messages
-    if link_key and cfg.public_url and event == "created":
+    if link_key and cfg.public_url and event in PENDING_EVENTS:
         recipient = links.recipient_of(channel, target)
         found = links.links_for(cfg.public_url, link_key, request, recipient) \
             if recipient else None
@@ -115,6 +117,7 @@ def _claim(store: Any, cfg: NotifyConfig, limit: int, due_before: str | None,
     now = clock()
     rows = store.claim_outbox(now=to_iso(now), due_before=due_before, limit=limit,
                               lease_until=to_iso(now + timedelta(seconds=cfg.worker.lease)))
+    rows = _drop_stale_steps(store, rows, to_iso(now))
     if not rows:
         return rows
     if cfg.public_url:
@@ -129,6 +132,29 @@ def _claim(store: Any, cfg: NotifyConfig, limit: int, due_before: str | None,
         # sending a row while this one still is, give those rows back untouched.
         store.release_outbox([r["id"] for r in rows if r not in keep],
                              rows[0]["claimed_until"])
+    return keep
+
+
+def _drop_stale_steps(store: Any, rows: list[dict[str, Any]], now: str
+                      ) -> list[dict[str, Any]]:
+    """Close, unsent (`skipped`), the claimed reminders and escalations whose request is no
+    longer pending (decided, cancelled, expired or pruned since the step was queued): a
+    reminder must never follow the decision. Returns the rows still to attempt."""
+    keep = []
+    for row in rows:
+        if row["event"] not in ("reminder", "escalated"):
+            keep.append(row)
+            continue
+        req = store.get(row["request_id"])
+        if req is not None and req.status == "pending" and req.expires_at > now:
+            keep.append(row)
+            continue
+        state = "gone" if req is None else \
+            ("expired" if req.status == "pending" else req.status)
+        store.skip_outbox(row["id"], lease=row["claimed_until"],
+                          note=f"not sent: the request is {state} now")
+        log.info("outbox #%s %s %s -> skipped (request %s)", row["id"], row["event"],
+                 row["channel"], state)
     return keep
 
 

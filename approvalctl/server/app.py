@@ -654,8 +654,7 @@ class Api:
 
     # ---- operations and admin (extensions for the remote CLI)
     async def sweep(self, call: Call) -> Response:
-        ids = await self.run(self.service.sweep, call.principal)
-        return json_response({"expired": len(ids), "ids": ids})
+        return json_response(await self.run(self.service.sweep_all, call.principal))
 
     async def audit_list(self, call: Call) -> Response:
         q = call.query
@@ -748,9 +747,11 @@ class Api:
 
     # ---- housekeeping in the background
     def housekeeping(self) -> None:
-        """Expire overdue requests, write buffered counters, drop old idempotency keys."""
+        """Expire overdue requests, queue due reminders and escalations, write buffered
+        counters, drop old idempotency keys."""
         if self.service.sweep():
             self.wakeups.poke_threadsafe()
+        self.service.send_reminders()  # each step once, whichever server gets there first
         self.store.flush_counters()
         now = time.monotonic()
         if now - self._last_purge > 600:

@@ -29,6 +29,7 @@ from ..models import (
     to_iso,
 )
 from .outbox import OUTBOX_FIELDS, OutboxQueries
+from .reminders import ReminderQueries
 
 Counter = counters.Counter  # the class body's `counters` method hides the module
 
@@ -56,7 +57,14 @@ TABLES = {
     "server_secrets": ("name", ("name", "value", "created_at")),
     "request_quorum": ("request_id", ("request_id", "required")),
     "request_approvals": ("request_id, approver", ("request_id", "approver", "at")),
+    "request_schedule": ("request_id", ("request_id", "remind_at", "escalate_at",
+                                        "escalate_to")),
+    "request_steps": ("request_id, step", ("request_id", "step", "at")),
 }
+#: The tables that hold rows about one request besides `requests` itself (and its outbox
+#: and audit rows): `prune` deletes a pruned request's rows from each.
+REQUEST_SIDE_TABLES = ("request_quorum", "request_approvals", "request_schedule",
+                       "request_steps")
 #: An approval needs its quorum (request_quorum) met: the CAS itself says so, so no path
 #: can approve a request that still waits for approvers.
 _QUORUM_MET = (" AND NOT EXISTS (SELECT 1 FROM request_quorum q WHERE q.request_id = "
@@ -130,7 +138,7 @@ class Group:
         self.checks: list[counters.Counter] = []  # RBAC checks made by the group's calls
 
 
-class SQLStore(OutboxQueries):
+class SQLStore(OutboxQueries, ReminderQueries):
     """Shared queries; subclasses provide `_read()`/`_write()` cursors and locking."""
 
     dialect = "sqlite"
@@ -326,6 +334,7 @@ class SQLStore(OutboxQueries):
         if required:  # a policy rule's quorum, recorded with the creation it audits
             self._exec(cur, "INSERT INTO request_quorum (request_id, required) VALUES (?, ?)",
                        (req.id, int(required)))
+        self._insert_schedule(cur, req, changes)  # a policy rule's reminder steps, if any
         if idempotency:
             self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
                        "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -771,6 +780,9 @@ class SQLStore(OutboxQueries):
                 ids = [r[0] for r in rows]
                 outbox += self._exec(cur, "DELETE FROM outbox WHERE request_id IN ("
                                      + ", ".join("?" * len(ids)) + ")", ids).rowcount
+                for table in REQUEST_SIDE_TABLES:  # quorum, approvals, reminder steps
+                    self._exec(cur, f"DELETE FROM {table} WHERE request_id IN ("
+                               + ", ".join("?" * len(ids)) + ")", ids)
                 changes = []
                 for raw in rows:
                     req = request_from_row(raw)
