@@ -350,6 +350,16 @@ class ApprovalService:
         q = self.store.quorum(req.id)
         return None if q is None else {"required": q[0], "approvers": q[1]}
 
+    def quorum_fields(self, actor: Principal, reqs: builtins.list[ApprovalRequest]
+                      ) -> dict[str, dict[str, Any]]:
+        """The quorum of each request of `reqs` that has one, by id, as the request's JSON
+        shows it: `{"approvals_required": N, "approvals": [approver, ...]}` (approvers in the
+        order they approved). Requests needing one approval are left out. Only requests
+        `actor` may see are looked up."""
+        seen = [r.id for r in reqs if self._may_see(actor, r)]
+        return {rid: {"approvals_required": q[0], "approvals": q[1]}
+                for rid, q in self.store.quorums(seen).items()}
+
     def require_approvals(self, actor: Principal, id_or_prefix: str, required: int
                           ) -> ApprovalRequest:
         """Make a pending request need `required` distinct approvers (operators and admins).

@@ -231,10 +231,9 @@ def require_cmd(
     """Make a pending request need N distinct approvers (a quorum); raise only, never lower."""
     from .app import backend
 
-    if state_of(ctx).remote:
-        raise InvalidInput("require works on the database; it cannot be used with --server")
-    req = backend(ctx).require_approvals(request_id, approvals)
+    be = backend(ctx)  # the database, or over --server POST /api/v1/approvals/{id}/require
+    req = be.require_approvals(request_id, approvals)
     if as_json:
-        emit({**req.to_dict(), "approvals_required": approvals})
+        emit({**req.to_dict(), **be.quorum_fields([req]).get(req.id, {})})
     else:
         message(f"request {req.id} now needs {approvals} distinct approvers")

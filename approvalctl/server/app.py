@@ -458,13 +458,24 @@ class Api:
                               user_id=q.get("user_id"), limit=q.get("limit", 50),
                               cursor=q.get("cursor"), risk=q.get("risk"),
                               since_seconds=int(q["since"]) if "since" in q else None)
-        return self._page_response(page, q.get("status", PENDING))
+        quorum = await self.read(self.service.quorum_fields, call.principal, page.items)
+        return self._page_response(page, q.get("status", PENDING), quorum)
 
-    def _page_response(self, page: Any, status: str) -> Response:
+    async def _request_json(self, call: Call, req: Any) -> dict[str, Any]:
+        """A request's JSON with its quorum (`approvals_required`, `approvals`) if it has
+        one (docs/away.md)."""
+        quorum = await self.read(self.service.quorum_fields, call.principal, [req])
+        return {**req.to_dict(), **quorum.get(req.id, {})}
+
+    def _page_response(self, page: Any, status: str,
+                       quorum: dict[str, dict[str, Any]] | None = None) -> Response:
         """A list page, cut short at the response size budget (quotas.max_response_bytes):
         items stop before the one that would pass it (always at least one), and
-        next_cursor continues from the last item sent."""
+        next_cursor continues from the last item sent. `quorum` adds the quorum fields of
+        the items that have one."""
         items = [r.to_dict() for r in page.items]
+        for item in items if quorum else ():
+            item.update(quorum.get(item["id"], {}))  # type: ignore[union-attr]
         body = _encode({"items": items, "next_cursor": page.next_cursor}).encode()
         budget = self.max_response_bytes
         if budget is None or len(body) <= budget:  # the usual case: one encoding
@@ -506,7 +517,7 @@ class Api:
         if wait and req.status == PENDING:
             with self.waits.hold(call.principal.name):
                 req = await self._long_poll(call, req, min(float(wait), MAX_WAIT))
-        return json_response(req.to_dict())
+        return json_response(await self._request_json(call, req))
 
     async def _long_poll(self, call: Call, req: Any, wait: float) -> Any:
         """Wait until the request leaves pending, its expiry, `wait` s, or the client goes.
@@ -641,7 +652,14 @@ class Api:
         body = await self._body(call)
         req = await self.change(call, self.service.decide, call.path["id"], body["action"],
                                 body.get("note"))
-        return json_response(req.to_dict())
+        return json_response(await self._request_json(call, req))
+
+    async def require(self, call: Call) -> Response:
+        """`approvalctl require ID N` over HTTP (operators and admins, as on the database)."""
+        body = await self._body(call)
+        req = await self.change(call, self.service.require_approvals, call.path["id"],
+                                body["approvals_required"])
+        return json_response(await self._request_json(call, req))
 
     async def consume(self, call: Call) -> Response:
         body = await self._body(call)
@@ -767,6 +785,8 @@ class Api:
                                                      "DELETE": self.cancel},
                           key_in_job=frozenset({"PUT", "DELETE"})),
             self.endpoint("/api/v1/approvals/{id}/consume", {"POST": self.consume},
+                          key_in_job=frozenset({"POST"})),
+            self.endpoint("/api/v1/approvals/{id}/require", {"POST": self.require},
                           key_in_job=frozenset({"POST"})),
             self.endpoint("/api/v1/events", {"GET": self.events}),
             self.endpoint("/api/v1/sweep", {"POST": self.sweep}),

@@ -135,6 +135,10 @@ class Store(Protocol):
         """(approvals required, approvers so far in order), or None without a quorum."""
         ...
 
+    def quorums(self, request_ids: Sequence[str]) -> dict[str, tuple[int, list[str]]]:
+        """`quorum()` of many requests at once; only those with a quorum appear."""
+        ...
+
     def set_quorum(self, request_id: str, required: int, at: str,
                    change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
         """Require `required` approvers for a pending request; None if it is not pending."""

@@ -848,6 +848,26 @@ class SQLStore(OutboxQueries, ReminderQueries):
                 "ORDER BY at, approver", (request_id,)).fetchall()]
         return int(row[0]), who
 
+    def quorums(self, request_ids: Sequence[str]) -> dict[str, tuple[int, list[str]]]:
+        """`quorum()` for many requests at once (a page of a listing): only those with a
+        quorum appear. Two primary-key lookups, whatever the page size."""
+        ids = list(dict.fromkeys(request_ids))
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        with self._read() as cur:
+            rows = self._exec(cur, "SELECT request_id, required FROM request_quorum WHERE "
+                              f"request_id IN ({marks})", ids).fetchall()
+            if not rows:
+                return {}
+            out: dict[str, tuple[int, list[str]]] = {r[0]: (int(r[1]), []) for r in rows}
+            for rid, who in self._exec(
+                    cur, "SELECT request_id, approver FROM request_approvals WHERE "
+                    f"request_id IN ({', '.join('?' * len(out))}) ORDER BY at, approver",
+                    list(out)).fetchall():
+                out[rid][1].append(who)
+        return out
+
     def _pending_row(self, cur: Any, request_id: str, at: str) -> tuple | None:
         """The request's row if it is pending and not expired, locked until commit."""
         lock = " FOR UPDATE" if getattr(self, "dialect", "sqlite") == "postgresql" else ""
