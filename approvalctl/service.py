@@ -364,7 +364,8 @@ class ApprovalService:
                           ) -> ApprovalRequest:
         """Make a pending request need `required` distinct approvers (operators and admins).
         A requirement can be raised, never lowered (that would undo a rule's or another
-        operator's demand): InvalidInput for a value at or below the current one."""
+        operator's demand): ApprovalConflict (409, exit 4) for a value at or below the
+        current one, InvalidInput for one outside 2-10."""
         rbac.require(actor, rbac.DECIDE, "require approvals")
         if isinstance(required, bool) or not isinstance(required, int) or \
                 not 2 <= required <= MAX_APPROVALS:
@@ -372,9 +373,9 @@ class ApprovalService:
                                f"{MAX_APPROVALS}, got {required!r}")
         req = self.resolve(actor, id_or_prefix)
         q = self.store.quorum(req.id)
-        if q is not None and required <= q[0]:
-            raise InvalidInput(f"request {req.id} already needs {q[0]} approvals; a "
-                               "requirement can only be raised")
+        if q is not None and required <= q[0]:  # well-formed, but the request's state says no
+            raise ApprovalConflict(f"request {req.id} already needs {q[0]} approvals; a "
+                                   "requirement can only be raised", req.status)
 
         def change(r: ApprovalRequest) -> Change:
             return Change(request_id=r.id, actor=actor.name, action="require",

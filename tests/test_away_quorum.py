@@ -52,7 +52,7 @@ def test_two_approvers_needed_same_identity_counts_once(service):
 def test_any_rejection_rejects_and_requirements_only_rise(service):
     req = service.create(AGENT, "db.drop", {}, risk="high")
     service.require_approvals(OLIVIA, req.id, 3)
-    with pytest.raises(InvalidInput, match="only be raised"):
+    with pytest.raises(ApprovalConflict, match="only be raised"):
         service.require_approvals(OSCAR, req.id, 2)
     with pytest.raises(InvalidInput, match="from 2 to"):
         service.require_approvals(OSCAR, req.id, 1)
@@ -237,7 +237,8 @@ def test_require_over_http_operators_only_raise_only(make_server):
                          headers=live.headers("operator"))
             assert r.status_code == 400, (bad, r.text)
         r = web.post(path, json={"approvals_required": 2}, headers=live.headers("admin"))
-        assert r.status_code == 400 and "only be raised" in r.json()["detail"]
+        assert r.status_code == 409 and "only be raised" in r.json()["detail"]
+        assert r.json()["current_status"] == "pending"
         r = web.post(path, json={}, headers=live.headers("operator"))
         assert r.status_code == 400
         r = web.post("/api/v1/approvals/01ARZ3NDEKTSV4RRFFQ69G5FAV/require",
@@ -279,7 +280,7 @@ def test_cli_require_list_show_json_and_human_alike_locally_and_remotely(make_se
     r = _cli(["list"], env)
     assert "pending (1 of 2)" in r.stdout
     r = _cli(["require", req.id, "2"], env)
-    assert r.exit_code == 2 and "only be raised" in r.stderr
+    assert r.exit_code == 4 and "only be raised" in r.stderr
 
 
 def test_review_detail_shows_the_count():

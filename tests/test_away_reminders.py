@@ -136,11 +136,12 @@ def test_a_reminder_queued_before_the_decision_is_not_sent_after_it(store):
         req = svc.create(AGENT, "deploy.run", {"n": 1})
         _due(svc)  # queued, not yet delivered
         svc.decide(OPERATOR, req.id, "reject", note="no")
-        run_once(store, from_settings(settings))
+        report = run_once(store, from_settings(settings))
         assert sorted(e for e, _ in _events(first)) == ["created", "decided"]
     rows = {r["event"]: r for r in store.list_outbox()}
     assert rows["reminder"]["status"] == "skipped"
     assert rows["reminder"]["last_error"] == "not sent: the request is rejected now"
+    assert report.summary() == "3 sent, 0 to retry, 0 failed, 1 skipped (no longer pending)"
 
 
 def _race(db_url: str, settings: Settings, sweepers: int = 2) -> list[dict[str, int]]:
@@ -297,3 +298,47 @@ def test_serve_reminds_and_escalates_once_across_a_restart(db_url, tmp_path: Pat
         assert [e for e, i in _events(second) if i == req.id] == ["escalated", "decided"]
         assert [e for e, i in _events(first) if i == late.id] == ["created", "reminder"]
         assert [e for e, i in _events(second) if i == late.id] == ["escalated"]
+
+
+def test_email_reminder_and_ntfy_escalation_carry_their_own_links(store, monkeypatch):
+    from test_notify_email import Mailbox, smtp_server
+
+    port = free_port()
+    box = Mailbox()
+    controller = smtp_server(box, port)
+    try:
+        with Receiver() as ntfy:
+            settings = notify_settings(
+                email={"host": "127.0.0.1", "port": port, "starttls": False,
+                       "from": "approvalctl@example.com", "to": ["ops@example.com"],
+                       "events": ["created"], "timeout": 5},
+                ntfy={"url": ntfy.url, "topic": "oncall", "events": ["expired"]},
+                remind_after="1s", escalate_after="1s", escalate_to=["ntfy"])
+            settings.file = {"public_url": "https://approvals.example.com"}
+            svc = ApprovalService(store, settings)
+            req = svc.create(AGENT, "db.drop", {"table": "users"}, reason="<b>now</b>",
+                             risk="high")
+            until(lambda: svc.send_reminders()["escalations"], timeout=20, step=0.1)
+            run_once(store, from_settings(settings))
+            pushed = [json.loads(r["body"]) for r in ntfy.requests]
+    finally:
+        controller.stop()
+    subjects = sorted(m["Subject"] for m in box.messages)
+    assert subjects == ["[approvalctl] Approval requested: db.drop (high risk)",
+                        "[approvalctl] Reminder: still pending after 1s: db.drop (high risk)"]
+    reminder = next(m for m in box.messages if "Reminder" in m["Subject"])
+    plain = reminder.get_body(("plain",)).get_content()
+    html = reminder.get_body(("html",)).get_content()
+    assert "Approve: https://approvals.example.com/d/" in plain
+    assert "&lt;b&gt;now&lt;/b&gt;" in html and "<b>now</b>" not in html
+    assert len(pushed) == 1 and pushed[0]["title"] == "Escalated: nobody decided in 1s: db.drop"
+    assert pushed[0]["priority"] == 5
+    buttons = {a["label"]: a["url"] for a in pushed[0]["actions"]}
+    assert set(buttons) == {"Approve…", "Reject…"}
+    # the ntfy links are signed for the ntfy topic, the e-mail's for the mailbox
+    from approvalctl.notify import links
+
+    key = store.server_secret(links.KEY_NAME, links.new_key, "2026-01-01T00:00:00.000Z")
+    token = buttons["Approve…"].rsplit("/", 1)[1]
+    assert links.read_token(key, token).recipient == "ntfy:oncall"
+    assert req.id in json.dumps(pushed[0])

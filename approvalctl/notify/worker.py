@@ -47,7 +47,9 @@ class Outcome:
     channel: str
     event: str
     request_id: str
-    result: str  # sent | retry | failed | lost (the lease ran out; another worker owns it)
+    #: sent | retry | failed | lost (the lease ran out; another worker owns it) | skipped
+    #: (a reminder or escalation whose request was decided before it went out)
+    result: str
     attempts: int
     error: str | None = None
     next_attempt_at: str | None = None
@@ -61,8 +63,10 @@ class Report:
         return sum(1 for o in self.outcomes if o.result == result)
 
     def summary(self) -> str:
+        skipped = self.count("skipped")
         return (f"{self.count('sent')} sent, {self.count('retry')} to retry, "
-                f"{self.count('failed')} failed")
+                f"{self.count('failed')} failed"
+                + (f", {skipped} skipped (no longer pending)" if skipped else ""))
 
 
 def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
@@ -112,12 +116,14 @@ def _timeout(cfg: NotifyConfig, channel: str) -> float:
 
 
 def _claim(store: Any, cfg: NotifyConfig, limit: int, due_before: str | None,
-           clock: Callable[[], Any]) -> list[dict[str, Any]]:
-    """Lease up to `limit` due rows; any whose lease is already too short is handed back."""
+           clock: Callable[[], Any], skipped: list[Outcome] | None = None
+           ) -> list[dict[str, Any]]:
+    """Lease up to `limit` due rows; any whose lease is already too short is handed back.
+    Reminders of requests decided meanwhile are closed unsent (added to `skipped`)."""
     now = clock()
     rows = store.claim_outbox(now=to_iso(now), due_before=due_before, limit=limit,
                               lease_until=to_iso(now + timedelta(seconds=cfg.worker.lease)))
-    rows = _drop_stale_steps(store, rows, to_iso(now))
+    rows = _drop_stale_steps(store, rows, to_iso(now), skipped)
     if not rows:
         return rows
     if cfg.public_url:
@@ -135,8 +141,8 @@ def _claim(store: Any, cfg: NotifyConfig, limit: int, due_before: str | None,
     return keep
 
 
-def _drop_stale_steps(store: Any, rows: list[dict[str, Any]], now: str
-                      ) -> list[dict[str, Any]]:
+def _drop_stale_steps(store: Any, rows: list[dict[str, Any]], now: str,
+                      skipped: list[Outcome] | None = None) -> list[dict[str, Any]]:
     """Close, unsent (`skipped`), the claimed reminders and escalations whose request is no
     longer pending (decided, cancelled, expired or pruned since the step was queued): a
     reminder must never follow the decision. Returns the rows still to attempt."""
@@ -151,8 +157,13 @@ def _drop_stale_steps(store: Any, rows: list[dict[str, Any]], now: str
             continue
         state = "gone" if req is None else \
             ("expired" if req.status == "pending" else req.status)
-        store.skip_outbox(row["id"], lease=row["claimed_until"],
-                          note=f"not sent: the request is {state} now")
+        note = f"not sent: the request is {state} now"
+        done = store.skip_outbox(row["id"], lease=row["claimed_until"], note=note)
+        if skipped is not None:
+            skipped.append(Outcome(outbox_id=row["id"], channel=row["channel"],
+                                   event=row["event"], request_id=row["request_id"],
+                                   result="skipped" if done else "lost",
+                                   attempts=row["attempts"], error=note))
         log.info("outbox #%s %s %s -> skipped (request %s)", row["id"], row["event"],
                  row["channel"], state)
     return keep
@@ -170,7 +181,7 @@ def process_due(store: Any, cfg: NotifyConfig, *, client: Any = None,
 
     policy = policy or RetryPolicy(cfg.retry)
     report = Report()
-    rows = _claim(store, cfg, cfg.worker.batch, due_before, clock)
+    rows = _claim(store, cfg, cfg.worker.batch, due_before, clock, report.outcomes)
     if not rows:
         return report
     own_client = client is None
