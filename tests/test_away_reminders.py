@@ -342,3 +342,52 @@ def test_email_reminder_and_ntfy_escalation_carry_their_own_links(store, monkeyp
     token = buttons["Approve…"].rsplit("/", 1)[1]
     assert links.read_token(key, token).recipient == "ntfy:oncall"
     assert req.id in json.dumps(pushed[0])
+
+
+def test_a_standalone_worker_queues_and_delivers_reminders(store, monkeypatch):
+    from approvalctl.notify.worker import run_forever
+
+    monkeypatch.setattr("approvalctl.notify.worker.TICK_SECONDS", 0.1)
+
+    with Receiver() as first, Receiver() as second:
+        settings = _settings(first.url, second.url, remind_after="1s")
+        svc = ApprovalService(store, settings)
+        req = svc.create(AGENT, "deploy.run", {"n": 1})
+        stop = threading.Event()
+        worker = threading.Thread(target=run_forever, args=(store, from_settings(settings),
+                                                            stop),
+                                  kwargs={"tick": svc.send_reminders}, daemon=True)
+        worker.start()
+        try:
+            until(lambda: ("reminder", req.id) in _events(first), timeout=20)
+        finally:
+            stop.set()
+            worker.join(30)
+        assert sorted(_events(first)) == [("created", req.id), ("reminder", req.id)]
+
+
+def test_cli_rules_add_takes_the_reminder_flags_and_refuses_unknown_channels(db_url,
+                                                                            tmp_path):
+    from typer.testing import CliRunner
+
+    from approvalctl.cli import app
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"notifications": {
+        "webhooks": [webhook("https://example.com/a"), webhook("https://example.com/b")]}}))
+    env = {"APPROVALCTL_DB": db_url, "APPROVALCTL_CONFIG": str(config)}
+    r = CliRunner().invoke(app, ["rules", "add", "prod", "--action", "ask", "--tool", "x*",
+                                 "--escalate-after", "5m", "--escalate-to", "slack"], env=env)
+    assert r.exit_code == 2
+    assert r.stderr == ("error: rule 'prod': escalate_to: channel 'slack' is not configured "
+                        "(configured: webhook:0, webhook:1)\n")
+    r = CliRunner().invoke(app, ["rules", "add", "prod", "--action", "ask", "--tool", "x*",
+                                 "--remind-after", "soon"], env=env)
+    assert r.exit_code == 2 and "--remind-after" in r.stderr
+    r = CliRunner().invoke(app, ["rules", "add", "prod", "--action", "ask", "--tool", "x*",
+                                 "--remind-after", "2m", "--escalate-after", "10m",
+                                 "--escalate-to", "webhook:1", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"name": "prod", "tools": ["x*"], "action": "ask",
+                                    "remind_after": 120.0, "escalate_after": 600.0,
+                                    "escalate_to": ["webhook:1"]}

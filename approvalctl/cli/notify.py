@@ -72,7 +72,8 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="With --once: print the outcomes as "
                                  "JSON on stdout."),
 ) -> None:
-    """Deliver pending notifications: forever (Ctrl-C stops), or once with --once."""
+    """Deliver pending notifications, queueing due reminders and escalations: forever
+    (Ctrl-C stops), or once with --once."""
     from ..notify import worker
 
     if as_json and not once:
@@ -106,7 +107,9 @@ def run_cmd(
     signal.signal(signal.SIGINT, finish)
     message(f"delivering notifications to {', '.join(cfg.channel_names())} "
             "(Ctrl-C to stop)")
-    worker.run_forever(store, cfg, stop, on_outcome=_say)
+    service = _service(ctx, "run")
+    worker.run_forever(store, cfg, stop, on_outcome=_say,
+                       tick=lambda: service.send_reminders())  # reminders due, once each
     message("stopped")
 
 

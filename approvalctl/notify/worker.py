@@ -280,20 +280,29 @@ class _borrowed:
         pass
 
 
+#: How often a standalone worker (`notify run`) queues due reminders, in seconds.
+TICK_SECONDS = 5.0
+
+
 def run_forever(store: Any, cfg: NotifyConfig, stop: threading.Event,
-                on_outcome: Callable[[Outcome], None] | None = None) -> None:
+                on_outcome: Callable[[Outcome], None] | None = None,
+                tick: Callable[[], Any] | None = None) -> None:
     """Deliver until `stop` is set, up to `worker.batch` attempts in flight at once.
 
     New rows are claimed as soon as a slot frees up, so one hung receiver occupies one
     slot for its timeout, not the whole worker. Database hiccups are logged, never fatal:
     the rows stay in the outbox. On stop, attempts in flight finish and are recorded.
+    `tick`, if given, runs in this loop every TICK_SECONDS (`notify run` queues the due
+    reminders with it); its errors are logged like the database's.
     """
+    import time
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
     import httpx
 
     policy = RetryPolicy(cfg.retry)
     inflight: dict[Future[Any], dict[str, Any]] = {}
+    next_tick = time.monotonic()
 
     def record(done: set[Future[Any]]) -> None:
         for future in done:
@@ -310,6 +319,13 @@ def run_forever(store: Any, cfg: NotifyConfig, stop: threading.Event,
     with httpx.Client() as client, ThreadPoolExecutor(
             max_workers=cfg.worker.batch, thread_name_prefix="approvalctl-send") as pool:
         while not stop.is_set():
+            if tick is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + TICK_SECONDS
+                try:
+                    tick()
+                except Exception as exc:
+                    log.warning("notification worker: reminders: %s",
+                                getattr(exc, "detail", exc))
             free = cfg.worker.batch - len(inflight)
             rows: list[dict[str, Any]] = []
             if free > 0:
