@@ -47,7 +47,7 @@ from ..errors import (  # noqa: F401  (PayloadTooLarge, UnsupportedMediaType: re
     RateLimited,
     UnsupportedMediaType,
 )
-from ..models import PENDING, from_iso, to_iso, utcnow
+from ..models import PENDING, Page, from_iso, to_iso, utcnow
 from ..service import IDEMPOTENCY_HOURS, ApprovalService
 from ..strictjson import DuplicateKey
 from ..strictjson import decode as strict_decode
@@ -452,19 +452,28 @@ class Api:
         # callers who only see their own requests (the service filters those by user).
         small = not {"tool_name", "user_id", "risk", "since"} & set(q) and \
             q.get("limit", 50) <= INLINE_PAGE and rbac.sees_all(call.principal)
-        page = await (self.read if small else self.run)(
-                              self.service.list, call.principal,
+        page, quorum = await (self.read if small else self.run)(
+                              self._with_quorum, self.service.list, call.principal,
                               status=q.get("status", PENDING), tool_name=q.get("tool_name"),
                               user_id=q.get("user_id"), limit=q.get("limit", 50),
                               cursor=q.get("cursor"), risk=q.get("risk"),
                               since_seconds=int(q["since"]) if "since" in q else None)
-        quorum = await self.read(self.service.quorum_fields, call.principal, page.items)
         return self._page_response(page, q.get("status", PENDING), quorum)
 
-    async def _request_json(self, call: Call, req: Any) -> dict[str, Any]:
+    def _with_quorum(self, func: Callable[..., Any], principal: Any, *args: Any,
+                     **kwargs: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
+        """`func(principal, ...)` (a request or a page of them) and the quorum fields of
+        what it returned, in one database job."""
+        got = func(principal, *args, **kwargs)
+        items = got.items if isinstance(got, Page) else [got]
+        return got, self.service.quorum_fields(principal, items)
+
+    async def _request_json(self, call: Call, req: Any,
+                            quorum: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         """A request's JSON with its quorum (`approvals_required`, `approvals`) if it has
-        one (docs/away.md)."""
-        quorum = await self.read(self.service.quorum_fields, call.principal, [req])
+        one (docs/away.md); `quorum` if already read, else read now."""
+        if quorum is None:
+            quorum = await self.read(self.service.quorum_fields, call.principal, [req])
         return {**req.to_dict(), **quorum.get(req.id, {})}
 
     def _page_response(self, page: Any, status: str,
@@ -505,19 +514,22 @@ class Api:
                                             by))
 
     async def get(self, call: Call) -> Response:
+        quorum = None
         if self.inline_reads:
             # Read on the loop; an overdue request is expired (a write) on the database
             # thread, never on the loop (SQLite: this machine's clock decides).
             req = await self.read(self.service.resolve, call.principal, call.path["id"])
             if req.status == PENDING and req.expires_at <= to_iso(utcnow()):
                 req = await self.run(self.service.get, call.principal, req.id)
-        else:
-            req = await self.run(self.service.get, call.principal, call.path["id"])
+        else:  # the request and its quorum in one trip to the database
+            req, quorum = await self.run(self._with_quorum, self.service.get, call.principal,
+                                         call.path["id"])
         wait = call.query.get("wait")
         if wait and req.status == PENDING:
             with self.waits.hold(call.principal.name):
                 req = await self._long_poll(call, req, min(float(wait), MAX_WAIT))
-        return json_response(await self._request_json(call, req))
+            quorum = None  # approvals may have come in meanwhile
+        return json_response(await self._request_json(call, req, quorum))
 
     async def _long_poll(self, call: Call, req: Any, wait: float) -> Any:
         """Wait until the request leaves pending, its expiry, `wait` s, or the client goes.
