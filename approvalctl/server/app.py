@@ -483,8 +483,9 @@ class Api:
         next_cursor continues from the last item sent. `quorum` adds the quorum fields of
         the items that have one."""
         items = [r.to_dict() for r in page.items]
-        for item in items if quorum else ():
-            item.update(quorum.get(item["id"], {}))  # type: ignore[union-attr]
+        if quorum:
+            for item in items:
+                item.update(quorum.get(item["id"], {}))
         body = _encode({"items": items, "next_cursor": page.next_cursor}).encode()
         budget = self.max_response_bytes
         if budget is None or len(body) <= budget:  # the usual case: one encoding
