@@ -391,3 +391,15 @@ def test_cli_rules_add_takes_the_reminder_flags_and_refuses_unknown_channels(db_
     assert json.loads(r.stdout) == {"name": "prod", "tools": ["x*"], "action": "ask",
                                     "remind_after": 120.0, "escalate_after": 600.0,
                                     "escalate_to": ["webhook:1"]}
+
+
+def test_an_expired_request_gets_no_reminder(store):
+    with Receiver() as first, Receiver() as second:
+        settings = _settings(first.url, second.url, remind_after="1s")
+        svc = ApprovalService(store, settings)
+        short = svc.create(AGENT, "deploy.run", {"n": 1}, ttl_seconds=1)
+        until(lambda: svc.sweep(), timeout=20, step=0.1)  # expired (by the deciding clock)
+        longer = svc.create(AGENT, "deploy.run", {"n": 2})
+        _due(svc)
+        assert store.steps_taken(short.id) == []
+        assert [s for s, _ in store.steps_taken(longer.id)] == ["remind"]
