@@ -73,6 +73,15 @@ class Client:
         self.base_url, self.timeout = _server_url(base_url), timeout
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
                                   headers=_headers(api_key))
+        #: The quorum fields of requests as last received, by id (see `quorum_fields`).
+        self._quorums: dict[str, dict[str, Any]] = {}
+
+    def _request(self, data: dict[str, Any]) -> ApprovalRequest:
+        """A request from its JSON, remembering its quorum fields if it has any."""
+        if "approvals_required" in data:
+            self._quorums[data["id"]] = {"approvals_required": data["approvals_required"],
+                                         "approvals": list(data.get("approvals") or [])}
+        return ApprovalRequest.from_dict(data)
 
     @classmethod
     def from_env(cls, timeout: float = 30.0) -> Client:
@@ -141,8 +150,7 @@ class Client:
                                                     headers=headers))
 
     def get(self, id_or_prefix: str) -> ApprovalRequest:
-        return ApprovalRequest.from_dict(self._call("GET", f"{API}/approvals/"
-                                                    f"{self._id(id_or_prefix)}"))
+        return self._request(self._call("GET", f"{API}/approvals/{self._id(id_or_prefix)}"))
 
     def list(self, *, status: str | None = PENDING, tool_name: str | None = None,
              user_id: str | None = None, limit: int = 50, cursor: str | None = None,
@@ -151,7 +159,7 @@ class Client:
         data = self._call("GET", f"{API}/approvals", params={
             "status": status or "all", "tool_name": tool_name, "user_id": user_id,
             "limit": limit, "cursor": cursor, "risk": risk, "since": since})
-        return Page(items=[ApprovalRequest.from_dict(r) for r in data["items"]],
+        return Page(items=[self._request(r) for r in data["items"]],
                     next_cursor=data["next_cursor"])
 
     def decide(self, id_or_prefix: str, action: str, note: str | None = None
@@ -159,8 +167,29 @@ class Client:
         body: dict[str, Any] = {"action": action}
         if note is not None:
             body["note"] = note
-        return ApprovalRequest.from_dict(self._call(
+        return self._request(self._call(
             "PUT", f"{API}/approvals/{self._id(id_or_prefix)}", json=body))
+
+    def require_approvals(self, id_or_prefix: str, required: int) -> ApprovalRequest:
+        """Make a pending request need `required` distinct approvers (operators, admins);
+        `approvalctl require` over HTTP. See ApprovalService.require_approvals."""
+        return self._request(self._call(
+            "POST", f"{API}/approvals/{self._id(id_or_prefix)}/require",
+            json={"approvals_required": required}))
+
+    def approvals(self, id_or_prefix: str) -> dict[str, Any] | None:
+        """`{"required": N, "approvers": [...]}` of a request with a quorum, else None (as
+        ApprovalService.approvals); reads the request."""
+        req = self.get(id_or_prefix)
+        q = self._quorums.get(req.id)
+        return None if q is None else {"required": q["approvals_required"],
+                                       "approvers": q["approvals"]}
+
+    def quorum_fields(self, reqs: builtins.list[ApprovalRequest]
+                      ) -> dict[str, dict[str, Any]]:
+        """The quorum fields (`approvals_required`, `approvals`) the server sent with these
+        requests when they were read, by id (as ApprovalService.quorum_fields)."""
+        return {r.id: self._quorums[r.id] for r in reqs if r.id in self._quorums}
 
     def approve(self, id_or_prefix: str, note: str | None = None) -> ApprovalRequest:
         return self.decide(id_or_prefix, "approve", note)
@@ -224,6 +253,14 @@ class Client:
 
     def sweep(self) -> builtins.list[str]:
         return self._call("POST", f"{API}/sweep")["ids"]
+
+    def sweep_all(self) -> dict[str, Any]:
+        """Expire overdue requests and queue due reminders/escalations on the server:
+        `{"expired", "ids", "reminders", "escalations"}` (`ApprovalService.sweep_all`)."""
+        data = self._call("POST", f"{API}/sweep")
+        return {"expired": data["expired"], "ids": data["ids"],
+                "reminders": data.get("reminders", 0),
+                "escalations": data.get("escalations", 0)}
 
     def stats(self, since_seconds: float = 86400) -> dict[str, Any]:
         since = max(1, math.ceil(since_seconds))

@@ -34,12 +34,27 @@ _ENV = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
 #: Seconds, or a short duration ("30s", "5m"); exclusiveMinimum applies only to numbers and
 #: pattern only to strings, so one schema with plain error messages covers both.
 _SECONDS = {"type": ["number", "string"], "exclusiveMinimum": 0, "pattern": "^[0-9.smhdw]+$"}
-_DURATION_KEYS = ("timeout", "initial_delay", "max_delay", "lease", "poll_interval")
+_DURATION_KEYS = ("timeout", "initial_delay", "max_delay", "lease", "poll_interval",
+                  "remind_after", "escalate_after")
+#: A channel's name as `escalate_to` lists it (the outbox's and `notify list`'s names).
+CHANNEL_NAME = "^(slack|email|ntfy|webhook:[0-9]{1,3})$"
+_CHANNELS = {"type": "array", "minItems": 1, "uniqueItems": True,
+             "items": {"type": "string", "pattern": CHANNEL_NAME,
+                       "x-invalid": "notifications.escalate_to: {value!r} is not a channel "
+                                    "name (slack, email, ntfy, webhook:N)"}}
 
 NOTIFICATIONS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
+    "dependentRequired": {"escalate_after": ["escalate_to"], "escalate_to": ["escalate_after"]},
+    "x-invalid": {"dependentRequired": "notifications: escalate_after and escalate_to go "
+                                       "together (escalate_to: the channels that hear of a "
+                                       "request still pending after escalate_after)"},
     "properties": {
+        # reminders and escalation of pending requests (docs/away.md)
+        "remind_after": _SECONDS,
+        "escalate_after": _SECONDS,
+        "escalate_to": _CHANNELS,
         "slack": {
             "type": "object",
             "additionalProperties": False,
@@ -177,7 +192,6 @@ SCHEMA: dict[str, Any] = {
                                     "query or fragment, got {value!r}"},
     },
 }
-_DURATION_KEYS = ("timeout", "initial_delay", "max_delay", "lease", "poll_interval")
 
 
 def _path(parts: Any) -> str:
@@ -351,6 +365,35 @@ class Settings:
             quotas=quotas_from(data.get("quotas"), f"config file {path}"),
             file=data,
         )
+
+    def channel_names(self) -> list[str]:
+        """The names of the configured notification channels (`slack`, `webhook:0`, ...)."""
+        n = self.notifications or {}
+        return [name for name in ("slack", "email", "ntfy") if name in n] + \
+            [f"webhook:{i}" for i in range(len(n.get("webhooks") or []))]
+
+    def reminders(self) -> tuple[float | None, float | None, list[str]]:
+        """(remind_after, escalate_after, escalate_to) of `notifications:` (seconds, None
+        when off), the config's global reminder settings. InvalidInput naming the key for a
+        duration that does not parse or an `escalate_to` channel that is not configured."""
+        from .durations import parse_duration
+
+        n = self.notifications or {}
+
+        def seconds(key: str) -> float | None:
+            value = n.get(key)
+            if value is None:
+                return None
+            return float(value) if isinstance(value, (int, float)) else \
+                parse_duration(value, what=f"notifications.{key} in config")
+
+        to = list(n.get("escalate_to") or [])
+        unknown = [c for c in to if c not in self.channel_names()]
+        if unknown:
+            raise InvalidInput(f"config: notifications.escalate_to: channel {unknown[0]!r} "
+                               f"is not configured (configured: "
+                               f"{', '.join(self.channel_names()) or 'none'})")
+        return seconds("remind_after"), seconds("escalate_after"), to
 
     def channels_for(self, event: str) -> list[str]:
         """The notification channels configured to receive `event`.

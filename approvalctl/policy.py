@@ -16,6 +16,11 @@ A rule is a mapping:
     risk     optional low | medium | high (replaces what the caller claimed)
     ttl      optional seconds (a duration such as "10m" is accepted on input)
     note     optional text: the decision note of an allow or deny
+    approvals_required  optional 1-10 (ask rules): distinct approvers needed
+    remind_after        optional seconds (ask rules): remind the request's channels once
+    escalate_after      optional seconds (ask rules, with escalate_to): tell other channels
+    escalate_to         optional list of channel names (slack, email, ntfy, webhook:N);
+                        whether they are configured is checked by the service
 
 Paths are dot-separated keys (`command`, `options.force`); a segment of digits indexes a
 list (`argv.0`). A path that is not in the arguments does not match. A string value is
@@ -41,7 +46,9 @@ from .errors import RuleError
 ACTIONS = ("allow", "deny", "ask")
 RISKS = ("low", "medium", "high")
 FIELDS = ("name", "tools", "match", "exact", "action", "risk", "ttl", "note",
-          "approvals_required")
+          "approvals_required", "remind_after", "escalate_after", "escalate_to")
+#: A notification channel's name as `escalate_to` lists it (config.CHANNEL_NAME).
+CHANNEL = re.compile(r"slack|email|ntfy|webhook:[0-9]{1,3}")
 #: The most distinct approvers a rule can demand (service.MAX_APPROVALS).
 MAX_APPROVALS = 10
 RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -167,11 +174,49 @@ def check_rule(raw: Any, *, parse_ttl: Any = None) -> dict[str, Any]:
                             "ask")
         if required > 1:
             out["approvals_required"] = required
+    out.update(_reminder_fields(raw, where, action, parse_ttl))
     note = raw.get("note")
     if note is not None:
         if not isinstance(note, str) or len(note) > MAX_NOTE or "\x00" in note:
             raise RuleError(f"{where}: note must be text of at most {MAX_NOTE} characters")
         out["note"] = note
+    return out
+
+
+def _duration(value: Any, what: str, parse_ttl: Any) -> float:
+    if isinstance(value, str) and parse_ttl is not None:
+        try:
+            value = parse_ttl(value)
+        except Exception as exc:  # the parser's own error type, whatever it is
+            raise RuleError(f"{what}: {getattr(exc, 'detail', exc)}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value \
+            <= MAX_TTL_SECONDS:
+        raise RuleError(f"{what} must be a duration between 1s and 30d")
+    return value
+
+
+def _reminder_fields(raw: dict[str, Any], where: str, action: Any, parse_ttl: Any
+                     ) -> dict[str, Any]:
+    """remind_after, escalate_after and escalate_to of a rule, checked (docs/away.md)."""
+    out: dict[str, Any] = {}
+    for key in ("remind_after", "escalate_after"):
+        if raw.get(key) is not None:
+            out[key] = _duration(raw[key], f"{where}: {key}", parse_ttl)
+    to = raw.get("escalate_to")
+    if to is not None:
+        if isinstance(to, str):
+            to = [to]
+        if not isinstance(to, list) or not to or len(to) > MAX_GLOBS:
+            raise RuleError(f"{where}: escalate_to must be a non-empty list of channel names")
+        for channel in to:
+            if not isinstance(channel, str) or not CHANNEL.fullmatch(channel):
+                raise RuleError(f"{where}: escalate_to: {channel!r} is not a channel name "
+                                "(slack, email, ntfy, webhook:N)")
+        out["escalate_to"] = list(dict.fromkeys(to))
+    if ("escalate_after" in out) != ("escalate_to" in out):
+        raise RuleError(f"{where}: escalate_after and escalate_to go together")
+    if out and action != "ask":
+        raise RuleError(f"{where}: {next(iter(out))} applies to rules whose action is ask")
     return out
 
 

@@ -54,6 +54,7 @@ from .models import (
     utcnow,
 )
 from .store import Store
+from .store.reminders import schedule_of
 
 MAX_TOOL_NAME = 200
 MAX_TEXT = 4000
@@ -186,6 +187,8 @@ class ApprovalService:
         detail: dict[str, Any] = {"tool_name": tool_name, "risk": risk, "user_id": owner}
         if action == "ask" and rule and rule.get("approvals_required"):
             detail["approvals_required"] = rule["approvals_required"]  # store: quorum row
+        if action == "ask" and rule:  # store: the rule's reminder schedule, if it has one
+            detail.update(schedule_of(rule))
         if action == "ask":
             change: Change | list[Change] = Change(
                 request_id=req.id, actor=actor.name, action="create", from_status=None,
@@ -384,11 +387,22 @@ class ApprovalService:
         q = self.store.quorum(req.id)
         return None if q is None else {"required": q[0], "approvers": q[1]}
 
+    def quorum_fields(self, actor: Principal, reqs: builtins.list[ApprovalRequest]
+                      ) -> dict[str, dict[str, Any]]:
+        """The quorum of each request of `reqs` that has one, by id, as the request's JSON
+        shows it: `{"approvals_required": N, "approvals": [approver, ...]}` (approvers in the
+        order they approved). Requests needing one approval are left out. Only requests
+        `actor` may see are looked up."""
+        seen = [r.id for r in reqs if self._may_see(actor, r)]
+        return {rid: {"approvals_required": q[0], "approvals": q[1]}
+                for rid, q in self.store.quorums(seen).items()}
+
     def require_approvals(self, actor: Principal, id_or_prefix: str, required: int
                           ) -> ApprovalRequest:
         """Make a pending request need `required` distinct approvers (operators and admins).
         A requirement can be raised, never lowered (that would undo a rule's or another
-        operator's demand): InvalidInput for a value at or below the current one."""
+        operator's demand): ApprovalConflict (409, exit 4) for a value at or below the
+        current one, InvalidInput for one outside 2-10."""
         rbac.require(actor, rbac.DECIDE, "require approvals", self.store.tally)
         if isinstance(required, bool) or not isinstance(required, int) or \
                 not 2 <= required <= MAX_APPROVALS:
@@ -396,9 +410,9 @@ class ApprovalService:
                                f"{MAX_APPROVALS}, got {required!r}")
         req = self.resolve(actor, id_or_prefix)
         q = self.store.quorum(req.id)
-        if q is not None and required <= q[0]:
-            raise InvalidInput(f"request {req.id} already needs {q[0]} approvals; a "
-                               "requirement can only be raised")
+        if q is not None and required <= q[0]:  # well-formed, but the request's state says no
+            raise ApprovalConflict(f"request {req.id} already needs {q[0]} approvals; a "
+                                   "requirement can only be raised", req.status)
 
         def change(r: ApprovalRequest) -> Change:
             return Change(request_id=r.id, actor=actor.name, action="require",
@@ -541,6 +555,13 @@ class ApprovalService:
             rbac.require(actor, rbac.SWEEP, "sweep expired requests", self.store.tally)
         now = to_iso(self.clock())
         return self.store.expire_overdue(now, self._expiry_changes(now))
+
+    def sweep_all(self, actor: Principal | None = None) -> dict[str, Any]:
+        """What `approvalctl sweep` and `POST /api/v1/sweep` do: expire overdue requests,
+        then queue the reminders and escalations due. Returns `{"expired", "ids",
+        "reminders", "escalations"}`."""
+        ids = self.sweep(actor)
+        return {"expired": len(ids), "ids": ids, **self.send_reminders(actor)}
 
     def _now_iso(self) -> str:
         """Now, by the clock that decides expiry: the database server's on PostgreSQL."""
@@ -825,6 +846,9 @@ class ApprovalService:
         a name in use, NotFound for an unknown `before`."""
         rbac.require(actor, rbac.MANAGE_RULES, "change policy rules", self.store.tally)
         checked = _checked_rule(rule)
+        problem = self._unknown_channel(checked)
+        if problem:
+            raise InvalidInput(problem)
 
         def edit(rules: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Change]:
             names = [r["name"] for r in rules]
@@ -866,6 +890,8 @@ class ApprovalService:
         error refuses the whole import, and the InvalidInput lists every error, one a line."""
         rbac.require(actor, rbac.MANAGE_RULES, "change policy rules", self.store.tally)
         good, errors = policy.check_rules(rules, parse_ttl=_parse_ttl)
+        errors += [f"rule {i}: {p}" for i, p in enumerate(map(self._unknown_channel, good), 1)
+                   if p]
         if errors:
             raise InvalidInput(f"{len(errors)} error(s), nothing imported:\n" +
                                "\n".join(errors))
@@ -883,6 +909,44 @@ class ApprovalService:
 
         self.store.change_rules(edit)
         return [policy.ordered(r) for r in self.store.list_rules()]
+
+    def _unknown_channel(self, rule: dict[str, Any]) -> str | None:
+        """Why a checked rule's `escalate_to` cannot be honoured (a channel this server's
+        config does not have), or None."""
+        known = self.settings.channel_names()
+        for channel in rule.get("escalate_to") or ():
+            if channel not in known:
+                return (f"rule {rule['name']!r}: escalate_to: channel {channel!r} is not "
+                        f"configured (configured: {', '.join(known) or 'none'})")
+        return None
+
+    # ------------------------------------------------------------ reminders and escalation
+    def send_reminders(self, actor: Principal | None = None) -> dict[str, int]:
+        """Queue the reminders and escalations now due (docs/away.md): for each pending
+        request, once `remind_after` has passed its `created` channels get a reminder, once
+        `escalate_after` has passed its `escalate_to` channels get an escalation — each at
+        most once, however many servers and cron jobs call this at the same moment (the
+        store's claim decides). The rule that asked for a request sets its times; the
+        config's `notifications.remind_after` / `escalate_after` / `escalate_to` apply
+        otherwise. Returns `{"reminders": n, "escalations": m}` queued by this call.
+        """
+        if actor is not None:
+            rbac.require(actor, rbac.SWEEP, "send reminders", self.store.tally)
+        remind_after, escalate_after, escalate_to = self.settings.reminders()
+        if remind_after is None and escalate_after is None and not self._rules_remind():
+            return {"reminders": 0, "escalations": 0}
+        queued = self.store.queue_steps(
+            now=to_iso(self.clock()), remind_after=remind_after,
+            escalate_after=escalate_after, remind_channels=self.settings.channels_for("created"),
+            escalate_to=escalate_to)
+        return {"reminders": sum(1 for _, step in queued if step == "remind"),
+                "escalations": sum(1 for _, step in queued if step == "escalate")}
+
+    def _rules_remind(self) -> bool:
+        """Whether a policy rule schedules reminders now (else, with none in the config, a
+        sweep has nothing to look for; removing the last such rule also stops the steps of
+        the requests it asked for that are still to come)."""
+        return any(schedule_of(r) for r in self.store.list_rules())
 
     def test_rule(self, actor: Principal, tool_name: str, arguments: Any = None
                   ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ one final transition, counted once in the metrics and stats; every approval is a
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -51,7 +52,7 @@ def test_two_approvers_needed_same_identity_counts_once(service):
 def test_any_rejection_rejects_and_requirements_only_rise(service):
     req = service.create(AGENT, "db.drop", {}, risk="high")
     service.require_approvals(OLIVIA, req.id, 3)
-    with pytest.raises(InvalidInput, match="only be raised"):
+    with pytest.raises(ApprovalConflict, match="only be raised"):
         service.require_approvals(OSCAR, req.id, 2)
     with pytest.raises(InvalidInput, match="from 2 to"):
         service.require_approvals(OSCAR, req.id, 1)
@@ -190,3 +191,141 @@ def test_a_link_approval_counts_as_its_recipient_and_the_page_shows_the_count(
         assert client.post(url, data=form).status_code == 409  # the same identity again
     assert live.service.decide(OSCAR, req.id, "approve").status == "approved"
     assert live.service.approvals(OLIVIA, req.id)["approvers"] == ["slack", "oscar"]
+
+
+# ---------------------------------------------------------------- the count everywhere
+def test_the_count_is_in_the_json_of_http_get_list_and_decide(make_server):
+    live = make_server()
+    import httpx
+
+    with httpx.Client(base_url=live.url, timeout=10) as web:
+        req = live.service.create(AGENT, "db.drop", {"t": 1}, risk="high")
+        plain = live.service.create(AGENT, "db.read", {"t": 2})
+        live.service.require_approvals(OLIVIA, req.id, 2)
+        got = web.put(f"/api/v1/approvals/{req.id}", json={"action": "approve"},
+                      headers=live.headers("operator"))
+        assert got.status_code == 200, got.text
+        assert (got.json()["status"], got.json()["approvals_required"],
+                got.json()["approvals"]) == ("pending", 2, ["olivia"])
+        one = web.get(f"/api/v1/approvals/{req.id}", headers=live.headers("viewer")).json()
+        assert (one["approvals_required"], one["approvals"]) == (2, ["olivia"])
+        items = {r["id"]: r for r in web.get("/api/v1/approvals",
+                                             headers=live.headers("viewer")).json()["items"]}
+        assert (items[req.id]["approvals_required"], items[req.id]["approvals"]) == \
+            (2, ["olivia"])
+        assert "approvals_required" not in items[plain.id]  # one approval: no quorum
+        assert "approvals_required" not in web.get(
+            f"/api/v1/approvals/{plain.id}", headers=live.headers("viewer")).json()
+
+
+def test_require_over_http_operators_only_raise_only(make_server):
+    import httpx
+
+    live = make_server()
+    req = live.service.create(AGENT, "db.drop", {"t": 1}, risk="high")
+    path = f"/api/v1/approvals/{req.id}/require"
+    with httpx.Client(base_url=live.url, timeout=10) as web:
+        for role in ("user", "viewer"):
+            r = web.post(path, json={"approvals_required": 2}, headers=live.headers(role))
+            assert r.status_code == 403, r.text
+            assert r.headers["content-type"].startswith("application/problem+json")
+        r = web.post(path, json={"approvals_required": 2}, headers=live.headers("operator"))
+        assert r.status_code == 200, r.text
+        assert (r.json()["approvals_required"], r.json()["approvals"]) == (2, [])
+        for bad in (1, 11, "2", None):  # the spec validates the body
+            r = web.post(path, json={"approvals_required": bad},
+                         headers=live.headers("operator"))
+            assert r.status_code == 400, (bad, r.text)
+        r = web.post(path, json={"approvals_required": 2}, headers=live.headers("admin"))
+        assert r.status_code == 409 and "only be raised" in r.json()["detail"]
+        assert r.json()["current_status"] == "pending"
+        r = web.post(path, json={}, headers=live.headers("operator"))
+        assert r.status_code == 400
+        r = web.post("/api/v1/approvals/01ARZ3NDEKTSV4RRFFQ69G5FAV/require",
+                     json={"approvals_required": 3}, headers=live.headers("operator"))
+        assert r.status_code == 404
+        live.service.decide(OLIVIA, req.id, "reject", "no")
+        r = web.post(path, json={"approvals_required": 3}, headers=live.headers("operator"))
+        assert r.status_code == 409 and r.json()["current_status"] == "rejected"
+    assert live.service.audit_verify(ADMIN).ok
+
+
+def _cli(args, env):
+    from typer.testing import CliRunner
+
+    from approvalctl.cli import app
+
+    return CliRunner().invoke(app, args, env=env)
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "remote"])
+def test_cli_require_list_show_json_and_human_alike_locally_and_remotely(make_server,
+                                                                          remote):
+    live = make_server()
+    req = live.service.create(AGENT, "db.drop", {"t": 1}, risk="high")
+    env = ({"APPROVALCTL_SERVER": live.url, "APPROVALCTL_API_KEY": live.keys["operator"]}
+           if remote else {"APPROVALCTL_DB": live.db})
+    r = _cli(["require", req.id, "2", "--json"], env)
+    assert r.exit_code == 0, r.output
+    assert (json.loads(r.stdout)["approvals_required"], json.loads(r.stdout)["approvals"]) \
+        == (2, [])
+    live.service.decide(OSCAR, req.id, "approve")
+    r = _cli(["show", req.id, "--json"], env)
+    assert (json.loads(r.stdout)["approvals_required"], json.loads(r.stdout)["approvals"]) \
+        == (2, ["oscar"])
+    r = _cli(["show", req.id], env)
+    assert "1 of 2 (oscar)" in r.stdout
+    r = _cli(["list", "--json"], env)
+    assert [(x["id"], x["approvals"]) for x in json.loads(r.stdout)] == [(req.id, ["oscar"])]
+    r = _cli(["list"], env)
+    assert "pending (1 of 2)" in r.stdout
+    r = _cli(["require", req.id, "2"], env)
+    assert r.exit_code == 4 and "only be raised" in r.stderr
+
+
+def test_review_detail_shows_the_count():
+    from approvalctl.cli.review import detail_text
+    from approvalctl.models import ApprovalRequest
+
+    req = ApprovalRequest(id="01ARZ3NDEKTSV4RRFFQ69G5FAV", tool_name="db.drop", arguments={},
+                          reason=None, risk="high", user_id="bot", status="pending",
+                          created_at="2026-01-01T00:00:00.000Z",
+                          expires_at="2026-01-01T01:00:00.000Z")
+    text = detail_text(req, [], {"approvals_required": 2, "approvals": ["olivia\x1b[2J"]})
+    assert "approvals  1 of 2 (olivia" in text.plain and "\x1b" not in text.plain
+
+
+def test_prune_removes_the_quorum_and_reminder_rows_of_what_it_prunes(service, store,
+                                                                      raw_db):
+    old = service.create(AGENT, "db.drop", {"n": 1}, risk="high")
+    kept = service.create(AGENT, "db.drop", {"n": 2}, risk="high")
+    for req in (old, kept):
+        service.require_approvals(OLIVIA, req.id, 2)
+        service.decide(OLIVIA, req.id, "approve")
+        service.decide(OSCAR, req.id, "approve")
+    for table in ("request_steps", "request_schedule"):  # as a reminder step leaves them
+        cols = "(request_id, step, at)" if table == "request_steps" else \
+            "(request_id, remind_at)"
+        for req in (old, kept):
+            raw_db.execute(f"INSERT INTO {table} {cols} VALUES (?, ?"
+                           + (", ?)" if table == "request_steps" else ")"),
+                           (req.id, "remind", "2020-01-01T00:00:00.000Z")
+                           if table == "request_steps" else
+                           (req.id, "2020-01-01T00:00:00.000Z"))
+    long_ago = "2020-01-01T00:00:00.000Z"
+    raw_db.execute("UPDATE requests SET created_at = ?, decided_at = ? WHERE id = ?",
+                   (long_ago, long_ago, old.id))
+
+    def rows(rid):
+        return {t: raw_db.execute(f"SELECT COUNT(*) FROM {t} WHERE request_id = ?",
+                                  (rid,)).fetchone()[0]
+                for t in ("request_quorum", "request_approvals", "request_steps",
+                          "request_schedule")}
+
+    assert rows(old.id) == {"request_quorum": 1, "request_approvals": 2, "request_steps": 1,
+                         "request_schedule": 1}
+    done = service.prune(ADMIN, 30 * 86400)
+    assert done["requests"] == 1
+    assert rows(old.id) == dict.fromkeys(rows(old.id), 0)
+    assert rows(kept.id) == {"request_quorum": 1, "request_approvals": 2, "request_steps": 1,
+                          "request_schedule": 1}

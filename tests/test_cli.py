@@ -199,7 +199,8 @@ def test_sweep_and_stats(cli) -> None:
     swept = cli.run("sweep", "--json")
     assert swept.exit_code == 0
     assert swept.json()["expired"] == 1
-    assert cli.run("sweep", "--json").json() == {"expired": 0, "ids": []}
+    assert cli.run("sweep", "--json").json() == {"expired": 0, "ids": [], "reminders": 0,
+                                                 "escalations": 0}
     stats = cli.run("stats", "--json").json()
     assert stats["by_status"]["expired"] == 1
     assert stats["by_status"]["approved"] == 1

@@ -176,3 +176,44 @@ def test_a_legacy_table_shared_with_another_set_is_kept(new_db, monkeypatch) -> 
             [("someone-else",)]
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_0011_keeps_the_outbox_rows_and_admits_skipped(new_db, kind, request) -> None:
+    """SQLite cannot alter a CHECK constraint: 0011 rebuilds the outbox table. Its rows, ids
+    and indexes must come through, and the new status be the only new value allowed."""
+    url = new_db(kind)
+    if kind == "sqlite":
+        import os
+
+        os.makedirs(os.path.dirname(url))
+    upto = NAMES.index("0011_reminders")
+    _build_old(kind, url, upto)
+    raw = RawDB(url)
+    request.addfinalizer(raw.close)
+    for status in ("pending", "sent", "failed"):
+        raw.execute("INSERT INTO outbox (event, channel, request_id, payload, status, "
+                    "next_attempt_at, created_at, audit_seq, audit_hash) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    ("created", "slack", f"r-{status}", "{}", status,
+                     "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.000Z", 7, "h"))
+    before = raw.execute("SELECT id, status, audit_seq FROM outbox ORDER BY id").fetchall()
+    store = open_store(url)
+    try:
+        assert store.migration_state()[upto]["applied_at"]
+        assert [(r["id"], r["status"], r["audit_seq"])
+                for r in reversed(store.list_outbox())] == [tuple(r) for r in before]
+    finally:
+        store.close()
+    raw.execute("UPDATE outbox SET status = 'skipped' WHERE status = 'pending'")
+    with pytest.raises(raw.error):
+        raw.execute("UPDATE outbox SET status = 'lost' WHERE status = 'sent'")
+    raw.execute("INSERT INTO outbox (event, channel, request_id, payload, next_attempt_at, "
+                "created_at) VALUES ('created', 'slack', 'r-new', '{}', 'x', 'x')")
+    assert raw.execute("SELECT MAX(id) FROM outbox").fetchone()[0] == before[-1][0] + 1
+    if kind == "sqlite":
+        idx = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    else:
+        idx = {r[0] for r in raw.execute("SELECT indexname FROM pg_indexes "
+                                         "WHERE schemaname = current_schema()")}
+    assert {"outbox_due", "outbox_request"} <= idx

@@ -82,7 +82,7 @@ def test_list_table_and_status_filter(db_url, slack_config, httpx_mock):
 def test_list_rejects_an_unknown_status(db_url):
     code, out, err = run(db_url, "notify", "list", "--status", "done")
     assert (code, out) == (2, "")
-    assert err == "error: unknown status 'done': expected one of pending, sent, failed\n"
+    assert err == "error: unknown status 'done': expected one of pending, sent, failed, skipped\n"
 
 
 def test_retry_one_then_all_failed(db_url, slack_config, httpx_mock):

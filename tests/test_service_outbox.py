@@ -31,7 +31,7 @@ def test_list_outbox_needs_read_all(notifying, agent, operator) -> None:
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"status": "done"}, "unknown status 'done': expected one of pending, sent, failed"),
+    ({"status": "done"}, "unknown status 'done': expected one of pending, sent, failed, skipped"),
     ({"limit": 0}, "limit must be between 1 and 10000, got 0"),
     ({"limit": True}, "limit must be between 1 and 10000, got True"),
 ])

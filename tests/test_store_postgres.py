@@ -24,7 +24,8 @@ def test_fresh_schema_has_every_table_index_and_guard(store, raw_db) -> None:
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
     assert tables == {MIGRATIONS_TABLE, "requests", "audit_log", "metric_counters", "api_keys",
                       "idempotency_keys", "outbox", "policy_rules", "server_secrets",
-                      "request_quorum", "request_approvals"}
+                      "request_quorum", "request_approvals", "request_schedule",
+                      "request_steps"}
     cols = [r[0] for r in raw_db.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = "
         "current_schema() AND table_name = 'requests' ORDER BY ordinal_position")]

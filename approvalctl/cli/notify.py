@@ -67,12 +67,13 @@ def _say(outcome: Any) -> None:
 @command(notify_app, "run")
 def run_cmd(
     ctx: typer.Context,
-    once: bool = typer.Option(False, "--once", help="Deliver what is due now, then exit "
-                              "(for cron)."),
+    once: bool = typer.Option(False, "--once", help="Queue the reminders and escalations "
+                              "due, deliver what is due now, then exit (for cron)."),
     as_json: bool = typer.Option(False, "--json", help="With --once: print the outcomes as "
                                  "JSON on stdout."),
 ) -> None:
-    """Deliver pending notifications: forever (Ctrl-C stops), or once with --once."""
+    """Deliver pending notifications, queueing due reminders and escalations: forever
+    (Ctrl-C stops), or once with --once."""
     from ..notify import worker
 
     if as_json and not once:
@@ -80,6 +81,8 @@ def run_cmd(
     store = _store(ctx, "run")
     cfg = _config(ctx)
     if once:
+        # reminders and escalations due now are queued first, so this run delivers them
+        _service(ctx, "run").send_reminders()
         report = worker.run_once(store, cfg)
         for outcome in report.outcomes:
             _say(outcome)
@@ -104,14 +107,16 @@ def run_cmd(
     signal.signal(signal.SIGINT, finish)
     message(f"delivering notifications to {', '.join(cfg.channel_names())} "
             "(Ctrl-C to stop)")
-    worker.run_forever(store, cfg, stop, on_outcome=_say)
+    service = _service(ctx, "run")
+    worker.run_forever(store, cfg, stop, on_outcome=_say,
+                       tick=lambda: service.send_reminders())  # reminders due, once each
     message("stopped")
 
 
 @command(notify_app, "list")
 def list_cmd(
     ctx: typer.Context,
-    status: str | None = typer.Option(None, "--status", help="pending, sent or failed "
+    status: str | None = typer.Option(None, "--status", help="pending, sent, failed or skipped "
                                       "(default: all)."),
     limit: int = typer.Option(100, "--limit", help="At most this many rows, newest first."),
     as_json: bool = JSON_OPT,
@@ -229,10 +234,9 @@ def require_cmd(
     """Make a pending request need N distinct approvers (a quorum); raise only, never lower."""
     from .app import backend
 
-    if state_of(ctx).remote:
-        raise InvalidInput("require works on the database; it cannot be used with --server")
-    req = backend(ctx).require_approvals(request_id, approvals)
+    be = backend(ctx)  # the database, or over --server POST /api/v1/approvals/{id}/require
+    req = be.require_approvals(request_id, approvals)
     if as_json:
-        emit({**req.to_dict(), "approvals_required": approvals})
+        emit({**req.to_dict(), **be.quorum_fields([req]).get(req.id, {})})
     else:
         message(f"request {req.id} now needs {approvals} distinct approvers")

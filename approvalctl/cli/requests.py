@@ -139,22 +139,40 @@ def list_cmd(
     as_json: bool = JSON_OPT,
 ) -> None:
     """List requests: pending oldest first; other statuses newest first."""
-    page = backend(ctx).list(status=status, tool_name=tool, user_id=user, limit=limit,
-                             risk=risk, since_seconds=_seconds(since, "--since"))
+    be = backend(ctx)
+    page = be.list(status=status, tool_name=tool, user_id=user, limit=limit,
+                   risk=risk, since_seconds=_seconds(since, "--since"))
+    quorum = be.quorum_fields(page.items)
     if as_json:
-        emit([r.to_dict() for r in page.items])
+        emit([{**r.to_dict(), **quorum.get(r.id, {})} for r in page.items])
         return
     if not page.items:
         message(f"no {'' if status == 'all' else status + ' '}requests")
         return
     pending = status == "pending"
-    rows = [[r.id, r.tool_name, r.user_id, r.risk, r.status, _age(r.created_at),
+    rows = [[r.id, r.tool_name, r.user_id, r.risk, r.status + _count(quorum.get(r.id),
+                                                                      r.status),
+             _age(r.created_at),
              _until(r.expires_at) if r.status == "pending" else r.decided_by,
              render.terminal(r.reason or "", 60)] for r in page.items]
     print_table(["ID", "TOOL", "USER", "RISK", "STATUS", "AGE",
                  "EXPIRES IN" if pending else "DECIDED BY", "REASON"], rows)
     if page.next_cursor:
         message(f"showing the first {len(page.items)}; use --limit for more")
+
+
+def _count(quorum: dict[str, Any] | None, status: str) -> str:
+    """` (1 of 2)` after a pending request's status when it has a quorum, else ""."""
+    if not quorum or status != "pending":
+        return ""
+    return f" ({len(quorum['approvals'])} of {quorum['approvals_required']})"
+
+
+def _quorum_text(quorum: dict[str, Any]) -> str:
+    """`1 of 2 (olivia)`: approvals so far of those required, and by whom."""
+    who = quorum["approvals"]
+    return f"{len(who)} of {quorum['approvals_required']}" + \
+        (f" ({', '.join(who)})" if who else "")
 
 
 @command(app, "show")
@@ -164,9 +182,11 @@ def show_cmd(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Show one request in full."""
-    req = backend(ctx).get(request_id)
+    be = backend(ctx)
+    req = be.get(request_id)
+    quorum = be.quorum_fields([req]).get(req.id)
     if as_json:
-        emit(req.to_dict())
+        emit({**req.to_dict(), **(quorum or {})})
         return
     from rich.text import Text
 
@@ -185,15 +205,13 @@ def show_cmd(
             for k, v in req.to_dict().items()]
     if req.status == "pending":
         rows.append(["expires in", _until(req.expires_at)])
-    quorum = getattr(backend(ctx), "approvals", lambda _: None)(req.id)
     if quorum:
-        rows.append(["approvals", f"{len(quorum['approvers'])} of {quorum['required']}"
-                     + (f" ({', '.join(quorum['approvers'])})" if quorum["approvers"] else "")])
+        rows.append(["approvals", _quorum_text(quorum)])
     print_table(["FIELD", "VALUE"], rows)
 
 
 def _decide_many(ids: list[str], past: str, call: Any, as_json: bool, yes: bool,
-                 verb: str) -> None:
+                 verb: str, be: Any = None) -> None:
     """Decide each id; report each; exit with the first failure's code.
 
     More than one id is a bulk action: asked on a terminal, refused off one without --yes.
@@ -217,8 +235,9 @@ def _decide_many(ids: list[str], past: str, call: Any, as_json: bool, yes: bool,
             continue
         message(f"{past} {req.id} ({req.tool_name} for {req.user_id}, "
                 f"{short_digest(req.digest) if req.digest else 'no digest'})")
-    if as_json:
-        emit([r.to_dict() for r in done])
+    if as_json:  # approvals of a request with a quorum show the count ("1 of 2")
+        quorum = be.quorum_fields(done) if be is not None and done else {}
+        emit([{**r.to_dict(), **quorum.get(r.id, {})} for r in done])
     if first_error is not None:
         raise typer.Exit(exit_code(first_error))
 
@@ -244,7 +263,7 @@ def approve_cmd(ctx: typer.Context, ids: list[str] = IDS_ARG,
                 "arguments is allowed from now on")
         return req
 
-    _decide_many(ids, "approved", approve, as_json, yes, "approve")
+    _decide_many(ids, "approved", approve, as_json, yes, "approve", be)
 
 
 @command(app, "reject")
@@ -346,12 +365,16 @@ def wait_cmd(
 
 @command(app, "sweep")
 def sweep_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
-    """Expire overdue pending requests. Safe to run from cron at any rate."""
-    ids = backend(ctx).sweep()
+    """Expire overdue pending requests and queue the reminders and escalations due. Safe
+    to run from cron at any rate (each reminder is queued once, whoever sweeps)."""
+    got = backend(ctx).sweep_all()
     if as_json:
-        emit({"expired": len(ids), "ids": ids})
+        emit(got)
     else:
-        message(f"expired {len(ids)} request{'s' if len(ids) != 1 else ''}")
+        n = got["expired"]
+        message(f"expired {n} request{'s' if n != 1 else ''}"
+                + (f"; queued {got['reminders']} reminder(s), {got['escalations']} "
+                   "escalation(s)" if got["reminders"] or got["escalations"] else ""))
 
 
 @command(app, "stats")

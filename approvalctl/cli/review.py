@@ -55,10 +55,12 @@ def _age(iso: str) -> str:
     return format_duration((utcnow() - from_iso(iso)).total_seconds())
 
 
-def detail_text(req: Any, history: list[Any] | None = None) -> Any:
+def detail_text(req: Any, history: list[Any] | None = None,
+                quorum: dict[str, Any] | None = None) -> Any:
     """Everything about `req` as one rich `Text`; agent values rendered, never markup.
 
-    `history` is the requester's recent requests (newest first), shown after the arguments.
+    `history` is the requester's recent requests (newest first), shown after the arguments;
+    `quorum` (`approvals_required`, `approvals`) adds the line `approvals  1 of 2 (olivia)`.
     """
     from rich.text import Text
 
@@ -77,6 +79,10 @@ def detail_text(req: Any, history: list[Any] | None = None) -> Any:
     field("created", f"{req.created_at} ({_age(req.created_at)} ago)")
     field("expires", req.expires_at or "-")
     field("digest", req.digest or "-")
+    if quorum:
+        who = quorum.get("approvals") or []
+        field("approvals", f"{len(who)} of {quorum['approvals_required']}"
+              + (f" ({', '.join(who)})" if who else ""))
     args = req.arguments or {}
     for key in ("cwd", "session_id", "session", "transcript_path"):
         if isinstance(args, dict) and key in args:
@@ -137,14 +143,16 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
             Binding("escape", "back", "Queue"),
         ]
 
-        def __init__(self, req: Any, history: list[Any]) -> None:
+        def __init__(self, req: Any, history: list[Any],
+                     quorum: dict[str, Any] | None = None) -> None:
             super().__init__()
             self.req = req
             self.history = history
+            self.quorum = quorum
 
         def compose(self) -> ComposeResult:
             with VerticalScroll():
-                yield Static(detail_text(self.req, self.history), id="detail")
+                yield Static(detail_text(self.req, self.history, self.quorum), id="detail")
             yield Footer()
 
         def action_back(self) -> None:
@@ -252,7 +260,11 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
                                             limit=HISTORY_ROWS + 1).items)
             except ApprovalctlError:  # e.g. a key that may not list others: show without
                 history = []
-            self.push_screen(RequestScreen(req, history))
+            try:  # "1 of 2" for a request with a quorum
+                quorum = backend.quorum_fields([req]).get(req.id)
+            except (ApprovalctlError, AttributeError):  # a backend without quorums
+                quorum = None
+            self.push_screen(RequestScreen(req, history, quorum))
 
         def open_next(self, after: str) -> None:
             ids = [r.id for r in self.pending]

@@ -63,6 +63,16 @@ def add_cmd(
                                                          "or deny."),
     before: str | None = typer.Option(None, "--before", metavar="NAME",
                                       help="Insert before this rule (default: at the end)."),
+    remind_after: str | None = typer.Option(
+        None, "--remind-after", metavar="DURATION",
+        help="Ask rules: remind the request's channels once if still pending then."),
+    escalate_after: str | None = typer.Option(
+        None, "--escalate-after", metavar="DURATION",
+        help="Ask rules: tell the --escalate-to channels once if still pending then."),
+    escalate_to: list[str] = typer.Option(
+        [], "--escalate-to", metavar="CHANNEL",
+        help="A configured channel (slack, email, ntfy, webhook:N) to escalate to "
+             "(repeatable)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Add a rule; a rule that can never match is refused."""
@@ -82,6 +92,13 @@ def add_cmd(
         from ..durations import parse_duration
 
         rule["ttl"] = parse_duration(ttl, what="--ttl")
+    for key, value in (("remind_after", remind_after), ("escalate_after", escalate_after)):
+        if value is not None:
+            from ..durations import parse_duration
+
+            rule[key] = parse_duration(value, what=f"--{key.replace('_', '-')}")
+    if escalate_to:
+        rule["escalate_to"] = list(escalate_to)
     stored = backend(ctx).add_rule(rule, before=before)
     if as_json:
         emit(stored)

@@ -183,6 +183,13 @@ def load_config(block: Any, *, env: Mapping[str, str] | None = None,
                 token=_secret(env, n["token_env"], f"{where}.token_env")
                 if "token_env" in n else None,
                 timeout=_seconds(n.get("timeout"), f"{where}.timeout", DEFAULT_TIMEOUT))
+        unknown = [c for c in block.get("escalate_to") or [] if cfg.channel(c) is None]
+        if unknown:
+            raise InvalidInput(f"notifications.escalate_to: channel {unknown[0]!r} is not "
+                               f"configured (configured: "
+                               f"{', '.join(cfg.channel_names()) or 'none'})")
+        for key in ("remind_after", "escalate_after"):
+            _seconds(block.get(key), f"notifications.{key}", 0.0)  # a bad duration: now
         r = block.get("retry") or {}
         cfg.retry = RetrySettings(
             max_attempts=r.get("max_attempts", RetrySettings.max_attempts),

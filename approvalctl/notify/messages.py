@@ -64,10 +64,30 @@ MAX_VALUE = 4000
 MAX_HEADLINE = 140
 
 
+#: Events about a request still waiting for a decision: their messages carry the
+#: decision links (or the approve/reject commands) and the arguments.
+PENDING_EVENTS = ("created", "reminder", "escalated")
+
+
+def _waited(req: dict[str, Any]) -> str:
+    """`10m` from the payload's `step.after_seconds` (a reminder's), or "a while"."""
+    from ..durations import format_duration
+
+    step = req.get("step")
+    after = step.get("after_seconds") if isinstance(step, dict) else None
+    if isinstance(after, (int, float)) and not isinstance(after, bool):
+        return format_duration(after)
+    return "a while"
+
+
 def _headline_raw(event: str, req: dict[str, Any]) -> str:
     tool = req.get("tool_name") or "?"
     if event == "created":
         return f"Approval requested: {tool}"
+    if event == "reminder":
+        return f"Reminder: still pending after {_waited(req)}: {tool}"
+    if event == "escalated":
+        return f"Escalated: nobody decided in {_waited(req)}: {tool}"
     if event == "expired":
         return f"Expired unanswered: {tool}"
     status = str(req.get("status") or "decided")
@@ -78,7 +98,7 @@ def _headline_raw(event: str, req: dict[str, Any]) -> str:
 def _next_step(event: str, req: dict[str, Any], fmt: str) -> str:
     """What the reader can do now, already rendered for `fmt` (agent text is escaped)."""
     rid = req.get("id", "")
-    found = req.get("links") if event == "created" else None
+    found = req.get("links") if event in PENDING_EVENTS else None
     if isinstance(found, dict) and found.get("approve") and found.get("reject"):
         # our own URLs (public_url has no <>| and the token is base64url): safe as is
         approve_url, reject_url = str(found["approve"]), str(found["reject"])
@@ -89,7 +109,7 @@ def _next_step(event: str, req: dict[str, Any], fmt: str) -> str:
         text = (f"Approve: {approve_url}\nReject:  {reject_url}\n(each link opens a page "
                 f"that shows the request again and asks you to confirm)")
         return html.escape(text) if fmt == "html" else text
-    if event == "created":
+    if event in PENDING_EVENTS:
         approve, reject = f"approvalctl approve {rid}", f"approvalctl reject {rid}"
         if fmt == "slack":
             return (f"*Approve:* {untrusted.slack_code(approve)}\n"
@@ -279,14 +299,15 @@ def ntfy_message(event: str, request: dict[str, Any], topic: str) -> dict[str, A
 
     Every agent value is `render.plain` (one line, control characters as escapes) and the
     whole message is cut to fit; priority follows the risk (high 5, medium 4, low 3). A
-    `created` message with decision links carries them as `view` action buttons.
+    message about a pending request (created, reminder, escalated) with decision links
+    carries them as `view` action buttons.
     """
     rid = untrusted.plain(request.get("id"))
     lines = [f"Tool: {untrusted.plain(request.get('tool_name'), 200)}",
              f"Risk: {untrusted.plain(request.get('risk'))}",
              f"Requested by: {untrusted.plain(request.get('user_id'), 200)}",
              f"Reason: {untrusted.plain(request.get('reason') or '(none given)', 1000)}"]
-    if event == "created":
+    if event in PENDING_EVENTS:
         lines.append(f"Expires: {untrusted.plain(request.get('expires_at'))}")
         lines.append("Arguments: " + untrusted.plain(
             untrusted.json_text(request.get("arguments") or {}, indent=None), 1500,
@@ -302,7 +323,7 @@ def ntfy_message(event: str, request: dict[str, Any], topic: str) -> dict[str, A
         "priority": NTFY_PRIORITY.get(str(request.get("risk")), 3),
         "tags": ["approvalctl", event],
     }
-    found = request.get("links") if event == "created" else None
+    found = request.get("links") if event in PENDING_EVENTS else None
     if isinstance(found, dict) and found.get("approve") and found.get("reject"):
         body["actions"] = [
             {"action": "view", "label": "Approve…", "url": found["approve"], "clear": True},
@@ -322,6 +343,6 @@ SAMPLE_REQUEST: dict[str, Any] = {
 
 def check_templates(templates_dir: str | None = None) -> None:
     """Render every template with a sample, so a broken override fails at start-up."""
-    for event in ("created", "decided", "expired"):
+    for event in ("created", "decided", "expired", "reminder", "escalated"):
         slack_message(event, SAMPLE_REQUEST, templates_dir)
         email_parts(event, SAMPLE_REQUEST, templates_dir)

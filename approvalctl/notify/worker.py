@@ -33,6 +33,7 @@ from .config import (
     WebhookConfig,
     from_settings,
 )
+from .messages import PENDING_EVENTS
 from .retry import RetryPolicy
 
 log = logging.getLogger("approvalctl.notify")
@@ -46,7 +47,9 @@ class Outcome:
     channel: str
     event: str
     request_id: str
-    result: str  # sent | retry | failed | lost (the lease ran out; another worker owns it)
+    #: sent | retry | failed | lost (the lease ran out; another worker owns it) | skipped
+    #: (a reminder or escalation whose request was decided before it went out)
+    result: str
     attempts: int
     error: str | None = None
     next_attempt_at: str | None = None
@@ -60,8 +63,10 @@ class Report:
         return sum(1 for o in self.outcomes if o.result == result)
 
     def summary(self) -> str:
+        skipped = self.count("skipped")
         return (f"{self.count('sent')} sent, {self.count('retry')} to retry, "
-                f"{self.count('failed')} failed")
+                f"{self.count('failed')} failed"
+                + (f", {skipped} skipped (no longer pending)" if skipped else ""))
 
 
 def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
@@ -71,7 +76,8 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
 
     `last_error` is the row's record of the previous attempt (e-mail reads from it who
     accepted already); `audit` is the chain head `{"seq", "hash"}` the change that queued it
-    left; `link_key` signs the decision links of a `created` message (with `public_url`).
+    left; `link_key` signs the decision links of a message about a pending request
+    (`created`, `reminder`, `escalated`; with `public_url`).
     Returns a note to record with a success, or None.
     """
     target = cfg.channel(channel)
@@ -80,7 +86,7 @@ def attempt(cfg: NotifyConfig, channel: str, outbox_id: int, event: str,
                                      transient=False)
     if audit is not None and not isinstance(target, WebhookConfig):
         request = {**request, "audit": audit}  # the footer of Slack and e-mail messages
-    if link_key and cfg.public_url and event == "created":
+    if link_key and cfg.public_url and event in PENDING_EVENTS:
         recipient = links.recipient_of(channel, target)
         found = links.links_for(cfg.public_url, link_key, request, recipient) \
             if recipient else None
@@ -110,11 +116,14 @@ def _timeout(cfg: NotifyConfig, channel: str) -> float:
 
 
 def _claim(store: Any, cfg: NotifyConfig, limit: int, due_before: str | None,
-           clock: Callable[[], Any]) -> list[dict[str, Any]]:
-    """Lease up to `limit` due rows; any whose lease is already too short is handed back."""
+           clock: Callable[[], Any], skipped: list[Outcome] | None = None
+           ) -> list[dict[str, Any]]:
+    """Lease up to `limit` due rows; any whose lease is already too short is handed back.
+    Reminders of requests decided meanwhile are closed unsent (added to `skipped`)."""
     now = clock()
     rows = store.claim_outbox(now=to_iso(now), due_before=due_before, limit=limit,
                               lease_until=to_iso(now + timedelta(seconds=cfg.worker.lease)))
+    rows = _drop_stale_steps(store, rows, to_iso(now), skipped)
     if not rows:
         return rows
     if cfg.public_url:
@@ -132,6 +141,34 @@ def _claim(store: Any, cfg: NotifyConfig, limit: int, due_before: str | None,
     return keep
 
 
+def _drop_stale_steps(store: Any, rows: list[dict[str, Any]], now: str,
+                      skipped: list[Outcome] | None = None) -> list[dict[str, Any]]:
+    """Close, unsent (`skipped`), the claimed reminders and escalations whose request is no
+    longer pending (decided, cancelled, expired or pruned since the step was queued): a
+    reminder must never follow the decision. Returns the rows still to attempt."""
+    keep = []
+    for row in rows:
+        if row["event"] not in ("reminder", "escalated"):
+            keep.append(row)
+            continue
+        req = store.get(row["request_id"])
+        if req is not None and req.status == "pending" and req.expires_at > now:
+            keep.append(row)
+            continue
+        state = "gone" if req is None else \
+            ("expired" if req.status == "pending" else req.status)
+        note = f"not sent: the request is {state} now"
+        done = store.skip_outbox(row["id"], lease=row["claimed_until"], note=note)
+        if skipped is not None:
+            skipped.append(Outcome(outbox_id=row["id"], channel=row["channel"],
+                                   event=row["event"], request_id=row["request_id"],
+                                   result="skipped" if done else "lost",
+                                   attempts=row["attempts"], error=note))
+        log.info("outbox #%s %s %s -> skipped (request %s)", row["id"], row["event"],
+                 row["channel"], state)
+    return keep
+
+
 def process_due(store: Any, cfg: NotifyConfig, *, client: Any = None,
                 policy: RetryPolicy | None = None, due_before: str | None = None,
                 clock: Callable[[], Any] = utcnow) -> Report:
@@ -144,7 +181,7 @@ def process_due(store: Any, cfg: NotifyConfig, *, client: Any = None,
 
     policy = policy or RetryPolicy(cfg.retry)
     report = Report()
-    rows = _claim(store, cfg, cfg.worker.batch, due_before, clock)
+    rows = _claim(store, cfg, cfg.worker.batch, due_before, clock, report.outcomes)
     if not rows:
         return report
     own_client = client is None
@@ -243,20 +280,29 @@ class _borrowed:
         pass
 
 
+#: How often a standalone worker (`notify run`) queues due reminders, in seconds.
+TICK_SECONDS = 5.0
+
+
 def run_forever(store: Any, cfg: NotifyConfig, stop: threading.Event,
-                on_outcome: Callable[[Outcome], None] | None = None) -> None:
+                on_outcome: Callable[[Outcome], None] | None = None,
+                tick: Callable[[], Any] | None = None) -> None:
     """Deliver until `stop` is set, up to `worker.batch` attempts in flight at once.
 
     New rows are claimed as soon as a slot frees up, so one hung receiver occupies one
     slot for its timeout, not the whole worker. Database hiccups are logged, never fatal:
     the rows stay in the outbox. On stop, attempts in flight finish and are recorded.
+    `tick`, if given, runs in this loop every TICK_SECONDS (`notify run` queues the due
+    reminders with it); its errors are logged like the database's.
     """
+    import time
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
     import httpx
 
     policy = RetryPolicy(cfg.retry)
     inflight: dict[Future[Any], dict[str, Any]] = {}
+    next_tick = time.monotonic()
 
     def record(done: set[Future[Any]]) -> None:
         for future in done:
@@ -273,6 +319,13 @@ def run_forever(store: Any, cfg: NotifyConfig, stop: threading.Event,
     with httpx.Client() as client, ThreadPoolExecutor(
             max_workers=cfg.worker.batch, thread_name_prefix="approvalctl-send") as pool:
         while not stop.is_set():
+            if tick is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + TICK_SECONDS
+                try:
+                    tick()
+                except Exception as exc:
+                    log.warning("notification worker: reminders: %s",
+                                getattr(exc, "detail", exc))
             free = cfg.worker.batch - len(inflight)
             rows: list[dict[str, Any]] = []
             if free > 0:

@@ -56,7 +56,7 @@ from ..errors import (  # noqa: F401  (PayloadTooLarge, UnsupportedMediaType: re
     RateLimited,
     UnsupportedMediaType,
 )
-from ..models import PENDING, from_iso, to_iso, utcnow
+from ..models import PENDING, Page, from_iso, to_iso, utcnow
 from ..service import IDEMPOTENCY_HOURS, ApprovalService
 from ..strictjson import DuplicateKey
 from ..strictjson import decode as strict_decode
@@ -456,19 +456,40 @@ class Api:
         # callers who only see their own requests (the service filters those by user).
         small = not {"tool_name", "user_id", "risk", "since"} & set(q) and \
             q.get("limit", 50) <= INLINE_PAGE and rbac.sees_all(call.principal)
-        page = await (self.read if small else self.run)(
-                              self.service.list, call.principal,
+        page, quorum = await (self.read if small else self.run)(
+                              self._with_quorum, self.service.list, call.principal,
                               status=q.get("status", PENDING), tool_name=q.get("tool_name"),
                               user_id=q.get("user_id"), limit=q.get("limit", 50),
                               cursor=q.get("cursor"), risk=q.get("risk"),
                               since_seconds=int(q["since"]) if "since" in q else None)
-        return self._page_response(page, q.get("status", PENDING))
+        return self._page_response(page, q.get("status", PENDING), quorum)
 
-    def _page_response(self, page: Any, status: str) -> Response:
+    def _with_quorum(self, func: Callable[..., Any], principal: Any, *args: Any,
+                     **kwargs: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
+        """`func(principal, ...)` (a request or a page of them) and the quorum fields of
+        what it returned, in one database job."""
+        got = func(principal, *args, **kwargs)
+        items = got.items if isinstance(got, Page) else [got]
+        return got, self.service.quorum_fields(principal, items)
+
+    async def _request_json(self, call: Call, req: Any,
+                            quorum: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A request's JSON with its quorum (`approvals_required`, `approvals`) if it has
+        one (docs/away.md); `quorum` if already read, else read now."""
+        if quorum is None:
+            quorum = await self.read(self.service.quorum_fields, call.principal, [req])
+        return {**req.to_dict(), **quorum.get(req.id, {})}
+
+    def _page_response(self, page: Any, status: str,
+                       quorum: dict[str, dict[str, Any]] | None = None) -> Response:
         """A list page, cut short at the response size budget (quotas.max_response_bytes):
         items stop before the one that would pass it (always at least one), and
-        next_cursor continues from the last item sent."""
+        next_cursor continues from the last item sent. `quorum` adds the quorum fields of
+        the items that have one."""
         items = [r.to_dict() for r in page.items]
+        if quorum:
+            for item in items:
+                item.update(quorum.get(item["id"], {}))
         body = _encode({"items": items, "next_cursor": page.next_cursor}).encode()
         budget = self.max_response_bytes
         if budget is None or len(body) <= budget:  # the usual case: one encoding
@@ -498,19 +519,22 @@ class Api:
                                             by))
 
     async def get(self, call: Call) -> Response:
+        quorum = None
         if self.inline_reads:
             # Read on the loop; an overdue request is expired (a write) on the database
             # thread, never on the loop (SQLite: this machine's clock decides).
             req = await self.read(self.service.resolve, call.principal, call.path["id"])
             if req.status == PENDING and req.expires_at <= to_iso(utcnow()):
                 req = await self.run(self.service.get, call.principal, req.id)
-        else:
-            req = await self.run(self.service.get, call.principal, call.path["id"])
+        else:  # the request and its quorum in one trip to the database
+            req, quorum = await self.run(self._with_quorum, self.service.get, call.principal,
+                                         call.path["id"])
         wait = call.query.get("wait")
         if wait and req.status == PENDING:
             with self.waits.hold(call.principal.name):
                 req = await self._long_poll(call, req, min(float(wait), MAX_WAIT))
-        return json_response(req.to_dict())
+            quorum = None  # approvals may have come in meanwhile
+        return json_response(await self._request_json(call, req, quorum))
 
     async def _long_poll(self, call: Call, req: Any, wait: float) -> Any:
         """Wait until the request leaves pending, its expiry, `wait` s, or the client goes.
@@ -643,7 +667,19 @@ class Api:
 
     async def _parse_decide(self, call: Call) -> ServiceCall:
         body = await self._body(call)
-        return ApprovalService.decide, (call.path["id"], body["action"], body.get("note")), {}
+        return _and_quorum(ApprovalService.decide), \
+            (call.path["id"], body["action"], body.get("note")), {}
+
+    async def _parse_require(self, call: Call) -> ServiceCall:
+        """`approvalctl require ID N` over HTTP (operators and admins, as on the database)."""
+        body = await self._body(call)
+        return _and_quorum(ApprovalService.require_approvals), \
+            (call.path["id"], body["approvals_required"]), {}
+
+    @staticmethod
+    def _request_with_quorum(call: Call, result: Any) -> Response:
+        req, quorum = result
+        return json_response({**req.to_dict(), **quorum.get(req.id, {})})
 
     async def _parse_consume(self, call: Call) -> ServiceCall:
         body = await self._body(call)
@@ -658,8 +694,7 @@ class Api:
 
     # ---- operations and admin (extensions for the remote CLI)
     async def sweep(self, call: Call) -> Response:
-        ids = await self.run(self.service.sweep, call.principal)
-        return json_response({"expired": len(ids), "ids": ids})
+        return json_response(await self.run(self.service.sweep_all, call.principal))
 
     async def audit_list(self, call: Call) -> Response:
         q = call.query
@@ -752,9 +787,11 @@ class Api:
 
     # ---- housekeeping in the background
     def housekeeping(self) -> None:
-        """Expire overdue requests, write buffered counters, drop old idempotency keys."""
+        """Expire overdue requests, queue due reminders and escalations, write buffered
+        counters, drop old idempotency keys."""
         if self.service.sweep():
             self.wakeups.poke_threadsafe()
+        self.service.send_reminders()  # each step once, whichever server gets there first
         self.store.flush_counters()
         now = time.monotonic()
         if now - self._last_purge > 600:
@@ -762,7 +799,7 @@ class Api:
             self.store.purge_idempotency(to_iso(utcnow() - timedelta(hours=IDEMPOTENCY_HOURS)))
 
     def routes(self) -> list[Route]:
-        decide = Change(self._parse_decide, self._request)
+        decide = Change(self._parse_decide, self._request_with_quorum)
         cancel = Change(self._parse_cancel, self._request)
         return [
             self.route("/api/v1/approvals", {
@@ -773,6 +810,8 @@ class Api:
                                                   "DELETE": cancel}),
             self.route("/api/v1/approvals/{id}/consume",
                        {"POST": Change(self._parse_consume, self._request)}),
+            self.route("/api/v1/approvals/{id}/require",
+                       {"POST": Change(self._parse_require, self._request_with_quorum)}),
             self.route("/api/v1/events", {"GET": self.events}),
             self.route("/api/v1/sweep", {"POST": self.sweep}),
             self.route("/api/v1/audit", {"GET": self.audit_list}),
@@ -792,6 +831,16 @@ class Api:
             *LinkPages(self).routes(),  # decision links (server/links.py)
             self.route("/docs/assets/{name}", {"GET": self.docs_asset}),
         ]
+
+
+def _and_quorum(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A change's service call that also reads the request's quorum fields in the same unit
+    of work: the answer is sent only once that unit committed, so the approvals it lists
+    are the committed ones, without a second trip to the database."""
+    def call(service: Any, principal: Any, *args: Any, **kwargs: Any) -> Any:
+        req = func(service, principal, *args, **kwargs)
+        return req, service.quorum_fields(principal, [req])
+    return call
 
 
 def _sse(seq: int, name: str, req: Any) -> bytes:

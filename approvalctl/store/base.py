@@ -141,6 +141,10 @@ class Store(Protocol):
         """(approvals required, approvers so far in order), or None without a quorum."""
         ...
 
+    def quorums(self, request_ids: Sequence[str]) -> dict[str, tuple[int, list[str]]]:
+        """`quorum()` of many requests at once; only those with a quorum appear."""
+        ...
+
     def set_quorum(self, request_id: str, required: int, at: str,
                    change_for: Callable[[ApprovalRequest], Change]) -> ApprovalRequest | None:
         """Require `required` approvers for a pending request; None if it is not pending."""
@@ -241,6 +245,10 @@ class Store(Protocol):
         """Store one attempt's outcome; False when the lease was lost."""
         ...
 
+    def skip_outbox(self, outbox_id: int, *, lease: str, note: str) -> bool:
+        """Close a claimed row unsent (`skipped`); False when the lease was lost."""
+        ...
+
     def get_outbox(self, outbox_id: int) -> dict[str, Any] | None:
         """The outbox row with this id, or None."""
         ...
@@ -256,6 +264,17 @@ class Store(Protocol):
 
     def outbox_backlog(self) -> int:
         """Notifications not yet delivered, for a gauge."""
+        ...
+
+    # ---- reminders and escalation (store/reminders.py)
+    def queue_steps(self, *, now: str, remind_after: float | None,
+                    escalate_after: float | None, remind_channels: list[str],
+                    escalate_to: list[str], batch: int = 200) -> list[tuple[str, str]]:
+        """Queue the due reminder/escalation steps of pending requests, each exactly once."""
+        ...
+
+    def steps_taken(self, request_id: str) -> list[tuple[str, str]]:
+        """`(step, at)` of the reminder steps queued for a request."""
         ...
 
     # ---- bulk copy (`migrate --to`, approvalctl/copy.py)

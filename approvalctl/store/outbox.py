@@ -9,6 +9,7 @@ that causes them. Here is everything the delivery side does with them afterwards
 - `record_delivery` stores one attempt's outcome (sent, retry later, or dead-lettered) with
   its counter, in one transaction; the lease is the fencing token, so a worker that lost its
   lease cannot overwrite the outcome recorded by the worker that took the row over.
+- `skip_outbox` closes a claimed reminder whose request was decided meanwhile, unsent.
 - `list_outbox`, `get_outbox`, `requeue_outbox` serve `approvalctl notify list/retry`.
 """
 
@@ -23,7 +24,8 @@ OUTBOX_FIELDS = ("id", "event", "channel", "request_id", "payload", "status", "a
                  "next_attempt_at", "claimed_until", "last_error", "created_at", "sent_at",
                  "audit_seq", "audit_hash")
 _SELECT_OUTBOX = "SELECT " + ", ".join(OUTBOX_FIELDS) + " FROM outbox"
-OUTBOX_STATUSES = ("pending", "sent", "failed")
+#: `skipped`: a reminder or escalation not sent because its request was no longer pending.
+OUTBOX_STATUSES = ("pending", "sent", "failed", "skipped")
 RESULTS = ("sent", "retry", "failed")
 #: Longest error text kept per row: enough to diagnose, never a whole HTML error page.
 MAX_ERROR = 1000
@@ -114,6 +116,15 @@ class OutboxQueries:
                               counters.labels(channel=channel_kind(channel), result=result),
                               1)])
         return True
+
+    def skip_outbox(self, outbox_id: int, *, lease: str, note: str) -> bool:
+        """Close a claimed row without sending it (`skipped`, `note` saying why); False
+        when this worker no longer holds the lease."""
+        with self._write() as cur:
+            return self._exec(cur, "UPDATE outbox SET status = 'skipped', claimed_until = "
+                              "NULL, last_error = ? WHERE id = ? AND claimed_until = ? AND "
+                              "status = 'pending'", (note[:MAX_ERROR], outbox_id, lease)
+                              ).rowcount == 1
 
     def get_outbox(self, outbox_id: int) -> dict[str, Any] | None:
         with self._read() as cur:

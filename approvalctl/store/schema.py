@@ -77,6 +77,41 @@ def _fill_digests(cur: Any, dialect: str) -> None:
         after = rows[-1][0]
 
 
+def _outbox_skipped(cur: Any, dialect: str) -> None:
+    """Migration step: outbox rows may also be `skipped` (a reminder whose request was
+    decided before its turn came). PostgreSQL swaps the CHECK constraint; SQLite cannot
+    alter one, so the table is rebuilt as it was, rows and ids kept, with the new CHECK."""
+    statuses = "('pending', 'sent', 'failed', 'skipped')"
+    if dialect == "postgresql":
+        cur.execute("ALTER TABLE outbox DROP CONSTRAINT IF EXISTS outbox_status_check")
+        cur.execute(f"ALTER TABLE outbox ADD CONSTRAINT outbox_status_check CHECK (status IN "
+                    f"{statuses})")
+        return
+    columns = ("id, event, channel, request_id, payload, status, attempts, next_attempt_at, "
+               "claimed_until, last_error, created_at, sent_at, audit_seq, audit_hash")
+    cur.execute(f"""CREATE TABLE outbox_new (
+                id INTEGER PRIMARY KEY,
+                event TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {statuses}),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TEXT NOT NULL,
+                claimed_until TEXT,
+                last_error TEXT,
+                created_at TEXT NOT NULL,
+                sent_at TEXT,
+                audit_seq INTEGER,
+                audit_hash TEXT
+            )""")
+    cur.execute(f"INSERT INTO outbox_new ({columns}) SELECT {columns} FROM outbox")
+    cur.execute("DROP TABLE outbox")
+    cur.execute("ALTER TABLE outbox_new RENAME TO outbox")
+    cur.execute("CREATE INDEX outbox_due ON outbox (status, next_attempt_at)")
+    cur.execute("CREATE INDEX outbox_request ON outbox (request_id)")
+
+
 MIGRATIONS: list[tuple[str, list[Any]]] = [
     (
         "0001_requests",
@@ -263,14 +298,39 @@ MIGRATIONS: list[tuple[str, list[Any]]] = [
         ],
     ),
     (
-        "0011_status_user",
+        "0011_reminders",
+        [
+            # Reminders and escalation (approvalctl/store/reminders.py). A policy rule's own
+            # schedule, fixed when the request is created (absolute times; NULL: the
+            # config's global setting applies); requests without a row follow the config.
+            """CREATE TABLE request_schedule (
+                request_id TEXT PRIMARY KEY,
+                remind_at TEXT,
+                escalate_at TEXT,
+                escalate_to TEXT
+            )""",
+            # One row per step taken (`remind`, `escalate`): the primary key is the claim,
+            # inserted in the transaction that queues the step's outbox rows, so racing
+            # sweepers (servers, cron) queue each step's messages exactly once.
+            """CREATE TABLE request_steps (
+                request_id TEXT NOT NULL,
+                step TEXT NOT NULL,
+                at TEXT NOT NULL,
+                PRIMARY KEY (request_id, step)
+            )""",
+            # a reminder whose request was decided before it went out is `skipped`
+            _outbox_skipped,
+        ],
+    ),
+    (
+        "0012_status_user",
         [
             # The pending quota (quotas.max_pending) counts one user's pending requests on
             # every create: by (status, user_id) the count walks that user's pending
             # requests and nobody else's (and never their history). Not a partial index on
             # status = 'pending': SQLite then re-prepares every statement that binds a
             # status (`status = ?`, each list page) on each run, in case the value makes the
-            # partial index usable — measured at +30 µs per list page.
+            # partial index usable (its cost per list page: docs/benchmarks.md).
             "CREATE INDEX IF NOT EXISTS requests_status_user ON requests (status, user_id, id)",
         ],
     ),

@@ -31,6 +31,7 @@ from ..models import (
     to_iso,
 )
 from .outbox import OUTBOX_FIELDS, OutboxQueries
+from .reminders import ReminderQueries
 from .unit import UnitOfWork
 
 Counter = counters.Counter  # the class body's `counters` method hides the module
@@ -59,7 +60,14 @@ TABLES = {
     "server_secrets": ("name", ("name", "value", "created_at")),
     "request_quorum": ("request_id", ("request_id", "required")),
     "request_approvals": ("request_id, approver", ("request_id", "approver", "at")),
+    "request_schedule": ("request_id", ("request_id", "remind_at", "escalate_at",
+                                        "escalate_to")),
+    "request_steps": ("request_id, step", ("request_id", "step", "at")),
 }
+#: The tables that hold rows about one request besides `requests` itself (and its outbox
+#: and audit rows): `prune` deletes a pruned request's rows from each.
+REQUEST_SIDE_TABLES = ("request_quorum", "request_approvals", "request_schedule",
+                       "request_steps")
 #: An approval needs its quorum (request_quorum) met: the CAS itself says so, so no path
 #: can approve a request that still waits for approvers.
 _QUORUM_MET = (" AND NOT EXISTS (SELECT 1 FROM request_quorum q WHERE q.request_id = "
@@ -148,7 +156,7 @@ def request_from_row(row: tuple) -> ApprovalRequest:
     return ApprovalRequest(row[0], row[1], _loads(row[2]), *row[3:_NCOLUMNS])
 
 
-class SQLStore(OutboxQueries):
+class SQLStore(OutboxQueries, ReminderQueries):
     """Shared queries; subclasses provide `_read()`/`_write()` cursors, `_transaction()`
     and locking.
 
@@ -377,6 +385,7 @@ class SQLStore(OutboxQueries):
         if required:  # a policy rule's quorum, recorded with the creation it audits
             self._exec(cur, "INSERT INTO request_quorum (request_id, required) VALUES (?, ?)",
                        (req.id, int(required)))
+        self._insert_schedule(cur, req, changes)  # a policy rule's reminder steps, if any
         if idempotency:
             self._exec(cur, "INSERT INTO idempotency_keys (owner, key, body_hash, "
                        "request_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -828,6 +837,9 @@ class SQLStore(OutboxQueries):
                 ids = [r[0] for r in rows]
                 outbox += self._exec(cur, "DELETE FROM outbox WHERE request_id IN ("
                                      + ", ".join("?" * len(ids)) + ")", ids).rowcount
+                for table in REQUEST_SIDE_TABLES:  # quorum, approvals, reminder steps
+                    self._exec(cur, f"DELETE FROM {table} WHERE request_id IN ("
+                               + ", ".join("?" * len(ids)) + ")", ids)
                 changes = []
                 for raw in rows:
                     req = request_from_row(raw)
@@ -892,6 +904,26 @@ class SQLStore(OutboxQueries):
                 cur, "SELECT approver FROM request_approvals WHERE request_id = ? "
                 "ORDER BY at, approver", (request_id,)).fetchall()]
         return int(row[0]), who
+
+    def quorums(self, request_ids: Sequence[str]) -> dict[str, tuple[int, list[str]]]:
+        """`quorum()` for many requests at once (a page of a listing): only those with a
+        quorum appear. Two primary-key lookups, whatever the page size."""
+        ids = list(dict.fromkeys(request_ids))
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        with self._read() as cur:
+            rows = self._exec(cur, "SELECT request_id, required FROM request_quorum WHERE "
+                              f"request_id IN ({marks})", ids).fetchall()
+            if not rows:
+                return {}
+            out: dict[str, tuple[int, list[str]]] = {r[0]: (int(r[1]), []) for r in rows}
+            for rid, who in self._exec(
+                    cur, "SELECT request_id, approver FROM request_approvals WHERE "
+                    f"request_id IN ({', '.join('?' * len(out))}) ORDER BY at, approver",
+                    list(out)).fetchall():
+                out[rid][1].append(who)
+        return out
 
     def _pending_row(self, cur: Any, request_id: str, at: str) -> tuple | None:
         """The request's row if it is pending and not expired, locked until commit."""
