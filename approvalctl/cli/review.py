@@ -7,13 +7,18 @@ Textual never reads markup in a `Text`, and notifications are sent with `markup=
 Nothing is decided from the list: a decision key works only in a request's own screen, which
 shows the full arguments, and acts on exactly the request shown.
 
-The queue refreshes by polling `list` (`pending_source`, every POLL_SECONDS). That one small
-function is the source of changes: the event stream (`GET /api/v1/events`) can replace it
-without touching the screens.
+The queue is live without polling `list` (`LiveQueue`): one `list` fills it, then a thread
+follows the changes and re-reads only when one touched a request — remote, the event stream
+(`GET /api/v1/events`, reopened with Last-Event-ID after a dropped connection or a server
+restart, and the queue re-read on every (re)open so nothing is missed); local, the cheap
+change check the local `wait` uses (`store.change_marker`: SQLite's `PRAGMA data_version`,
+the audit head elsewhere) once per CHANGE_TICK, then one read of the audit rows after the
+last seen. The screen never waits for it: the thread hands each new queue to the UI.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,31 +27,172 @@ if TYPE_CHECKING:
 
 from .. import render
 from ..durations import format_duration
-from ..errors import ApprovalctlError
+from ..errors import ApprovalctlError, Unavailable
 
-#: How often the queue is re-read while no event stream is available.
-POLL_SECONDS = 1.0
+#: How often (s) the ages on screen are redrawn (from memory: no read).
+AGE_SECONDS = 1.0
+#: How often (s) a local queue asks the database whether anything changed (one PRAGMA).
+CHANGE_TICK = 0.2
 #: The queue shows at most this many pending requests, oldest first.
 QUEUE_LIMIT = 500
 #: The requester's most recent requests shown under a request.
 HISTORY_ROWS = 10
+#: Audit actions that change a request (server/wakeups.py's EVENTS; not imported from
+#: there, which would load the HTTP server into the terminal commands).
+CHANGES = frozenset({"create", "approve", "reject", "expire", "cancel", "consume"})
+#: Audit rows read per query while catching up.
+BATCH = 500
+#: Seconds before following the changes again after an error the server answered.
+RETRY_SECONDS = 5.0
 
+
+class LiveQueue:
+    """The requests `review` and `watch` show, kept current by change notification.
+
+    `read()` lists them (pending oldest first, any other status newest first, at most
+    `limit`); `follow()` then keeps them current, blocking, in a thread of its own. `backend`
+    is a `Client` (remote: the event stream) or the CLI's `LocalBackend` (local: the store's
+    change marker). Thread-safe: `rows()` and `apply()` may be called from the UI thread
+    while `follow()` runs. Errors: `read()` raises the backend's ApprovalctlError (a bad
+    filter, an unreachable server); `follow()` reports them through `failed` and retries.
+    """
+
+    def __init__(self, backend: Any, limit: int = QUEUE_LIMIT, *, status: str = "pending",
+                 tool: str | None = None, user: str | None = None) -> None:
+        self.backend = backend
+        self.limit = limit
+        self.status = None if status in (None, "", "all") else status
+        self.tool, self.user = tool, user
+        self.store = getattr(getattr(backend, "service", None), "store", None)
+        self._rows: dict[str, Any] = {}
+        self._full = False  # the last read filled `limit`: more may exist beyond it
+        self._lock = threading.Lock()
+        self.seq: int | None = None  # local: the audit seq the queue is current up to
+        #: how many times `list` was called (what a test of "never polls" counts)
+        self.reads = 0
+
+    def __call__(self) -> list[Any]:
+        return self.read()
+
+    # ---- the queue
+    def read(self) -> list[Any]:
+        """List the queue afresh (one `list` call) and return it."""
+        seq = self.store.audit_head()[0] if self.store is not None else None
+        items = list(self.backend.list(status=self.status or "all", tool_name=self.tool,
+                                       user_id=self.user, limit=self.limit).items)
+        with self._lock:
+            self.reads += 1
+            self._rows = {r.id: r for r in items}
+            self._full = len(items) >= self.limit
+            if seq is not None:
+                self.seq = seq
+        return self.rows()
+
+    def rows(self) -> list[Any]:
+        """The queue now, in display order."""
+        with self._lock:
+            rows = sorted(self._rows.values(), key=lambda r: r.id,
+                          reverse=self.status != "pending")
+        return rows[:self.limit]
+
+    def matches(self, req: Any) -> bool:
+        """Whether `req` (as it is now) belongs in the queue."""
+        return ((self.status is None or req.status == self.status)
+                and (self.tool is None or req.tool_name == self.tool)
+                and (self.user is None or req.user_id == self.user))
+
+    def apply(self, req: Any) -> bool:
+        """Take `req`'s current state into the queue; True if the queue changed. A request
+        leaving a queue that was cut at `limit` re-reads it, to fill the gap."""
+        with self._lock:
+            old = self._rows.get(req.id)
+            if self.matches(req):
+                self._rows[req.id] = req
+                return old is None or old != req
+            if old is None:
+                return False
+            del self._rows[req.id]
+            refill = self._full
+        if refill:
+            self.read()
+        return True
+
+    # ---- following the changes
+    def follow(self, changed: Callable[[list[Any]], None],
+               failed: Callable[[ApprovalctlError], None], stop: threading.Event) -> None:
+        """Keep the queue current until `stop` is set: `changed(rows)` after every change
+        that touched it, `failed(error)` when the changes cannot be followed (it retries).
+        Blocking: run it in a thread of its own."""
+        if self.store is not None:
+            self._follow_local(changed, failed, stop)
+        else:
+            self._follow_stream(changed, failed, stop)
+
+    def _follow_stream(self, changed: Callable[[list[Any]], None],
+                       failed: Callable[[ApprovalctlError], None],
+                       stop: threading.Event) -> None:
+        from ..models import ApprovalRequest
+
+        def opened() -> None:  # every change from now on reaches the stream: re-read
+            changed(self.read())
+
+        last: int | None = None
+        while not stop.is_set():
+            try:
+                for event in self.backend.events(tool_name=self.tool, last_event_id=last,
+                                                 reconnect=False, on_open=opened):
+                    if stop.is_set():
+                        return
+                    last = event["id"]
+                    if self.apply(ApprovalRequest.from_dict(event["data"])):
+                        changed(self.rows())
+            except ApprovalctlError as exc:
+                if stop.is_set():
+                    return
+                failed(exc)
+                stop.wait(1.0 if isinstance(exc, Unavailable) else RETRY_SECONDS)
+            except Exception:  # the client closed under the stream as the command ends
+                if stop.is_set():
+                    return
+                raise
+
+    def _follow_local(self, changed: Callable[[list[Any]], None],
+                      failed: Callable[[ApprovalctlError], None],
+                      stop: threading.Event) -> None:
+        store = self.store
+        assert store is not None
+        marker = None
+        while not stop.is_set():
+            try:
+                if self.seq is None:
+                    changed(self.read())
+                seen = store.change_marker()
+                if seen != marker:
+                    marker = seen
+                    if self._moved(store):
+                        changed(self.read())
+            except ApprovalctlError as exc:
+                failed(exc)
+            stop.wait(CHANGE_TICK)
+
+    def _moved(self, store: Any) -> bool:
+        """Whether the audit rows after `seq` change any request (and move `seq` past them)."""
+        moved = False
+        while self.seq is not None:
+            rows = store.changes_after(self.seq, BATCH)
+            if not rows:
+                break
+            self.seq = rows[-1][0]
+            moved = moved or any(action in CHANGES for _, action, _ in rows)
+            if len(rows) < BATCH:
+                break
+        return moved
 
 
 def pending_source(backend: Any, limit: int = QUEUE_LIMIT, *, status: str = "pending",
-                   tool: str | None = None, user: str | None = None
-                   ) -> Callable[[], list[Any]]:
-    """The source of changes for `review` and `watch`: a function returning the current
-    requests (pending ones oldest first, others newest first), at most `limit`.
-
-    Today each call polls `backend.list`; when the change notification of "Waiting at
-    scale" lands, a function that follows the event stream can take its place.
-    """
-    def read() -> list[Any]:
-        return list(backend.list(status=status, tool_name=tool, user_id=user,
-                                 limit=limit).items)
-
-    return read
+                   tool: str | None = None, user: str | None = None) -> LiveQueue:
+    """The live queue `review` and `watch` show (see `LiveQueue`)."""
+    return LiveQueue(backend, limit, status=status, tool=tool, user=user)
 
 
 def _age(iso: str) -> str:
@@ -96,9 +242,9 @@ def detail_text(req: Any, history: list[Any] | None = None) -> Any:
     return out
 
 
-def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
-              poll_seconds: float = POLL_SECONDS) -> Any:
-    """The Textual `App` over `backend` (the local service or a `Client`)."""
+def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
+    """The Textual `App` over `backend` (the CLI's `LocalBackend` or a `Client`), showing
+    `queue` (by default the pending requests of `backend`, oldest first)."""
     from rich.text import Text
     from textual.app import App, ComposeResult
     from textual.binding import Binding
@@ -107,7 +253,7 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
     from textual.screen import ModalScreen, Screen
     from textual.widgets import DataTable, Footer, Input, Label, Static
 
-    read = source or pending_source(backend)
+    live = queue or LiveQueue(backend)
 
     class ReasonScreen(ModalScreen[str | None]):
         """Asks for a rejection reason; Esc gives up (nothing is decided)."""
@@ -168,7 +314,7 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
             app.decide(self.req, action)
 
     class ReviewApp(App):
-        """The queue: pending requests oldest first, refreshed while it is open."""
+        """The queue: pending requests oldest first, kept live while it is open."""
 
         TITLE = "approvalctl review"
         BINDINGS = [
@@ -180,6 +326,7 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
         def __init__(self) -> None:
             super().__init__()
             self.pending: list[Any] = []
+            self.stopping = threading.Event()
 
         def compose(self) -> ComposeResult:
             self.status = Static(id="status")
@@ -192,17 +339,47 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
         def on_mount(self) -> None:
             table = self.table
             table.add_columns("ID", "TOOL", "USER", "RISK", "AGE", "REASON")
-            self.refresh_queue()
-            self.set_interval(poll_seconds, self.refresh_queue)
-
-        # -------------------------------------------------- queue
-        def refresh_queue(self) -> None:
-            current = self.current_id()
             try:
-                self.pending = read()
+                self.show(live.read())
             except ApprovalctlError as exc:
                 self.say(f"cannot read the queue: {exc.detail}", "error")
-                return
+            threading.Thread(target=self.follow, name="approvalctl-review-follow",
+                             daemon=True).start()
+            self.set_interval(AGE_SECONDS, self.redraw)
+
+        def on_unmount(self) -> None:
+            self.stopping.set()
+
+        # -------------------------------------------------- queue
+        def follow(self) -> None:
+            """The follower thread: hands every new queue to the UI thread."""
+            def hand(callback: Callable[..., Any], *args: Any) -> None:
+                if self.stopping.is_set():
+                    return
+                try:
+                    self.call_from_thread(callback, *args)
+                except RuntimeError:  # the app has ended meanwhile
+                    self.stopping.set()
+
+            live.follow(lambda rows: hand(self.show, rows),
+                        lambda exc: hand(self.say, f"cannot follow the queue: {exc.detail}",
+                                         "error"),
+                        self.stopping)
+
+        def refresh_queue(self) -> None:
+            """Re-read the queue now (after an answer that says it moved)."""
+            try:
+                self.show(live.read())
+            except ApprovalctlError as exc:
+                self.say(f"cannot read the queue: {exc.detail}", "error")
+
+        def redraw(self) -> None:
+            self.show(self.pending)
+
+        def show(self, rows: list[Any]) -> None:
+            """Draw `rows` as the queue; close a request's screen whose request left it."""
+            current = self.current_id()
+            self.pending = rows
             table = self.table
             table.clear()
             for r in self.pending:
@@ -245,7 +422,8 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
                 return
             if req.status != "pending":
                 self.say(f"{req.id} is already {req.status}", "warning")
-                self.refresh_queue()
+                if live.apply(req):
+                    self.show(live.rows())
                 return
             try:
                 history = list(backend.list(status="all", user_id=req.user_id,
@@ -276,12 +454,16 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
                     done = backend.cancel(req.id)
             except ApprovalctlError as exc:
                 self.say(f"{req.id}: {exc.detail}", "error")
-            else:
-                self.say(f"{done.status} {done.id} ({done.tool_name} for {done.user_id})",
-                         "information")
+                if isinstance(self.screen, RequestScreen):
+                    self.pop_screen()
+                self.refresh_queue()  # decided elsewhere meanwhile, most likely
+                return
+            self.say(f"{done.status} {done.id} ({done.tool_name} for {done.user_id})",
+                     "information")
             if isinstance(self.screen, RequestScreen):
                 self.pop_screen()
-            self.refresh_queue()
+            live.apply(done)  # at once; the change notification confirms it
+            self.show(live.rows())
 
         def say(self, text: str, severity: SeverityLevel) -> None:
             # agent text inside (tool names, error details) is rendered, and never markup

@@ -1,8 +1,9 @@
 """`approvalctl watch`: a live, read-only view of the queue (rich `Live`), with an optional
 terminal bell and desktop notification when a new high-risk request arrives.
 
-Read-only by construction: it only lists. It refreshes through the same source of changes
-as `review` (`review.pending_source`, polling `list` until the event stream lands).
+Read-only by construction: it only reads. It stays current through the same live queue as
+`review` (`review.LiveQueue`: the event stream remotely, the database's change marker
+locally), and never polls `list`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+import threading
 from typing import Any
 
 from .. import render
 from ..durations import format_duration
 from ..errors import ApprovalctlError
-from .review import POLL_SECONDS
+from .review import AGE_SECONDS, LiveQueue
 
 #: Rows drawn at most; the title says how many there are.
 WATCH_LIMIT = 200
@@ -59,32 +59,45 @@ def alert(req: Any, *, bell: bool, stream: Any) -> None:
                          stderr=subprocess.DEVNULL)
 
 
-def run(read: Callable[[], list[Any]], *, what: str, bell: bool,
-        poll_seconds: float = POLL_SECONDS) -> None:
-    """Redraw the queue every `poll_seconds` until Ctrl-C."""
+def run(queue: LiveQueue, *, what: str, bell: bool) -> None:
+    """Draw `queue` and redraw it on every change (and every AGE_SECONDS, for the ages,
+    from memory) until Ctrl-C. The changes are followed in a thread (`LiveQueue.follow`);
+    this thread only draws."""
+    import queue as queues
+
     from rich.console import Console
     from rich.live import Live
     from rich.text import Text
 
     out = sys.stdout  # the terminal itself: the bell must not go through Live's redirect
     console = Console(file=out, highlight=False, emoji=False, markup=False)
-    seen: set[str] | None = None
+    updates: queues.SimpleQueue[list[Any] | ApprovalctlError] = queues.SimpleQueue()
+    stop = threading.Event()
+    rows = queue.rows()
+    seen = {r.id for r in rows}
+    follower = threading.Thread(target=queue.follow, args=(updates.put, updates.put, stop),
+                                name="approvalctl-watch-follow", daemon=True)
     with Live(Text("loading…"), console=console, auto_refresh=False, screen=False,
               transient=False, redirect_stdout=False, redirect_stderr=False) as live:
-        while True:
-            try:
-                rows = read()
-                title = f"{what}: {len(rows)}{'+' if len(rows) >= WATCH_LIMIT else ''} " \
-                        f"(Ctrl-C to stop)"
-                live.update(table(rows, title), refresh=True)
-            except ApprovalctlError as exc:
-                live.update(Text(f"cannot read the queue: {render.plain(exc.detail)}"),
-                            refresh=True)
-                rows = []
-            ids = {r.id for r in rows}
-            if seen is not None:
-                for r in rows:
-                    if r.id not in seen and r.risk == "high":
-                        alert(r, bell=bell, stream=out)
-            seen = ids
-            time.sleep(poll_seconds)
+        follower.start()
+        try:
+            update: list[Any] | ApprovalctlError = rows
+            while True:
+                if isinstance(update, ApprovalctlError):
+                    live.update(Text(f"cannot follow the queue: "
+                                     f"{render.plain(update.detail)}"), refresh=True)
+                else:
+                    rows = update
+                    title = f"{what}: {len(rows)}{'+' if len(rows) >= WATCH_LIMIT else ''}" \
+                            f" (Ctrl-C to stop)"
+                    live.update(table(rows, title), refresh=True)
+                    for r in rows:
+                        if r.id not in seen and r.risk == "high":
+                            alert(r, bell=bell, stream=out)
+                    seen = {r.id for r in rows}
+                try:
+                    update = updates.get(timeout=AGE_SECONDS)
+                except queues.Empty:
+                    update = rows
+        finally:
+            stop.set()
