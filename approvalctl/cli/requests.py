@@ -410,7 +410,8 @@ def review_cmd(ctx: typer.Context) -> None:
     polling; open one to see everything before deciding. Keys: Enter open · a approve ·
     A approve and always allow these exact arguments · r reject (asks for a reason) ·
     c cancel · s skip to the next · Esc back to the queue · q or Ctrl-C quit. Decisions are
-    made only in a request's own screen, on the request shown. Needs a terminal (exit 2 without one)."""
+    made only in a request's own screen, on the request shown. Needs a terminal (exit 2
+    without one)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise InvalidInput("review is interactive and needs a terminal; use list/approve/"
                            "reject from scripts")
