@@ -172,7 +172,13 @@ class LiveQueue:
                     if self._moved(store):
                         changed(self.read())
             except ApprovalctlError as exc:
+                if stop.is_set():
+                    return
                 failed(exc)
+            except Exception:  # the store closed under the loop as the command ends
+                if stop.is_set():
+                    return
+                raise
             stop.wait(CHANGE_TICK)
 
     def _moved(self, store: Any) -> bool:

@@ -1,0 +1,208 @@
+"""`review` and `watch` are live through change notification, not by polling `list` (issues
+#13, #14): requests created and decided by other processes appear and leave, remotely (the
+event stream of a real `serve` process on 127.0.0.1, across a restart of it) and locally
+(the database's change marker, on SQLite and PostgreSQL); and an idle queue makes no `list`
+call at all (counted by the queue, and by the server's own request counter).
+
+Every bound below (GUARD) is a hang guard, not a speed claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+from conftest import env_for, free_port
+
+pytest.importorskip("textual")
+
+from approvalctl.cli.app import LocalBackend  # noqa: E402
+from approvalctl.cli.review import LiveQueue, build_app  # noqa: E402
+from approvalctl.client import Client  # noqa: E402
+from approvalctl.models import Principal  # noqa: E402
+
+GUARD = 15.0
+ADMIN = Principal("test-admin", "admin", local=True)
+IDLE = 2.5  # seconds a queue sits idle; the old queue polled `list` every second
+SIZE = (80, 24)
+
+
+def cli(db: str, *args: str) -> str:
+    """Run the CLI in another process on `db`, as the agent `deploy-bot`; its stdout."""
+    done = subprocess.run([sys.executable, "-m", "approvalctl", *args],
+                          env={**env_for(db), "APPROVALCTL_USER": "deploy-bot"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def installed() -> str:
+    """The console script installed with the interpreter running the tests (an `approvalctl`
+    earlier on PATH may belong to another checkout)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "approvalctl")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("approvalctl")
+    assert found, "approvalctl is not installed"
+    return found
+
+
+def list_calls(url: str) -> float:
+    """GET /api/v1/approvals served so far, from the server's own request counter."""
+    text = httpx.get(url + "/metrics", timeout=GUARD).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("approvalctl_http_requests_total{") and \
+                'route="/api/v1/approvals"' in line and 'method="GET"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def serve(db: str, port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "approvalctl", "serve", "--port", str(port),
+                             "--sweep-interval", "3600"], env=env_for(db),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"serve did not start: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(2)
+        try:
+            proc.wait(GUARD)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+async def until(pilot: Any, check: Any, what: str) -> None:
+    deadline = time.monotonic() + GUARD
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def ids(app: Any) -> list[str]:
+    return [r.id for r in app.pending]
+
+
+async def created_decided_elsewhere(app: Any, pilot: Any, queue: LiveQueue, db: str,
+                                    then_idle: bool = True) -> None:
+    """The shared script: a request made by another process appears; opened, it is decided
+    by another process, so it leaves and its screen closes; then the queue sits idle."""
+    await pilot.pause()
+    assert app.pending == []
+    rid = cli(db, "request", "git_push", "--reason", "release")
+    await until(pilot, lambda: ids(app) == [rid], "the new request to appear")
+    await pilot.press("enter")
+    await pilot.pause()
+    assert hasattr(app.screen, "req") and app.screen.req.id == rid
+    cli(db, "approve", rid)
+    await until(pilot, lambda: ids(app) == [], "the request decided elsewhere to leave")
+    await until(pilot, lambda: not hasattr(app.screen, "req"), "its screen to close")
+    if then_idle:
+        reads = queue.reads
+        await pilot.pause(IDLE)
+        assert queue.reads == reads, "the queue was re-read by polling"
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite", "postgres"])
+def test_local_review_follows_other_processes_without_polling(service, operator, db_url):
+    queue = LiveQueue(LocalBackend(service, operator))
+    app = build_app(queue.backend, queue=queue)
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await created_decided_elsewhere(app, pilot, queue, db_url)
+
+    asyncio.run(main())
+    # the first screen's, then one per change that touched a request (locally the change
+    # check says *that* something changed, the re-read says what)
+    assert queue.reads == 3
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
+def test_remote_review_follows_the_event_stream_across_a_restart(service, db_url):
+    operator_key, _ = service.create_key(ADMIN, "olivia", "operator")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = serve(db_url, port)
+    client = Client(url, operator_key, timeout=GUARD)
+    queue = LiveQueue(client)
+    app = build_app(client, queue=queue)
+
+    async def main() -> None:
+        nonlocal server
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: queue.reads == 2, "the stream to open")
+            before = list_calls(url)
+            await created_decided_elsewhere(app, pilot, queue, db_url)
+            assert queue.reads == 2  # the events carry the requests: nothing re-read
+            # the server saw one `list` while requests came and went and while idle: the
+            # requester's history, when the request was opened
+            assert list_calls(url) == before + 1
+            stop(server)  # restart: a request made meanwhile still shows up
+            rid = cli(db_url, "request", "db_migrate")
+            server = serve(db_url, port)
+            await until(pilot, lambda: ids(app) == [rid], "the request made while down")
+            assert queue.reads >= 3  # re-read when the stream was reopened
+
+    try:
+        asyncio.run(main())
+    finally:
+        client.close()
+        stop(server)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
+def test_installed_watch_with_a_server_never_polls_list(service, db_url, tmp_path):
+    """`approvalctl watch --server` in a real terminal: another process's request shows, its
+    decision elsewhere removes it; the server answers no `list` after the first screen."""
+    pexpect = pytest.importorskip("pexpect")
+    viewer_key, _ = service.create_key(ADMIN, "vera", "viewer")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = serve(db_url, port)
+    env = {"TERM": "xterm-256color", "HOME": str(tmp_path), "APPROVALCTL_API_KEY": viewer_key,
+           "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"}
+    child = pexpect.spawn(installed(), ["watch", "--server", url], env=env,
+                          encoding="utf-8", timeout=GUARD, dimensions=(24, 100),
+                          cwd=str(tmp_path))
+    try:
+        child.expect(r"pending requests: 0")
+        time.sleep(0.5)  # the stream opens (and re-reads the queue once) after the screen
+        before = list_calls(url)
+        rid = cli(db_url, "request", "lint_code", "--reason", "tidy")
+        child.expect(r"pending requests: 1")
+        child.expect("lint_code")
+        cli(db_url, "reject", rid)
+        child.expect(r"pending requests: 0")
+        time.sleep(IDLE)
+        assert list_calls(url) == before
+        assert before >= 2  # the counter counts: the first screen's list and the re-read
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        stop(server)
