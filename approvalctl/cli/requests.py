@@ -415,9 +415,9 @@ def review_cmd(ctx: typer.Context) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise InvalidInput("review is interactive and needs a terminal; use list/approve/"
                            "reject from scripts")
-    from .review import build_app
+    from .review import run
 
-    build_app(backend(ctx)).run()
+    run(backend(ctx))
 
 
 @command(app, "watch")

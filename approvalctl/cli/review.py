@@ -248,6 +248,92 @@ def detail_text(req: Any, history: list[Any] | None = None) -> Any:
     return out
 
 
+def run(backend: Any) -> None:
+    """`approvalctl review` over `backend`: list the queue, draw it at once (rich, on the
+    terminal's alternate screen), then import Textual and hand the terminal to the app.
+
+    Textual's import is most of the start-up, so the queue is on screen before it begins.
+    Keys typed meanwhile reach the app as typed (type-ahead, as in any terminal program);
+    decision keys act only in a request's own screen, as always. Raises what `list` raises
+    (a bad key, an unreachable server) before the screen changes, so the command fails with
+    one line and its exit code.
+    """
+    queue = LiveQueue(backend)
+    rows = queue.read()
+    with _FirstScreen(rows):
+        app = build_app(backend, queue=queue)
+    app.run()
+
+
+class _FirstScreen:
+    """Draws `rows` as the queue on the alternate screen with echo off, for the time the
+    interactive app takes to load; on leaving, restores the terminal's modes (keys typed
+    meanwhile stay queued, unaltered, for the app). The app enters the same alternate screen
+    and draws over it; if loading it fails, the normal screen comes back."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+        self.saved: Any = None
+        self.console: Any = None
+
+    def __enter__(self) -> _FirstScreen:
+        import sys
+
+        from rich.console import Console
+        from rich.text import Text
+
+        try:
+            import termios
+
+            fd = sys.stdin.fileno()
+            self.saved = termios.tcgetattr(fd)
+            quiet = termios.tcgetattr(fd)
+            # no echo (it would draw over the queue), and keys kept byte for byte as typed
+            # (no line editing, CR stays CR) for the app to read as it would have
+            quiet[0] &= ~termios.ICRNL
+            quiet[3] &= ~(termios.ECHO | termios.ICANON)
+            termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        except (ImportError, OSError, ValueError):  # not a POSIX terminal: draw anyway
+            self.saved = None
+        console = self.console = Console(file=sys.stdout, highlight=False, emoji=False,
+                                         markup=False)
+        console.set_alt_screen(True)
+        console.show_cursor(False)
+        n = len(self.rows)
+        more = "+" if n >= QUEUE_LIMIT else ""
+        console.print(Text(f"{n}{more} pending, oldest first · starting…" if n
+                           else "no pending requests · starting…"), crop=True)
+        widths = [12, 20, 14, 6, 6]
+        widths.append(max(8, console.width - sum(widths) - len(widths)))
+
+        def line(cells: list[Any], style: str = "") -> Any:
+            out = Text(style=style, no_wrap=True, overflow="crop")
+            for value, width in zip(cells, widths):
+                cell = Text(render.plain(value, width))
+                cell.truncate(width, pad=True)
+                out.append_text(cell)
+                out.append(" ")
+            return out
+
+        console.print(line(["ID", "TOOL", "USER", "RISK", "AGE", "REASON"], "bold"),
+                      crop=True)
+        for r in self.rows[:max(1, console.height - 3)]:
+            console.print(line([r.id[:12], r.tool_name, r.user_id, r.risk,
+                                _age(r.created_at), r.reason or ""]), crop=True)
+        console.file.flush()
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        if self.saved is not None:
+            import sys
+            import termios
+
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, self.saved)
+        if kind is not None and self.console is not None:
+            self.console.show_cursor(True)
+            self.console.set_alt_screen(False)
+
+
 def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
     """The Textual `App` over `backend` (the CLI's `LocalBackend` or a `Client`), showing
     `queue` (by default the pending requests of `backend`, oldest first)."""
@@ -345,8 +431,8 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
         def on_mount(self) -> None:
             table = self.table
             table.add_columns("ID", "TOOL", "USER", "RISK", "AGE", "REASON")
-            try:
-                self.show(live.read())
+            try:  # the queue `run` read for the first screen, or a first read
+                self.show(live.rows() if live.reads else live.read())
             except ApprovalctlError as exc:
                 self.say(f"cannot read the queue: {exc.detail}", "error")
             threading.Thread(target=self.follow, name="approvalctl-review-follow",

@@ -32,14 +32,21 @@ def table(rows: list[Any], title: str) -> Any:
 
     now = utcnow()
     t = Table(title=Text(title), box=None, header_style="bold", pad_edge=False, expand=False)
-    for col in ("ID", "TOOL", "USER", "RISK", "STATUS", "AGE", "REASON"):
-        t.add_column(col, no_wrap=True, overflow="ellipsis")
+    # the short columns keep their width; TOOL, USER and REASON are cut with an ellipsis
+    for col, least in (("ID", 12), ("TOOL", 8), ("USER", 6), ("RISK", 6), ("STATUS", 9),
+                       ("AGE", 5), ("REASON", 6)):
+        t.add_column(col, no_wrap=True, overflow="ellipsis", min_width=least)
+
+    def cell(value: Any, width: int, style: str = "") -> Text:
+        return Text(render.plain(value, width), style=style, no_wrap=True,
+                    overflow="ellipsis")
+
     for r in rows:
-        t.add_row(Text(r.id[:12]), render.terminal(r.tool_name, 24),
-                  render.terminal(r.user_id, 16),
-                  Text(r.risk, style="bold red" if r.risk == "high" else ""), Text(r.status),
-                  Text(format_duration((now - from_iso(r.created_at)).total_seconds())),
-                  render.terminal(r.reason or "", 40))
+        t.add_row(cell(r.id[:12], 12), cell(r.tool_name, 24), cell(r.user_id, 16),
+                  cell(r.risk, 6, "bold red" if r.risk == "high" else ""),
+                  cell(r.status, 9),
+                  cell(format_duration((now - from_iso(r.created_at)).total_seconds()), 6),
+                  cell(r.reason or "", 40))
     return t
 
 
@@ -90,7 +97,10 @@ def run(queue: LiveQueue, *, what: str, bell: bool) -> None:
                     rows = update
                     title = f"{what}: {len(rows)}{'+' if len(rows) >= WATCH_LIMIT else ''}" \
                             f" (Ctrl-C to stop)"
-                    live.update(table(rows, title), refresh=True)
+                    # only the rows the terminal can show are laid out (the title counts
+                    # them all): a table of every row is measured cell by cell first
+                    live.update(table(rows[:max(1, console.height - 3)], title),
+                                refresh=True)
                     for r in rows:
                         if r.id not in seen and r.risk == "high":
                             alert(r, bell=bell, stream=out)
