@@ -206,3 +206,29 @@ def test_installed_watch_with_a_server_never_polls_list(service, db_url, tmp_pat
         if child.isalive():
             child.terminate(force=True)
         stop(server)
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
+def test_a_long_queue_is_laid_out_in_full_and_changed_in_place(service, operator, db_url):
+    """More rows than the first screen lays out: all arrive right after it; a request
+    decided in the middle leaves, a new one is appended, the rest keep their place."""
+    from approvalctl.cli.review import FIRST_ROWS
+
+    agent = Principal("deploy-bot", "user")
+    made = [service.create(agent, "deploy", {"n": i}).id for i in range(FIRST_ROWS + 10)]
+    queue = LiveQueue(LocalBackend(service, operator))
+    app = build_app(queue.backend, queue=queue)
+
+    def table_ids() -> list[str]:
+        return [str(k.value) for k in app.table.rows]
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: table_ids() == made, "every row to be laid out")
+            cli(db_url, "approve", made[5])
+            newer = cli(db_url, "request", "git_push")
+            want = made[:5] + made[6:] + [newer]
+            await until(pilot, lambda: table_ids() == want, "the queue to change in place")
+            assert ids(app) == want
+
+    asyncio.run(main())

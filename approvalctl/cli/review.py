@@ -35,6 +35,9 @@ AGE_SECONDS = 1.0
 CHANGE_TICK = 0.2
 #: The queue shows at most this many pending requests, oldest first.
 QUEUE_LIMIT = 500
+#: Rows laid out before the first screen is drawn (more than a terminal shows); the rest
+#: follow right after it.
+FIRST_ROWS = 60
 #: The requester's most recent requests shown under a request.
 HISTORY_ROWS = 10
 #: Audit actions that change a request (server/wakeups.py's EVENTS; not imported from
@@ -418,6 +421,7 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.pending: list[Any] = []
+            self.ages: dict[str, str] = {}  # the age shown per row
             self.stopping = threading.Event()
 
         def compose(self) -> ComposeResult:
@@ -430,9 +434,11 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
 
         def on_mount(self) -> None:
             table = self.table
-            table.add_columns("ID", "TOOL", "USER", "RISK", "AGE", "REASON")
+            table.add_columns("ID", "TOOL", "USER", "RISK")
+            self.age_column = table.add_column("AGE")
+            table.add_column("REASON")
             try:  # the queue `run` read for the first screen, or a first read
-                self.show(live.rows() if live.reads else live.read())
+                self.show(live.rows() if live.reads else live.read(), first=FIRST_ROWS)
             except ApprovalctlError as exc:
                 self.say(f"cannot read the queue: {exc.detail}", "error")
             threading.Thread(target=self.follow, name="approvalctl-review-follow",
@@ -465,32 +471,57 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
             except ApprovalctlError as exc:
                 self.say(f"cannot read the queue: {exc.detail}", "error")
 
-        def redraw(self) -> None:
-            self.show(self.pending)
+        def show(self, rows: list[Any], first: int | None = None) -> None:
+            """Draw `rows` as the queue; close a request's screen whose request left it.
 
-        def show(self, rows: list[Any]) -> None:
-            """Draw `rows` as the queue; close a request's screen whose request left it."""
+            The table is changed in place (rows that left removed, new ones appended):
+            laying out a row measures each of its cells, which for a full queue of
+            QUEUE_LIMIT rows is long enough to be felt. `first`: lay out only that many
+            rows now (the first screen), the rest once it is drawn."""
             current = self.current_id()
-            self.pending = rows
             table = self.table
-            table.clear()
-            for r in self.pending:
+            shown = list(self.table.rows)  # row keys, in order
+            wanted = {r.id for r in rows}
+            kept = [k.value for k in shown if k.value in wanted]
+            if [r.id for r in rows[:len(kept)]] != kept:  # not removals and appends only
+                table.clear()
+                self.ages.clear()
+                kept = []
+            else:
+                for key in shown:
+                    if key.value not in wanted:
+                        table.remove_row(key)
+                        self.ages.pop(str(key.value), None)
+            upto = len(rows) if first is None else min(len(rows), max(first, len(kept)))
+            for r in rows[len(kept):upto]:
+                age = _age(r.created_at)
+                self.ages[r.id] = age
                 table.add_row(Text(r.id[:12]), render.terminal(r.tool_name, 24),
-                              render.terminal(r.user_id, 16), Text(r.risk),
-                              Text(_age(r.created_at)), render.terminal(r.reason or "", 60),
-                              key=r.id)
-            ids = [r.id for r in self.pending]
-            if current in ids:
+                              render.terminal(r.user_id, 16), Text(r.risk), Text(age),
+                              render.terminal(r.reason or "", 60), key=r.id)
+            if upto < len(rows):
+                self.call_after_refresh(self.show, rows)
+            self.pending = rows
+            ids = [r.id for r in rows]
+            if current in ids and ids.index(current) < table.row_count:
                 table.move_cursor(row=ids.index(current))
-            n = len(self.pending)
+            n = len(rows)
             more = "+" if n >= QUEUE_LIMIT else ""
             self.status.update(Text(
                 f"{n}{more} pending, oldest first · Enter opens a request · q quits"
                 if n else "no pending requests · new ones appear here · q quits"))
             screen = self.screen
-            if isinstance(screen, RequestScreen) and screen.req.id not in ids:
+            if isinstance(screen, RequestScreen) and screen.req.id not in wanted:
                 self.say(f"{screen.req.id} was decided elsewhere (or expired)", "warning")
                 self.pop_screen()
+
+        def redraw(self) -> None:
+            """Bring the ages up to date: only the cells whose text changed."""
+            for r in self.pending:
+                age = _age(r.created_at)
+                if r.id in self.ages and self.ages[r.id] != age:
+                    self.ages[r.id] = age
+                    self.table.update_cell(r.id, self.age_column, Text(age))
 
         def current_id(self) -> str | None:
             table = self.table
