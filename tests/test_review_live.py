@@ -232,3 +232,22 @@ def test_a_long_queue_is_laid_out_in_full_and_changed_in_place(service, operator
             assert ids(app) == want
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
+def test_a_queue_cut_at_its_limit_stays_what_a_fresh_list_would_show(service, operator):
+    agent = Principal("deploy-bot", "user")
+    one, two, three = (service.create(agent, "deploy", {"n": i}) for i in range(3))
+    pending = LiveQueue(LocalBackend(service, operator), 2)
+    assert [r.id for r in pending.read()] == [one.id, two.id]
+    newest = LiveQueue(LocalBackend(service, operator), 2, status="all")
+    assert [r.id for r in newest.read()] == [three.id, two.id]
+    four = service.create(agent, "deploy", {"n": 4})
+    assert pending.apply(four) is False  # beyond the two oldest: not shown
+    assert [r.id for r in pending.rows()] == [one.id, two.id]
+    assert newest.apply(four) and [r.id for r in newest.rows()] == [four.id, three.id]
+    done = service.decide(operator, one.id, "approve")
+    assert pending.apply(done)  # leaves; the gap is filled by a fresh read
+    assert [r.id for r in pending.rows()] == [two.id, three.id]
+    assert newest.apply(done) is False  # older than the two newest: not shown
+    assert [r.id for r in newest.rows()] == [four.id, three.id]

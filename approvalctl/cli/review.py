@@ -111,7 +111,12 @@ class LiveQueue:
             old = self._rows.get(req.id)
             if self.matches(req):
                 self._rows[req.id] = req
-                return old is None or old != req
+                if len(self._rows) > self.limit:  # keep `limit`, as a fresh read would
+                    for extra in sorted(self._rows, reverse=self.status != "pending"
+                                        )[self.limit:]:
+                        del self._rows[extra]
+                    self._full = True
+                return req.id in self._rows and (old is None or old != req)
             if old is None:
                 return False
             del self._rows[req.id]
