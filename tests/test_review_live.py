@@ -251,3 +251,24 @@ def test_a_queue_cut_at_its_limit_stays_what_a_fresh_list_would_show(service, op
     assert [r.id for r in pending.rows()] == [two.id, three.id]
     assert newest.apply(done) is False  # older than the two newest: not shown
     assert [r.id for r in newest.rows()] == [four.id, three.id]
+
+
+@pytest.mark.parametrize("backend_kind", ["postgres"])
+def test_local_review_on_postgresql_survives_its_listener_being_killed(service, operator,
+                                                                       db_url, raw_db):
+    """The LISTEN connection of a local review is killed; a request made while it is away
+    still shows (it listens again and catches up from the audit trail)."""
+    queue = LiveQueue(LocalBackend(service, operator))
+    app = build_app(queue.backend, queue=queue)
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: queue.listener_pid is not None, "the listener")
+            old = queue.listener_pid
+            raw_db.execute("SELECT pg_terminate_backend(%s)", (old,))
+            rid = cli(db_url, "request", "git_push")
+            await until(pilot, lambda: ids(app) == [rid], "the request made meanwhile")
+            await until(pilot, lambda: queue.listener_pid not in (None, old),
+                        "the listener to reconnect")
+
+    asyncio.run(main())

@@ -10,16 +10,18 @@ shows the full arguments, and acts on exactly the request shown.
 The queue is live without polling `list` (`LiveQueue`): one `list` fills it, then a thread
 follows the changes and re-reads only when one touched a request — remote, the event stream
 (`GET /api/v1/events`, reopened with Last-Event-ID after a dropped connection or a server
-restart, and the queue re-read on every (re)open so nothing is missed); local, the cheap
-change check the local `wait` uses (`store.change_marker`: SQLite's `PRAGMA data_version`,
-the audit head elsewhere) once per CHANGE_TICK, then one read of the audit rows after the
-last seen. The screen never waits for it: the thread hands each new queue to the UI.
+restart, and the queue re-read on every (re)open so nothing is missed); local on SQLite,
+the cheap change check the local `wait` uses (`store.change_marker`: `PRAGMA
+data_version`) once per CHANGE_TICK, local on PostgreSQL, LISTEN for the NOTIFY each change
+sends at commit — then one read of the audit rows after the last seen. The screen never
+waits for it: the thread hands each new queue to the UI.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,6 +75,8 @@ class LiveQueue:
         self.seq: int | None = None  # local: the audit seq the queue is current up to
         #: how many times `list` was called (what a test of "never polls" counts)
         self.reads = 0
+        #: PostgreSQL, local: the backend pid of the LISTEN connection while there is one
+        self.listener_pid: int | None = None
 
     def __call__(self) -> list[Any]:
         return self.read()
@@ -169,6 +173,9 @@ class LiveQueue:
                       stop: threading.Event) -> None:
         store = self.store
         assert store is not None
+        if hasattr(store, "listen_changes"):
+            self._follow_listening(store, changed, failed, stop)
+            return
         marker = None
         while not stop.is_set():
             try:
@@ -188,6 +195,43 @@ class LiveQueue:
                     return
                 raise
             stop.wait(CHANGE_TICK)
+
+    def _follow_listening(self, store: Any, changed: Callable[[list[Any]], None],
+                          failed: Callable[[ApprovalctlError], None],
+                          stop: threading.Event) -> None:
+        """PostgreSQL: LISTEN for the NOTIFY every change sends at commit (payload: its
+        schema), and read the audit rows after `seq` when one arrives. After a lost
+        connection: listen again, then catch up, so no change is missed."""
+        schema = getattr(store, "schema", None)
+        while not stop.is_set():
+            conn = None
+            try:
+                conn = store.listen_changes()
+                self.listener_pid = conn.info.backend_pid
+                if self.seq is None or self._moved(store):
+                    changed(self.read())
+                while not stop.is_set():
+                    noted = False
+                    for note in conn.notifies(timeout=1.0):
+                        noted = noted or note.payload == schema
+                    if noted and self._moved(store):
+                        changed(self.read())
+            except ApprovalctlError as exc:
+                if stop.is_set():
+                    return
+                failed(exc)
+                stop.wait(1.0)
+            except Exception as exc:  # the listening connection was lost: listen again
+                if stop.is_set():
+                    return
+                failed(Unavailable(f"lost the database's change notifications "
+                                   f"({type(exc).__name__}); listening again"))
+                stop.wait(1.0)
+            finally:
+                self.listener_pid = None
+                if conn is not None:
+                    with suppress(Exception):  # already gone
+                        conn.close()
 
     def _moved(self, store: Any) -> bool:
         """Whether the audit rows after `seq` change any request (and move `seq` past them)."""
