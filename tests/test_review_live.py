@@ -10,6 +10,7 @@ Every bound below (GUARD) is a hang guard, not a speed claim.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import subprocess
@@ -272,3 +273,28 @@ def test_local_review_on_postgresql_survives_its_listener_being_killed(service, 
                         "the listener to reconnect")
 
     asyncio.run(main())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
+def test_ctrl_c_on_the_first_screen_gives_the_terminal_back(service, db_url, tmp_path):
+    """Ctrl-C as soon as the queue is drawn (before or while Textual loads, or after):
+    the command ends and leaves the alternate screen with the cursor shown."""
+    pexpect = pytest.importorskip("pexpect")
+    agent = Principal("deploy-bot", "user")
+    for i in range(30):
+        service.create(agent, "deploy", {"n": i})
+    child = pexpect.spawn(installed(), ["review", "--db", db_url], encoding="utf-8",
+                          timeout=GUARD, dimensions=(24, 80), cwd=str(tmp_path),
+                          env={"TERM": "xterm-256color", "PATH": "/usr/bin:/bin",
+                               "HOME": str(tmp_path)})
+    child.logfile_read = seen = io.StringIO()
+    child.expect("30 pending")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    out = seen.getvalue()
+    assert child.exitstatus in (0, 130), out[-300:]
+    assert "Traceback" not in out
+    assert out.rfind("\x1b[?1049l") > out.rfind("\x1b[?1049h") >= 0
+    assert out.rfind("\x1b[?25h") > out.rfind("\x1b[?25l")

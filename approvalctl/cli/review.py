@@ -332,7 +332,6 @@ class _FirstScreen:
         import sys
 
         from rich.console import Console
-        from rich.text import Text
 
         try:
             import termios
@@ -349,6 +348,16 @@ class _FirstScreen:
             self.saved = None
         console = self.console = Console(file=sys.stdout, highlight=False, emoji=False,
                                          markup=False)
+        try:
+            self._draw(console)
+        except BaseException as exc:  # Ctrl-C while drawing: the terminal as it was
+            self.__exit__(type(exc))
+            raise
+        return self
+
+    def _draw(self, console: Any) -> None:
+        from rich.text import Text
+
         console.set_alt_screen(True)
         console.show_cursor(False)
         n = len(self.rows)
@@ -373,7 +382,6 @@ class _FirstScreen:
             console.print(line([r.id[:12], r.tool_name, r.user_id, r.risk,
                                 _age(r.created_at), r.reason or ""]), crop=True)
         console.file.flush()
-        return self
 
     def __exit__(self, kind: Any, *exc: Any) -> None:
         if self.saved is not None:
