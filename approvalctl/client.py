@@ -353,13 +353,19 @@ class Client:
         return self._call("GET", "/healthz")
 
     def events(self, *, status: str | None = None, tool_name: str | None = None,
-                last_event_id: int | None = None, reconnect: bool = True
-                ) -> Iterator[dict[str, Any]]:
+                last_event_id: int | None = None, reconnect: bool = True,
+                on_open: Callable[[], None] | None = None) -> Iterator[dict[str, Any]]:
         """Iterate GET /api/v1/events: `{"event": name, "id": audit seq, "data": request
         dict}` per change, forever. After a dropped connection (or the server's `too slow` /
         `server stopping` end) it reconnects with Last-Event-ID, so nothing is missed; with
         `reconnect=False` it returns instead. Errors the server answers (401, 403, 429) raise
-        as the other calls do; Unavailable when the server cannot be reached at all."""
+        as the other calls do; Unavailable when the server cannot be reached at all.
+
+        `on_open()` is called each time the stream is (re)opened, before its first event:
+        from then on every change reaches the stream, so a caller that keeps a copy of state
+        read by other calls (a queue from `list`) re-reads it there, and misses nothing
+        even when no event had arrived yet to resume from. It runs on the iterating thread.
+        """
         params = {k: v for k, v in (("status", status), ("tool_name", tool_name))
                   if v is not None}
         last = last_event_id
@@ -373,6 +379,8 @@ class Client:
                     if resp.status_code >= 400:
                         resp.read()
                         raise _error_from(resp)
+                    if on_open is not None:
+                        on_open()
                     for event in _parse_sse(resp.iter_lines()):
                         if event["event"] == "error":
                             break

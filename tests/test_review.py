@@ -18,9 +18,9 @@ AGENT = Principal("deploy-bot", "user")
 SIZE = (80, 24)
 
 
-def _drive(service, operator, steps, *, poll: float = 0.05):
+def _drive(service, operator, steps):
     """Run the review app headless at 80x24 and `await steps(app, pilot)`."""
-    app = build_app(LocalBackend(service, operator), poll_seconds=poll)
+    app = build_app(LocalBackend(service, operator))
 
     async def main() -> None:
         async with app.run_test(size=SIZE) as pilot:
@@ -148,7 +148,7 @@ def test_hostile_strings_are_shown_escaped_never_as_markup(service, operator) ->
 def test_remote_review_over_http(service, operator, make_server) -> None:
     live = make_server(sweep_interval=3600)
     req = service.create(AGENT, "deploy", {"env": "prod"})
-    app = build_app(live.client("operator"), poll_seconds=0.05)
+    app = build_app(live.client("operator"))
 
     async def main() -> None:
         async with app.run_test(size=SIZE) as pilot:

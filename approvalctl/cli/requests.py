@@ -429,17 +429,18 @@ def stats_cmd(
 
 @command(app, "review")
 def review_cmd(ctx: typer.Context) -> None:
-    """Work the queue full-screen: pending requests oldest first, refreshed every second;
-    open one to see everything before deciding. Keys: Enter open · a approve · A approve and
-    always allow these exact arguments · r reject (asks for a reason) · c cancel · s skip to
-    the next · Esc back to the queue · q or Ctrl-C quit. Decisions are made only in a
-    request's own screen, on the request shown. Needs a terminal (exit 2 without one)."""
+    """Work the queue full-screen: pending requests oldest first, kept live without
+    polling; open one to see everything before deciding. Keys: Enter open · a approve ·
+    A approve and always allow these exact arguments · r reject (asks for a reason) ·
+    c cancel · s skip to the next · Esc back to the queue · q or Ctrl-C quit. Decisions are
+    made only in a request's own screen, on the request shown. Needs a terminal (exit 2
+    without one)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise InvalidInput("review is interactive and needs a terminal; use list/approve/"
                            "reject from scripts")
-    from .review import build_app
+    from .review import run
 
-    build_app(backend(ctx)).run()
+    run(backend(ctx))
 
 
 @command(app, "watch")
@@ -452,7 +453,7 @@ def watch_cmd(
     bell: bool = typer.Option(False, "--bell", help="Ring the terminal bell (and notify-send, "
                               "when installed) on each new high-risk request."),
 ) -> None:
-    """Watch the queue live, read-only, redrawn every second until Ctrl-C (at most the
+    """Watch the queue live, read-only, redrawn on every change until Ctrl-C (at most the
     first 200 rows: pending oldest first, other statuses newest first)."""
     from .review import pending_source
     from .watch import WATCH_LIMIT, run

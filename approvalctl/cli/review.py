@@ -7,14 +7,21 @@ Textual never reads markup in a `Text`, and notifications are sent with `markup=
 Nothing is decided from the list: a decision key works only in a request's own screen, which
 shows the full arguments, and acts on exactly the request shown.
 
-The queue refreshes by polling `list` (`pending_source`, every POLL_SECONDS). That one small
-function is the source of changes: the event stream (`GET /api/v1/events`) can replace it
-without touching the screens.
+The queue is live without polling `list` (`LiveQueue`): one `list` fills it, then a thread
+follows the changes and re-reads only when one touched a request — remote, the event stream
+(`GET /api/v1/events`, reopened with Last-Event-ID after a dropped connection or a server
+restart, and the queue re-read on every (re)open so nothing is missed); local on SQLite,
+the cheap change check the local `wait` uses (`store.change_marker`: `PRAGMA
+data_version`) once per CHANGE_TICK, local on PostgreSQL, LISTEN for the NOTIFY each change
+sends at commit — then one read of the audit rows after the last seen. The screen never
+waits for it: the thread hands each new queue to the UI.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,31 +29,228 @@ if TYPE_CHECKING:
 
 from .. import render
 from ..durations import format_duration
-from ..errors import ApprovalctlError
+from ..errors import ApprovalctlError, Unavailable
 
-#: How often the queue is re-read while no event stream is available.
-POLL_SECONDS = 1.0
+#: How often (s) the ages on screen are redrawn (from memory: no read).
+AGE_SECONDS = 1.0
+#: How often (s) a local queue asks the database whether anything changed (one PRAGMA).
+CHANGE_TICK = 0.2
 #: The queue shows at most this many pending requests, oldest first.
 QUEUE_LIMIT = 500
+#: Rows laid out before the first screen is drawn (more than a terminal shows); the rest
+#: follow right after it.
+FIRST_ROWS = 60
 #: The requester's most recent requests shown under a request.
 HISTORY_ROWS = 10
+#: Audit actions that change a request (server/wakeups.py's EVENTS; not imported from
+#: there, which would load the HTTP server into the terminal commands).
+CHANGES = frozenset({"create", "approve", "reject", "expire", "cancel", "consume"})
+#: Audit rows read per query while catching up.
+BATCH = 500
+#: Seconds before following the changes again after an error the server answered.
+RETRY_SECONDS = 5.0
 
+
+class LiveQueue:
+    """The requests `review` and `watch` show, kept current by change notification.
+
+    `read()` lists them (pending oldest first, any other status newest first, at most
+    `limit`); `follow()` then keeps them current, blocking, in a thread of its own. `backend`
+    is a `Client` (remote: the event stream) or the CLI's `LocalBackend` (local: the store's
+    change marker). Thread-safe: `rows()` and `apply()` may be called from the UI thread
+    while `follow()` runs. Errors: `read()` raises the backend's ApprovalctlError (a bad
+    filter, an unreachable server); `follow()` reports them through `failed` and retries.
+    """
+
+    def __init__(self, backend: Any, limit: int = QUEUE_LIMIT, *, status: str = "pending",
+                 tool: str | None = None, user: str | None = None) -> None:
+        self.backend = backend
+        self.limit = limit
+        self.status = None if status in (None, "", "all") else status
+        self.tool, self.user = tool, user
+        self.store = getattr(getattr(backend, "service", None), "store", None)
+        self._rows: dict[str, Any] = {}
+        self._full = False  # the last read filled `limit`: more may exist beyond it
+        self._lock = threading.Lock()
+        self.seq: int | None = None  # local: the audit seq the queue is current up to
+        #: how many times `list` was called (what a test of "never polls" counts)
+        self.reads = 0
+        #: PostgreSQL, local: the backend pid of the LISTEN connection while there is one
+        self.listener_pid: int | None = None
+
+    def __call__(self) -> list[Any]:
+        return self.read()
+
+    # ---- the queue
+    def read(self) -> list[Any]:
+        """List the queue afresh (one `list` call) and return it."""
+        seq = self.store.audit_head()[0] if self.store is not None else None
+        items = list(self.backend.list(status=self.status or "all", tool_name=self.tool,
+                                       user_id=self.user, limit=self.limit).items)
+        with self._lock:
+            self.reads += 1
+            self._rows = {r.id: r for r in items}
+            self._full = len(items) >= self.limit
+            if seq is not None:
+                self.seq = seq
+        return self.rows()
+
+    def rows(self) -> list[Any]:
+        """The queue now, in display order."""
+        with self._lock:
+            rows = sorted(self._rows.values(), key=lambda r: r.id,
+                          reverse=self.status != "pending")
+        return rows[:self.limit]
+
+    def matches(self, req: Any) -> bool:
+        """Whether `req` (as it is now) belongs in the queue."""
+        return ((self.status is None or req.status == self.status)
+                and (self.tool is None or req.tool_name == self.tool)
+                and (self.user is None or req.user_id == self.user))
+
+    def apply(self, req: Any) -> bool:
+        """Take `req`'s current state into the queue; True if the queue changed. A request
+        leaving a queue that was cut at `limit` re-reads it, to fill the gap."""
+        with self._lock:
+            old = self._rows.get(req.id)
+            if self.matches(req):
+                self._rows[req.id] = req
+                if len(self._rows) > self.limit:  # keep `limit`, as a fresh read would
+                    for extra in sorted(self._rows, reverse=self.status != "pending"
+                                        )[self.limit:]:
+                        del self._rows[extra]
+                    self._full = True
+                return req.id in self._rows and (old is None or old != req)
+            if old is None:
+                return False
+            del self._rows[req.id]
+            refill = self._full
+        if refill:
+            self.read()
+        return True
+
+    # ---- following the changes
+    def follow(self, changed: Callable[[list[Any]], None],
+               failed: Callable[[ApprovalctlError], None], stop: threading.Event) -> None:
+        """Keep the queue current until `stop` is set: `changed(rows)` after every change
+        that touched it, `failed(error)` when the changes cannot be followed (it retries).
+        Blocking: run it in a thread of its own."""
+        if self.store is not None:
+            self._follow_local(changed, failed, stop)
+        else:
+            self._follow_stream(changed, failed, stop)
+
+    def _follow_stream(self, changed: Callable[[list[Any]], None],
+                       failed: Callable[[ApprovalctlError], None],
+                       stop: threading.Event) -> None:
+        from ..models import ApprovalRequest
+
+        def opened() -> None:  # every change from now on reaches the stream: re-read
+            changed(self.read())
+
+        last: int | None = None
+        while not stop.is_set():
+            try:
+                for event in self.backend.events(tool_name=self.tool, last_event_id=last,
+                                                 reconnect=False, on_open=opened):
+                    if stop.is_set():
+                        return
+                    last = event["id"]
+                    if self.apply(ApprovalRequest.from_dict(event["data"])):
+                        changed(self.rows())
+            except ApprovalctlError as exc:
+                if stop.is_set():
+                    return
+                failed(exc)
+                stop.wait(1.0 if isinstance(exc, Unavailable) else RETRY_SECONDS)
+            except Exception:  # the client closed under the stream as the command ends
+                if stop.is_set():
+                    return
+                raise
+
+    def _follow_local(self, changed: Callable[[list[Any]], None],
+                      failed: Callable[[ApprovalctlError], None],
+                      stop: threading.Event) -> None:
+        store = self.store
+        assert store is not None
+        if hasattr(store, "listen_changes"):
+            self._follow_listening(store, changed, failed, stop)
+            return
+        marker = None
+        while not stop.is_set():
+            try:
+                if self.seq is None:
+                    changed(self.read())
+                seen = store.change_marker()
+                if seen != marker:
+                    marker = seen
+                    if self._moved(store):
+                        changed(self.read())
+            except ApprovalctlError as exc:
+                if stop.is_set():
+                    return
+                failed(exc)
+            except Exception:  # the store closed under the loop as the command ends
+                if stop.is_set():
+                    return
+                raise
+            stop.wait(CHANGE_TICK)
+
+    def _follow_listening(self, store: Any, changed: Callable[[list[Any]], None],
+                          failed: Callable[[ApprovalctlError], None],
+                          stop: threading.Event) -> None:
+        """PostgreSQL: LISTEN for the NOTIFY every change sends at commit (payload: its
+        schema), and read the audit rows after `seq` when one arrives. After a lost
+        connection: listen again, then catch up, so no change is missed."""
+        schema = getattr(store, "schema", None)
+        while not stop.is_set():
+            conn = None
+            try:
+                conn = store.listen_changes()
+                self.listener_pid = conn.info.backend_pid
+                if self.seq is None or self._moved(store):
+                    changed(self.read())
+                while not stop.is_set():
+                    noted = False
+                    for note in conn.notifies(timeout=1.0):
+                        noted = noted or note.payload == schema
+                    if noted and self._moved(store):
+                        changed(self.read())
+            except ApprovalctlError as exc:
+                if stop.is_set():
+                    return
+                failed(exc)
+                stop.wait(1.0)
+            except Exception as exc:  # the listening connection was lost: listen again
+                if stop.is_set():
+                    return
+                failed(Unavailable(f"lost the database's change notifications "
+                                   f"({type(exc).__name__}); listening again"))
+                stop.wait(1.0)
+            finally:
+                self.listener_pid = None
+                if conn is not None:
+                    with suppress(Exception):  # already gone
+                        conn.close()
+
+    def _moved(self, store: Any) -> bool:
+        """Whether the audit rows after `seq` change any request (and move `seq` past them)."""
+        moved = False
+        while self.seq is not None:
+            rows = store.changes_after(self.seq, BATCH)
+            if not rows:
+                break
+            self.seq = rows[-1][0]
+            moved = moved or any(action in CHANGES for _, action, _ in rows)
+            if len(rows) < BATCH:
+                break
+        return moved
 
 
 def pending_source(backend: Any, limit: int = QUEUE_LIMIT, *, status: str = "pending",
-                   tool: str | None = None, user: str | None = None
-                   ) -> Callable[[], list[Any]]:
-    """The source of changes for `review` and `watch`: a function returning the current
-    requests (pending ones oldest first, others newest first), at most `limit`.
-
-    Today each call polls `backend.list`; when the change notification of "Waiting at
-    scale" lands, a function that follows the event stream can take its place.
-    """
-    def read() -> list[Any]:
-        return list(backend.list(status=status, tool_name=tool, user_id=user,
-                                 limit=limit).items)
-
-    return read
+                   tool: str | None = None, user: str | None = None) -> LiveQueue:
+    """The live queue `review` and `watch` show (see `LiveQueue`)."""
+    return LiveQueue(backend, limit, status=status, tool=tool, user=user)
 
 
 def _age(iso: str) -> str:
@@ -102,9 +306,103 @@ def detail_text(req: Any, history: list[Any] | None = None,
     return out
 
 
-def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
-              poll_seconds: float = POLL_SECONDS) -> Any:
-    """The Textual `App` over `backend` (the local service or a `Client`)."""
+def run(backend: Any) -> None:
+    """`approvalctl review` over `backend`: list the queue, draw it at once (rich, on the
+    terminal's alternate screen), then import Textual and hand the terminal to the app.
+
+    Textual's import is most of the start-up, so the queue is on screen before it begins.
+    Keys typed meanwhile reach the app as typed (type-ahead, as in any terminal program);
+    decision keys act only in a request's own screen, as always. Raises what `list` raises
+    (a bad key, an unreachable server) before the screen changes, so the command fails with
+    one line and its exit code.
+    """
+    queue = LiveQueue(backend)
+    rows = queue.read()
+    with _FirstScreen(rows):
+        app = build_app(backend, queue=queue)
+    app.run()
+
+
+class _FirstScreen:
+    """Draws `rows` as the queue on the alternate screen with echo off, for the time the
+    interactive app takes to load; on leaving, restores the terminal's modes (keys typed
+    meanwhile stay queued, unaltered, for the app). The app enters the same alternate screen
+    and draws over it; if loading it fails, the normal screen comes back."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+        self.saved: Any = None
+        self.console: Any = None
+
+    def __enter__(self) -> _FirstScreen:
+        import sys
+
+        from rich.console import Console
+
+        try:
+            import termios
+
+            fd = sys.stdin.fileno()
+            self.saved = termios.tcgetattr(fd)
+            quiet = termios.tcgetattr(fd)
+            # no echo (it would draw over the queue), and keys kept byte for byte as typed
+            # (no line editing, CR stays CR) for the app to read as it would have
+            quiet[0] &= ~termios.ICRNL
+            quiet[3] &= ~(termios.ECHO | termios.ICANON)
+            termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        except (ImportError, OSError, ValueError):  # not a POSIX terminal: draw anyway
+            self.saved = None
+        console = self.console = Console(file=sys.stdout, highlight=False, emoji=False,
+                                         markup=False)
+        try:
+            self._draw(console)
+        except BaseException as exc:  # Ctrl-C while drawing: the terminal as it was
+            self.__exit__(type(exc))
+            raise
+        return self
+
+    def _draw(self, console: Any) -> None:
+        from rich.text import Text
+
+        console.set_alt_screen(True)
+        console.show_cursor(False)
+        n = len(self.rows)
+        more = "+" if n >= QUEUE_LIMIT else ""
+        console.print(Text(f"{n}{more} pending, oldest first · starting…" if n
+                           else "no pending requests · starting…"), crop=True)
+        widths = [12, 20, 14, 6, 6]
+        widths.append(max(8, console.width - sum(widths) - len(widths)))
+
+        def line(cells: list[Any], style: str = "") -> Any:
+            out = Text(style=style, no_wrap=True, overflow="crop")
+            for value, width in zip(cells, widths):
+                cell = Text(render.plain(value, width))
+                cell.truncate(width, pad=True)
+                out.append_text(cell)
+                out.append(" ")
+            return out
+
+        console.print(line(["ID", "TOOL", "USER", "RISK", "AGE", "REASON"], "bold"),
+                      crop=True)
+        for r in self.rows[:max(1, console.height - 3)]:
+            console.print(line([r.id[:12], r.tool_name, r.user_id, r.risk,
+                                _age(r.created_at), r.reason or ""]), crop=True)
+        console.file.flush()
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        if self.saved is not None:
+            import sys
+            import termios
+
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, self.saved)
+        if kind is not None and self.console is not None:
+            self.console.show_cursor(True)
+            self.console.set_alt_screen(False)
+
+
+def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
+    """The Textual `App` over `backend` (the CLI's `LocalBackend` or a `Client`), showing
+    `queue` (by default the pending requests of `backend`, oldest first)."""
     from rich.text import Text
     from textual.app import App, ComposeResult
     from textual.binding import Binding
@@ -113,7 +411,7 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
     from textual.screen import ModalScreen, Screen
     from textual.widgets import DataTable, Footer, Input, Label, Static
 
-    read = source or pending_source(backend)
+    live = queue or LiveQueue(backend)
 
     class ReasonScreen(ModalScreen[str | None]):
         """Asks for a rejection reason; Esc gives up (nothing is decided)."""
@@ -176,7 +474,7 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
             app.decide(self.req, action)
 
     class ReviewApp(App):
-        """The queue: pending requests oldest first, refreshed while it is open."""
+        """The queue: pending requests oldest first, kept live while it is open."""
 
         TITLE = "approvalctl review"
         BINDINGS = [
@@ -188,6 +486,8 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
         def __init__(self) -> None:
             super().__init__()
             self.pending: list[Any] = []
+            self.ages: dict[str, str] = {}  # the age shown per row
+            self.stopping = threading.Event()
 
         def compose(self) -> ComposeResult:
             self.status = Static(id="status")
@@ -199,37 +499,94 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
 
         def on_mount(self) -> None:
             table = self.table
-            table.add_columns("ID", "TOOL", "USER", "RISK", "AGE", "REASON")
-            self.refresh_queue()
-            self.set_interval(poll_seconds, self.refresh_queue)
-
-        # -------------------------------------------------- queue
-        def refresh_queue(self) -> None:
-            current = self.current_id()
-            try:
-                self.pending = read()
+            table.add_columns("ID", "TOOL", "USER", "RISK")
+            self.age_column = table.add_column("AGE")
+            table.add_column("REASON")
+            try:  # the queue `run` read for the first screen, or a first read
+                self.show(live.rows() if live.reads else live.read(), first=FIRST_ROWS)
             except ApprovalctlError as exc:
                 self.say(f"cannot read the queue: {exc.detail}", "error")
-                return
+            threading.Thread(target=self.follow, name="approvalctl-review-follow",
+                             daemon=True).start()
+            self.set_interval(AGE_SECONDS, self.redraw)
+
+        def on_unmount(self) -> None:
+            self.stopping.set()
+
+        # -------------------------------------------------- queue
+        def follow(self) -> None:
+            """The follower thread: hands every new queue to the UI thread."""
+            def hand(callback: Callable[..., Any], *args: Any) -> None:
+                if self.stopping.is_set():
+                    return
+                try:
+                    self.call_from_thread(callback, *args)
+                except RuntimeError:  # the app has ended meanwhile
+                    self.stopping.set()
+
+            live.follow(lambda rows: hand(self.show, rows),
+                        lambda exc: hand(self.say, f"cannot follow the queue: {exc.detail}",
+                                         "error"),
+                        self.stopping)
+
+        def refresh_queue(self) -> None:
+            """Re-read the queue now (after an answer that says it moved)."""
+            try:
+                self.show(live.read())
+            except ApprovalctlError as exc:
+                self.say(f"cannot read the queue: {exc.detail}", "error")
+
+        def show(self, rows: list[Any], first: int | None = None) -> None:
+            """Draw `rows` as the queue; close a request's screen whose request left it.
+
+            The table is changed in place (rows that left removed, new ones appended):
+            laying out a row measures each of its cells, which for a full queue of
+            QUEUE_LIMIT rows is long enough to be felt. `first`: lay out only that many
+            rows now (the first screen), the rest once it is drawn."""
+            current = self.current_id()
             table = self.table
-            table.clear()
-            for r in self.pending:
+            shown = list(self.table.rows)  # row keys, in order
+            wanted = {r.id for r in rows}
+            kept = [k.value for k in shown if k.value in wanted]
+            if [r.id for r in rows[:len(kept)]] != kept:  # not removals and appends only
+                table.clear()
+                self.ages.clear()
+                kept = []
+            else:
+                for key in shown:
+                    if key.value not in wanted:
+                        table.remove_row(key)
+                        self.ages.pop(str(key.value), None)
+            upto = len(rows) if first is None else min(len(rows), max(first, len(kept)))
+            for r in rows[len(kept):upto]:
+                age = _age(r.created_at)
+                self.ages[r.id] = age
                 table.add_row(Text(r.id[:12]), render.terminal(r.tool_name, 24),
-                              render.terminal(r.user_id, 16), Text(r.risk),
-                              Text(_age(r.created_at)), render.terminal(r.reason or "", 60),
-                              key=r.id)
-            ids = [r.id for r in self.pending]
-            if current in ids:
+                              render.terminal(r.user_id, 16), Text(r.risk), Text(age),
+                              render.terminal(r.reason or "", 60), key=r.id)
+            if upto < len(rows):
+                self.call_after_refresh(self.show, rows)
+            self.pending = rows
+            ids = [r.id for r in rows]
+            if current in ids and ids.index(current) < table.row_count:
                 table.move_cursor(row=ids.index(current))
-            n = len(self.pending)
+            n = len(rows)
             more = "+" if n >= QUEUE_LIMIT else ""
             self.status.update(Text(
                 f"{n}{more} pending, oldest first · Enter opens a request · q quits"
                 if n else "no pending requests · new ones appear here · q quits"))
             screen = self.screen
-            if isinstance(screen, RequestScreen) and screen.req.id not in ids:
+            if isinstance(screen, RequestScreen) and screen.req.id not in wanted:
                 self.say(f"{screen.req.id} was decided elsewhere (or expired)", "warning")
                 self.pop_screen()
+
+        def redraw(self) -> None:
+            """Bring the ages up to date: only the cells whose text changed."""
+            for r in self.pending:
+                age = _age(r.created_at)
+                if r.id in self.ages and self.ages[r.id] != age:
+                    self.ages[r.id] = age
+                    self.table.update_cell(r.id, self.age_column, Text(age))
 
         def current_id(self) -> str | None:
             table = self.table
@@ -253,7 +610,8 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
                 return
             if req.status != "pending":
                 self.say(f"{req.id} is already {req.status}", "warning")
-                self.refresh_queue()
+                if live.apply(req):
+                    self.show(live.rows())
                 return
             try:
                 history = list(backend.list(status="all", user_id=req.user_id,
@@ -288,12 +646,16 @@ def build_app(backend: Any, *, source: Callable[[], list[Any]] | None = None,
                     done = backend.cancel(req.id)
             except ApprovalctlError as exc:
                 self.say(f"{req.id}: {exc.detail}", "error")
-            else:
-                self.say(f"{done.status} {done.id} ({done.tool_name} for {done.user_id})",
-                         "information")
+                if isinstance(self.screen, RequestScreen):
+                    self.pop_screen()
+                self.refresh_queue()  # decided elsewhere meanwhile, most likely
+                return
+            self.say(f"{done.status} {done.id} ({done.tool_name} for {done.user_id})",
+                     "information")
             if isinstance(self.screen, RequestScreen):
                 self.pop_screen()
-            self.refresh_queue()
+            live.apply(done)  # at once; the change notification confirms it
+            self.show(live.rows())
 
         def say(self, text: str, severity: SeverityLevel) -> None:
             # agent text inside (tool names, error details) is rendered, and never markup

@@ -1,8 +1,9 @@
 """`approvalctl watch`: a live, read-only view of the queue (rich `Live`), with an optional
 terminal bell and desktop notification when a new high-risk request arrives.
 
-Read-only by construction: it only lists. It refreshes through the same source of changes
-as `review` (`review.pending_source`, polling `list` until the event stream lands).
+Read-only by construction: it only reads. It stays current through the same live queue as
+`review` (`review.LiveQueue`: the event stream remotely, the database's change marker
+locally), and never polls `list`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+import threading
 from typing import Any
 
 from .. import render
 from ..durations import format_duration
 from ..errors import ApprovalctlError
-from .review import POLL_SECONDS
+from .review import AGE_SECONDS, LiveQueue
 
 #: Rows drawn at most; the title says how many there are.
 WATCH_LIMIT = 200
@@ -32,14 +32,21 @@ def table(rows: list[Any], title: str) -> Any:
 
     now = utcnow()
     t = Table(title=Text(title), box=None, header_style="bold", pad_edge=False, expand=False)
-    for col in ("ID", "TOOL", "USER", "RISK", "STATUS", "AGE", "REASON"):
-        t.add_column(col, no_wrap=True, overflow="ellipsis")
+    # the short columns keep their width; TOOL, USER and REASON are cut with an ellipsis
+    for col, least in (("ID", 12), ("TOOL", 8), ("USER", 6), ("RISK", 6), ("STATUS", 9),
+                       ("AGE", 5), ("REASON", 6)):
+        t.add_column(col, no_wrap=True, overflow="ellipsis", min_width=least)
+
+    def cell(value: Any, width: int, style: str = "") -> Text:
+        return Text(render.plain(value, width), style=style, no_wrap=True,
+                    overflow="ellipsis")
+
     for r in rows:
-        t.add_row(Text(r.id[:12]), render.terminal(r.tool_name, 24),
-                  render.terminal(r.user_id, 16),
-                  Text(r.risk, style="bold red" if r.risk == "high" else ""), Text(r.status),
-                  Text(format_duration((now - from_iso(r.created_at)).total_seconds())),
-                  render.terminal(r.reason or "", 40))
+        t.add_row(cell(r.id[:12], 12), cell(r.tool_name, 24), cell(r.user_id, 16),
+                  cell(r.risk, 6, "bold red" if r.risk == "high" else ""),
+                  cell(r.status, 9),
+                  cell(format_duration((now - from_iso(r.created_at)).total_seconds()), 6),
+                  cell(r.reason or "", 40))
     return t
 
 
@@ -59,32 +66,48 @@ def alert(req: Any, *, bell: bool, stream: Any) -> None:
                          stderr=subprocess.DEVNULL)
 
 
-def run(read: Callable[[], list[Any]], *, what: str, bell: bool,
-        poll_seconds: float = POLL_SECONDS) -> None:
-    """Redraw the queue every `poll_seconds` until Ctrl-C."""
+def run(queue: LiveQueue, *, what: str, bell: bool) -> None:
+    """Draw `queue` and redraw it on every change (and every AGE_SECONDS, for the ages,
+    from memory) until Ctrl-C. The changes are followed in a thread (`LiveQueue.follow`);
+    this thread only draws."""
+    import queue as queues
+
     from rich.console import Console
     from rich.live import Live
     from rich.text import Text
 
     out = sys.stdout  # the terminal itself: the bell must not go through Live's redirect
     console = Console(file=out, highlight=False, emoji=False, markup=False)
-    seen: set[str] | None = None
+    updates: queues.SimpleQueue[list[Any] | ApprovalctlError] = queues.SimpleQueue()
+    stop = threading.Event()
+    rows = queue.rows()
+    seen = {r.id for r in rows}
+    follower = threading.Thread(target=queue.follow, args=(updates.put, updates.put, stop),
+                                name="approvalctl-watch-follow", daemon=True)
     with Live(Text("loading…"), console=console, auto_refresh=False, screen=False,
               transient=False, redirect_stdout=False, redirect_stderr=False) as live:
-        while True:
-            try:
-                rows = read()
-                title = f"{what}: {len(rows)}{'+' if len(rows) >= WATCH_LIMIT else ''} " \
-                        f"(Ctrl-C to stop)"
-                live.update(table(rows, title), refresh=True)
-            except ApprovalctlError as exc:
-                live.update(Text(f"cannot read the queue: {render.plain(exc.detail)}"),
-                            refresh=True)
-                rows = []
-            ids = {r.id for r in rows}
-            if seen is not None:
-                for r in rows:
-                    if r.id not in seen and r.risk == "high":
-                        alert(r, bell=bell, stream=out)
-            seen = ids
-            time.sleep(poll_seconds)
+        follower.start()
+        try:
+            update: list[Any] | ApprovalctlError = rows
+            while True:
+                if isinstance(update, ApprovalctlError):
+                    live.update(Text(f"cannot follow the queue: "
+                                     f"{render.plain(update.detail)}"), refresh=True)
+                else:
+                    rows = update
+                    title = f"{what}: {len(rows)}{'+' if len(rows) >= WATCH_LIMIT else ''}" \
+                            f" (Ctrl-C to stop)"
+                    # only the rows the terminal can show are laid out (the title counts
+                    # them all): a table of every row is measured cell by cell first
+                    live.update(table(rows[:max(1, console.height - 3)], title),
+                                refresh=True)
+                    for r in rows:
+                        if r.id not in seen and r.risk == "high":
+                            alert(r, bell=bell, stream=out)
+                    seen = {r.id for r in rows}
+                try:
+                    update = updates.get(timeout=AGE_SECONDS)
+                except queues.Empty:
+                    update = rows
+        finally:
+            stop.set()

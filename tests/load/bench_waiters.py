@@ -122,6 +122,29 @@ async def probe(port: int, key: str, request_id: str, seconds: float) -> list[fl
     return lat
 
 
+async def held_waiters(port: int, n: int, tasks: list, limit: float = 60.0) -> float:
+    """Wait until the server's approvalctl_waiters{kind="long_poll"} gauge reaches `n`
+    (at most `limit` seconds); its last value. Raises what a failed waiter raised."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    deadline = time.perf_counter() + limit
+    held = 0.0
+    try:
+        while time.perf_counter() < deadline:
+            failed = [t for t in tasks if t.done() and t.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+            _, body = await http(reader, writer, "GET", "/metrics", "-")
+            for line in body.decode().splitlines():
+                if line.startswith('approvalctl_waiters{kind="long_poll"}'):
+                    held = float(line.rsplit(" ", 1)[1])
+            if held >= n:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        writer.close()
+    return held
+
+
 async def bench(args, db: str, pid: int, port: int, keys: dict[str, str],
                 service: ApprovalService) -> dict:
     user = Principal(keys["user_name"], "user", local=True)  # the key's own requests
@@ -136,7 +159,12 @@ async def bench(args, db: str, pid: int, port: int, keys: dict[str, str],
         ids = [bound.create(user, "deploy", {"n": i}).id for i in range(n)]
     waiters = [Waiter(port, keys["user"], rid) for rid in ids]
     tasks = [asyncio.create_task(w.run()) for w in waiters]
-    await asyncio.sleep(max(2.0, n / 2000))  # let them all connect and register
+    t = time.perf_counter()
+    held = await held_waiters(port, n, tasks)  # every long-poll registered on the server
+    out["seconds_to_hold_all"] = round(time.perf_counter() - t, 1)
+    if held < n:
+        raise RuntimeError(f"only {held} of {n} long-polls were held after a minute")
+    await asyncio.sleep(1.0)  # settle before measuring
     out["rss_per_waiter_bytes"] = round((rss_bytes(pid) - rss0) / n)
     c0, t0 = cpu_seconds(pid), time.perf_counter()
     await asyncio.sleep(args.seconds)
