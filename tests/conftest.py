@@ -255,6 +255,7 @@ def bulk_create(store, n: int, *, created_at: str | None = None, ttl_seconds: fl
 
 # ---------------------------------------------------------------- HTTP server fixtures
 # (appended for the HTTP API: a real uvicorn server on 127.0.0.1, on a free port)
+import socketserver  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -275,11 +276,27 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: floa
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: How often (s) a stdlib server started by `serve_in_thread` looks for `shutdown()`; the
+#: stdlib's 0.5 s made every test with a receiver wait out about that much at its end.
+SHUTDOWN_POLL = 0.02
+
+
+def serve_in_thread(server: socketserver.BaseServer) -> threading.Thread:
+    """Run a stdlib `socketserver`/`http.server` server in a daemon thread (stop it with
+    `server.shutdown()` and `server.server_close()`); returns the started thread."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval":
+                                                                   SHUTDOWN_POLL},
+                              daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass

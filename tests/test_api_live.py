@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import env_for, free_port
+from tests.conftest import env_for, free_port, serve_in_thread
 
 API = "/api/v1/approvals"
 
@@ -250,7 +250,7 @@ def test_serve_runs_the_notification_worker_when_configured(tmp_path, monkeypatc
             pass
 
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    serve_in_thread(receiver)
     config = tmp_path / "config.yaml"
     config.write_text(
         "notifications:\n  webhooks:\n"

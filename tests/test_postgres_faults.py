@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PG_BASE, env_for, pg_schema_url, stop_process
+from conftest import PG_BASE, env_for, free_port, pg_schema_url, stop_process
 
 from approvalctl.errors import Unavailable
 from approvalctl.models import Principal
@@ -32,12 +31,6 @@ pytestmark = pytest.mark.postgres
 def run_cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "approvalctl", *args], env=env_for(db),
                           capture_output=True, text=True, timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_one_line_exit_6(result: subprocess.CompletedProcess[str], *expected: str) -> str:

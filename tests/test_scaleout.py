@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,18 +21,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import bulk_create, env_for, stop_process
+from conftest import bulk_create, env_for, free_port, stop_process
 
 from approvalctl import counters
 from approvalctl.models import Principal, to_iso, utcnow
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Servers:

@@ -12,14 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import env_for, stop_process
+from conftest import env_for, free_port, stop_process
 from prometheus_client.parser import text_string_to_metric_families
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 15) -> None:
