@@ -35,6 +35,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cli_command_built_once() -> Iterator[None]:
+    """Typer's CliRunner.invoke rebuilds the click command tree from the Typer app on every
+    call, a sizeable share of each in-process CLI test; build each app's tree once, as one
+    real `approvalctl` process does. The runner looks the builder up as
+    `typer.testing._get_command`: if Typer renames it, this fails loudly rather than
+    silently going slow."""
+    import typer.main
+    import typer.testing
+
+    built: dict[int, tuple[object, object]] = {}
+
+    def get_command(app: typer.Typer) -> object:
+        if id(app) not in built:  # the app is kept alive with its tree: ids stay unique
+            built[id(app)] = (app, typer.main.get_command(app))
+        return built[id(app)][1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(typer.testing, "_get_command", get_command)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No test reads or writes the real home: XDG dirs and config point into tmp_path."""
