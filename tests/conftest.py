@@ -36,6 +36,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session", autouse=True)
+def tls_trust_loaded_lazily() -> Iterator[None]:
+    """No test speaks TLS, yet every httpx client (each `httpx.get` in a poll loop too, and
+    every remote CLI, hook or serve subprocess) parses a whole CA bundle file when it is
+    made: a sizeable CPU cost on two shared cores. httpx honours SSL_CERT_DIR (when
+    SSL_CERT_FILE is unset), where OpenSSL reads a certificate only when a handshake needs
+    it: point it at the system's hashed directory for this run and the subprocesses it
+    starts. Without such a directory nothing changes."""
+    import ssl
+
+    capath = ssl.get_default_verify_paths().capath
+    if not capath or not os.path.isdir(capath):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("SSL_CERT_FILE", raising=False)
+        patch.setenv("SSL_CERT_DIR", capath)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def cli_command_built_once() -> Iterator[None]:
     """Typer's CliRunner.invoke rebuilds the click command tree from the Typer app on every
     call, a sizeable share of each in-process CLI test; build each app's tree once, as one
