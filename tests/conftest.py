@@ -436,8 +436,16 @@ def make_server(db_url: str):
 
 @pytest.fixture(scope="module")
 def module_live(tmp_path_factory: pytest.TempPathFactory):
-    """One API server for a whole test module (for tests that only need *a* server)."""
-    live = start_live_server(str(tmp_path_factory.mktemp("api") / "approvals.db"))
+    """One API server for a whole test module (for tests that only need *a* server).
+
+    Its tests share one `user` key, so the per-key creation rate quota (on by default) is
+    off here: how fast the module's tests run must not decide whether they pass. The
+    quota itself is tested on servers of its own (test_quotas.py, test_api.py).
+    """
+    from approvalctl.limits import Quotas
+
+    live = start_live_server(str(tmp_path_factory.mktemp("api") / "approvals.db"),
+                             quotas=Quotas(create_rate=None))
     yield live
     live.stop()
     live.store.close()  # type: ignore[attr-defined]
