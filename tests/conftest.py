@@ -326,6 +326,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 30.0, *,
+              status: int | None = None) -> None:
+    """Poll GET `url` every 50 ms until it answers: any HTTP status, or exactly `status`.
+
+    Raises AssertionError at once, with the process's stderr, when `proc` (the server
+    being waited for) exits, and after `timeout` seconds otherwise. One client for every
+    attempt, each attempt bounded to 2 s.
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2) as client:
+        while True:
+            if proc is not None and proc.poll() is not None:
+                err = proc.stderr.read() if proc.stderr else ""
+                raise AssertionError(f"process exited {proc.returncode} before {url} "
+                                     f"answered: {err!s}")
+            try:
+                answer = client.get(url)
+                if status is None or answer.status_code == status:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer"
+                                     f"{'' if status is None else f' {status}'} in {timeout}s")
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def prometheus(tmp_path: Path, config: dict, timeout: float = 30.0) -> Iterator[str]:
+    """A real Prometheus (the `prometheus` binary on PATH) with `config` as its
+    prometheus.yml, temp storage, a free loopback port and its log in
+    tmp_path/prometheus.log; yields its URL once /-/ready answers, stops it afterwards."""
+    import yaml
+
+    port = free_port()
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    with (tmp_path / "prometheus.log").open("w") as log:
+        proc = subprocess.Popen(
+            ["prometheus", f"--config.file={path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_http(url + "/-/ready", proc, timeout=timeout)
+            yield url
+        finally:
+            stop_process(proc, signal.SIGTERM, timeout=10)
+
+
 #: How often (s) a stdlib server started by `serve_in_thread` looks for `shutdown()`; the
 #: stdlib's 0.5 s made every test with a receiver wait out about that much at its end.
 SHUTDOWN_POLL = 0.02

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PG_BASE, env_for, free_port, pg_schema_url, stop_process
+from conftest import PG_BASE, env_for, free_port, pg_schema_url, stop_process, wait_http
 
 from approvalctl.errors import Unavailable
 from approvalctl.models import Principal
@@ -228,14 +228,7 @@ def test_server_answers_503_while_postgres_is_down_then_recovers(private_cluster
     api = f"http://127.0.0.1:{port}/api/v1/approvals"
     headers = {"X-API-Key": key}
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.1)
+        wait_http(f"http://127.0.0.1:{port}/healthz", server, timeout=30)
         assert httpx.post(api, json={"tool_name": "a"}, headers=headers,
                           timeout=10).status_code == 201
         private_cluster.stop()
