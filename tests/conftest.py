@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,10 +124,55 @@ def pg_admin() -> Iterator[object]:
     conn.close()
 
 
+class SchemaReaper:
+    """Drops the schemas of finished tests on a thread and connection of its own, so that
+    no test waits for the drop of the one before it. A schema that cannot be dropped (still
+    locked by a leftover process after lock_timeout, or the server away) is left behind
+    rather than holding up the run, as before."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="schema-reaper")
+        self.thread.start()
+
+    def drop(self, schema: str) -> None:
+        self.queue.put(schema)
+
+    def close(self) -> None:
+        """Drop what is queued, then stop (bounded: a stuck drop gives up at lock_timeout)."""
+        self.queue.put(None)
+        self.thread.join(120)
+
+    def _run(self) -> None:
+        import psycopg
+
+        conn = None
+        while (schema := self.queue.get()) is not None:
+            try:
+                if conn is None:
+                    conn = psycopg.connect(PG_BASE, autocommit=True, connect_timeout=5)
+                    conn.execute("SET lock_timeout = '5s'")
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            except psycopg.Error:
+                if conn is not None and conn.broken:
+                    conn.close()
+                    conn = None
+        if conn is not None:
+            conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_reaper() -> Iterator[SchemaReaper]:
+    reaper = SchemaReaper()
+    yield reaper
+    reaper.close()
+
+
 @pytest.fixture
 def new_db(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
     """A factory of fresh, empty databases: `new_db("sqlite")` or `new_db("postgres")`."""
     schemas: list[str] = []
+    reaper: list[SchemaReaper] = []
     count = [0]
 
     def make(kind: str) -> str:
@@ -135,20 +182,15 @@ def new_db(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[
         if kind != "postgres":
             raise ValueError(kind)
         admin = request.getfixturevalue("pg_admin")
+        reaper.append(request.getfixturevalue("pg_reaper"))
         schema = f"apctl_t_{uuid.uuid4().hex[:16]}"
         admin.execute(f"CREATE SCHEMA {schema}")
         schemas.append(schema)
         return pg_schema_url(schema)
 
     yield make
-    if schemas:
-        import psycopg
-
-        admin = request.getfixturevalue("pg_admin")
-        for schema in schemas:
-            # still locked by a leftover process: leave it rather than hang the run
-            with contextlib.suppress(psycopg.Error):
-                admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    for schema in schemas:
+        reaper[0].drop(schema)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -298,7 +340,6 @@ def bulk_create(store, n: int, *, created_at: str | None = None, ttl_seconds: fl
 # ---------------------------------------------------------------- HTTP server fixtures
 # (appended for the HTTP API: a real uvicorn server on 127.0.0.1, on a free port)
 import socketserver  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
