@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,58 @@ from approvalctl.config import Settings
 from approvalctl.models import Principal
 from approvalctl.service import ApprovalService
 from approvalctl.store import open_store
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests marked `slow` first, each group in collection order.
+
+    pytest-xdist hands tests out in this order: long ones at the start are spread over both
+    workers while the short ones fill the gaps, instead of one worker finishing a long
+    module alone at the end. The order is the same on every worker, as xdist requires.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tls_trust_loaded_lazily() -> Iterator[None]:
+    """No test speaks TLS, yet every httpx client (each `httpx.get` in a poll loop too, and
+    every remote CLI, hook or serve subprocess) parses a whole CA bundle file when it is
+    made: a sizeable CPU cost on two shared cores. httpx honours SSL_CERT_DIR (when
+    SSL_CERT_FILE is unset), where OpenSSL reads a certificate only when a handshake needs
+    it: point it at the system's hashed directory for this run and the subprocesses it
+    starts. Without such a directory nothing changes."""
+    import ssl
+
+    capath = ssl.get_default_verify_paths().capath
+    if not capath or not os.path.isdir(capath):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("SSL_CERT_FILE", raising=False)
+        patch.setenv("SSL_CERT_DIR", capath)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cli_command_built_once() -> Iterator[None]:
+    """Typer's CliRunner.invoke rebuilds the click command tree from the Typer app on every
+    call, a sizeable share of each in-process CLI test; build each app's tree once, as one
+    real `approvalctl` process does. The runner looks the builder up as
+    `typer.testing._get_command`: if Typer renames it, this fails loudly rather than
+    silently going slow."""
+    import typer.main
+    import typer.testing
+
+    built: dict[int, tuple[object, object]] = {}
+
+    def get_command(app: typer.Typer) -> object:
+        if id(app) not in built:  # the app is kept alive with its tree: ids stay unique
+            built[id(app)] = (app, typer.main.get_command(app))
+        return built[id(app)][1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(typer.testing, "_get_command", get_command)
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -68,10 +122,55 @@ def pg_admin() -> Iterator[object]:
     conn.close()
 
 
+class SchemaReaper:
+    """Drops the schemas of finished tests on a thread and connection of its own, so that
+    no test waits for the drop of the one before it. A schema that cannot be dropped (still
+    locked by a leftover process after lock_timeout, or the server away) is left behind
+    rather than holding up the run, as before."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="schema-reaper")
+        self.thread.start()
+
+    def drop(self, schema: str) -> None:
+        self.queue.put(schema)
+
+    def close(self) -> None:
+        """Drop what is queued, then stop (bounded: a stuck drop gives up at lock_timeout)."""
+        self.queue.put(None)
+        self.thread.join(120)
+
+    def _run(self) -> None:
+        import psycopg
+
+        conn = None
+        while (schema := self.queue.get()) is not None:
+            try:
+                if conn is None:
+                    conn = psycopg.connect(PG_BASE, autocommit=True, connect_timeout=5)
+                    conn.execute("SET lock_timeout = '5s'")
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            except psycopg.Error:
+                if conn is not None and conn.broken:
+                    conn.close()
+                    conn = None
+        if conn is not None:
+            conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_reaper() -> Iterator[SchemaReaper]:
+    reaper = SchemaReaper()
+    yield reaper
+    reaper.close()
+
+
 @pytest.fixture
 def new_db(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
     """A factory of fresh, empty databases: `new_db("sqlite")` or `new_db("postgres")`."""
     schemas: list[str] = []
+    reaper: list[SchemaReaper] = []
     count = [0]
 
     def make(kind: str) -> str:
@@ -81,20 +180,15 @@ def new_db(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[
         if kind != "postgres":
             raise ValueError(kind)
         admin = request.getfixturevalue("pg_admin")
+        reaper.append(request.getfixturevalue("pg_reaper"))
         schema = f"apctl_t_{uuid.uuid4().hex[:16]}"
         admin.execute(f"CREATE SCHEMA {schema}")
         schemas.append(schema)
         return pg_schema_url(schema)
 
     yield make
-    if schemas:
-        import psycopg
-
-        admin = request.getfixturevalue("pg_admin")
-        for schema in schemas:
-            # still locked by a leftover process: leave it rather than hang the run
-            with contextlib.suppress(psycopg.Error):
-                admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    for schema in schemas:
+        reaper[0].drop(schema)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -243,7 +337,7 @@ def bulk_create(store, n: int, *, created_at: str | None = None, ttl_seconds: fl
 
 # ---------------------------------------------------------------- HTTP server fixtures
 # (appended for the HTTP API: a real uvicorn server on 127.0.0.1, on a free port)
-import threading  # noqa: E402
+import socketserver  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
@@ -263,11 +357,79 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: floa
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 30.0, *,
+              status: int | None = None) -> None:
+    """Poll GET `url` every 50 ms until it answers: any HTTP status, or exactly `status`.
+
+    Raises AssertionError at once, with the process's stderr, when `proc` (the server
+    being waited for) exits, and after `timeout` seconds otherwise. One client for every
+    attempt, each attempt bounded to 2 s.
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2) as client:
+        while True:
+            if proc is not None and proc.poll() is not None:
+                err = proc.stderr.read() if proc.stderr else ""
+                raise AssertionError(f"process exited {proc.returncode} before {url} "
+                                     f"answered: {err!s}")
+            try:
+                answer = client.get(url)
+                if status is None or answer.status_code == status:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer"
+                                     f"{'' if status is None else f' {status}'} in {timeout}s")
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def prometheus(tmp_path: Path, config: dict, timeout: float = 30.0) -> Iterator[str]:
+    """A real Prometheus (the `prometheus` binary on PATH) with `config` as its
+    prometheus.yml, temp storage, a free loopback port and its log in
+    tmp_path/prometheus.log; yields its URL once /-/ready answers, stops it afterwards."""
+    import yaml
+
+    port = free_port()
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    with (tmp_path / "prometheus.log").open("w") as log:
+        proc = subprocess.Popen(
+            ["prometheus", f"--config.file={path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_http(url + "/-/ready", proc, timeout=timeout)
+            yield url
+        finally:
+            stop_process(proc, signal.SIGTERM, timeout=10)
+
+
+#: How often (s) a stdlib server started by `serve_in_thread` looks for `shutdown()`; the
+#: stdlib's 0.5 s made every test with a receiver wait out about that much at its end.
+SHUTDOWN_POLL = 0.02
+
+
+def serve_in_thread(server: socketserver.BaseServer) -> threading.Thread:
+    """Run a stdlib `socketserver`/`http.server` server in a daemon thread (stop it with
+    `server.shutdown()` and `server.server_close()`); returns the started thread."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval":
+                                                                   SHUTDOWN_POLL},
+                              daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass
@@ -299,11 +461,15 @@ class LiveServer:
         self.clients.append(client)
         return client
 
+    def request_stop(self) -> None:
+        """Ask the server to shut down, without waiting (see `stop`)."""
+        if self._server is not None:
+            self._server.should_exit = True  # type: ignore[attr-defined]
+
     def stop(self) -> None:
         for client in self.clients:
             client.close()
-        if self._server is not None:
-            self._server.should_exit = True  # type: ignore[attr-defined]
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -352,6 +518,8 @@ def make_server(db_url: str):
         return live
 
     yield start
+    for live in started:  # all asked to stop first: they shut down side by side
+        live.request_stop()
     for live in started:
         live.stop()
         live.store.close()  # type: ignore[attr-defined]
@@ -359,8 +527,16 @@ def make_server(db_url: str):
 
 @pytest.fixture(scope="module")
 def module_live(tmp_path_factory: pytest.TempPathFactory):
-    """One API server for a whole test module (for tests that only need *a* server)."""
-    live = start_live_server(str(tmp_path_factory.mktemp("api") / "approvals.db"))
+    """One API server for a whole test module (for tests that only need *a* server).
+
+    Its tests share one `user` key, so the per-key creation rate quota (on by default) is
+    off here: how fast the module's tests run must not decide whether they pass. The
+    quota itself is tested on servers of its own (test_quotas.py, test_api.py).
+    """
+    from approvalctl.limits import Quotas
+
+    live = start_live_server(str(tmp_path_factory.mktemp("api") / "approvals.db"),
+                             quotas=Quotas(create_rate=None))
     yield live
     live.stop()
     live.store.close()  # type: ignore[attr-defined]

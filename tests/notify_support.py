@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from conftest import free_port, serve_in_thread
+
+__all__ = ["FAST_RETRY", "FAST_WORKER", "SECRET", "Receiver", "free_port", "notify_settings",
+           "until", "webhook"]
 
 from approvalctl.config import Settings
 
@@ -15,12 +19,6 @@ from approvalctl.config import Settings
 FAST_RETRY = {"max_attempts": 4, "initial_delay": 0.05, "max_delay": 0.2}
 FAST_WORKER = {"poll_interval": 0.05, "lease": 30, "batch": 10}
 SECRET = "whsec-test-5f1c"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def notify_settings(**channels: Any) -> Settings:
@@ -77,14 +75,14 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def __enter__(self) -> Receiver:
-        self.thread.start()
+        self.thread = serve_in_thread(self.server)
         return self
 
     def __exit__(self, *exc: Any) -> None:

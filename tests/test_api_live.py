@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import env_for, free_port
+from tests.conftest import env_for, free_port, serve_in_thread, wait_http
 
 API = "/api/v1/approvals"
 
@@ -115,18 +115,13 @@ def start_serve(db: Path, port: int, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "approvalctl", "serve", "--port",
                              str(port), *extra], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.05)
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited: {proc.communicate()[1]}")
-    proc.kill()
-    proc.communicate()
-    raise AssertionError("serve did not start")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=15, status=200)
+    except AssertionError:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc
 
 
 @pytest.mark.slow
@@ -250,7 +245,7 @@ def test_serve_runs_the_notification_worker_when_configured(tmp_path, monkeypatc
             pass
 
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    serve_in_thread(receiver)
     config = tmp_path / "config.yaml"
     config.write_text(
         "notifications:\n  webhooks:\n"

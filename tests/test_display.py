@@ -282,9 +282,9 @@ def test_slack_limits_hold_for_a_custom_template(tmp_path):
 # ---------------------------------------------------------------- Slack 400 in notify list
 def test_slack_invalid_blocks_is_dead_lettered_and_shown_with_reason(db_path, agent):
     """A 400 `invalid_blocks` from Slack: failed at once, reason in `notify list`."""
-    import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from conftest import serve_in_thread
     from notify_support import notify_settings
     from typer.testing import CliRunner
 
@@ -308,7 +308,7 @@ def test_slack_invalid_blocks_is_dead_lettered_and_shown_with_reason(db_path, ag
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Slack)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     store = open_store(str(db_path))
     try:
         settings = notify_settings(slack={

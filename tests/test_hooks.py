@@ -17,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import env_for, free_port, stop_process
+from conftest import env_for, free_port, stop_process, wait_http
 
 from approvalctl.client import Client
 from approvalctl.models import Principal
@@ -104,15 +103,7 @@ class Serve:
         self.proc = subprocess.Popen([sys.executable, "-m", "approvalctl", "serve", "--port",
                                       str(self.port)], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-            assert self.proc.poll() is None, "serve exited"
-            assert time.monotonic() < deadline, "serve did not start"
+        wait_http(f"{self.url}/healthz", self.proc, timeout=20, status=200)
         self.operator = Client(self.url, self.operator_key, timeout=10)
 
     def hook_env(self, key: str | None = None) -> dict:

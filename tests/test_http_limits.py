@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import env_for, free_port, stop_process
+from conftest import env_for, free_port, stop_process, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -55,17 +55,9 @@ def serve(tmp_path: Path) -> Iterator[callable]:
                                  str(port)], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         procs.append(proc)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    servers.append(Serve(proc, port))
-                    return servers[-1]
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"serve did not start: {proc.stderr.read() if proc.stderr else ''}")
-            time.sleep(0.05)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=30, status=200)
+        servers.append(Serve(proc, port))
+        return servers[-1]
 
     yield start
     for server in servers:
@@ -241,15 +233,7 @@ def test_serve_raises_its_open_file_limit_to_hold_the_connection_cap(tmp_path: P
         stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.05)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=30, status=200)
         limits = Path(f"/proc/{proc.pid}/limits").read_text()
         line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
         assert int(line.split()[3]) >= 10_256

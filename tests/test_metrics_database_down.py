@@ -20,10 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-import yaml
-from conftest import env_for
+from conftest import env_for, free_port, prometheus, wait_http
 from prometheus_client.parser import text_string_to_metric_families
-from test_serve_metrics import free_port, stop, wait_http
+from test_serve_metrics import stop
 
 from approvalctl import metrics
 
@@ -223,37 +222,24 @@ def test_postgres_outage_is_seen_at_once_both_ways(new_db) -> None:
 @pytest.mark.postgres
 def test_prometheus_ingests_database_up_0_from_an_unreachable_postgres(tmp_path) -> None:
     nothing = f"postgresql://postgres@127.0.0.1:{free_port()}/approvals"
-    with exporter(nothing) as exp:
-        prom_port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(yaml.safe_dump({
+    with exporter(nothing) as exp, prometheus(tmp_path, {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
             "scrape_configs": [{"job_name": "approvalctl", "static_configs": [
-                {"targets": [exp.removeprefix("http://")]}]}]}))
-        log = (tmp_path / "prometheus.log").open("w")
-        prom = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'db'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT)
-        api = f"http://127.0.0.1:{prom_port}/api/v1/query"
-        try:
-            wait_http(f"http://127.0.0.1:{prom_port}/-/ready", prom, timeout=30)
-            result: list = []
-            for _ in range(300):
-                result = httpx.get(api, params={"query": "approvalctl_database_up"},
-                                   timeout=10).json()["data"]["result"]
-                if result:
-                    break
-                time.sleep(0.1)
-            assert result, "Prometheus never stored approvalctl_database_up"
-            assert result[0]["value"][1] == "0"
-            assert result[0]["metric"]["database"] == metrics.database_identity(nothing)
-            up = httpx.get(api, params={"query": 'up{job="approvalctl"}'},
-                           timeout=10).json()["data"]["result"]
-            assert up[0]["value"][1] == "1"  # the scrape itself succeeded
-        finally:
-            stop(prom)
-            log.close()
+                {"targets": [exp.removeprefix("http://")]}]}]}) as prom:
+        api = f"{prom}/api/v1/query"
+        result: list = []
+        for _ in range(300):
+            result = httpx.get(api, params={"query": "approvalctl_database_up"},
+                               timeout=10).json()["data"]["result"]
+            if result:
+                break
+            time.sleep(0.1)
+        assert result, "Prometheus never stored approvalctl_database_up"
+        assert result[0]["value"][1] == "0"
+        assert result[0]["metric"]["database"] == metrics.database_identity(nothing)
+        up = httpx.get(api, params={"query": 'up{job="approvalctl"}'},
+                       timeout=10).json()["data"]["result"]
+        assert up[0]["value"][1] == "1"  # the scrape itself succeeded
 
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import env_for
-from test_serve_metrics import free_port, start_exporter, stop, wait_http
+from conftest import env_for, free_port, prometheus, wait_http
+from test_serve_metrics import start_exporter, stop
 
 from approvalctl.cli import app as cli_app
 from approvalctl.lint.promql import substitute
@@ -67,7 +67,7 @@ def alert_queries() -> list[tuple[str, str]]:
 
 @pytest.fixture
 def stack(tmp_path: Path, db_path: Path) -> Iterator[dict[str, Any]]:
-    exporter_port, prom_port, api_port = free_port(), free_port(), free_port()
+    exporter_port, api_port = free_port(), free_port()
     exporter = start_exporter(db_path, exporter_port)
     jobs = [{"job_name": "approvalctl", "static_configs": [
         {"targets": [f"127.0.0.1:{exporter_port}"]}]}]
@@ -84,25 +84,15 @@ def stack(tmp_path: Path, db_path: Path) -> Iterator[dict[str, Any]]:
             raise
         jobs.append({"job_name": "approvalctl-api", "static_configs": [
             {"targets": [f"127.0.0.1:{api_port}"]}]})
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERT_RULES)],
-        "scrape_configs": jobs,
-    }))
-    log = (tmp_path / "prometheus.log").open("w")
-    prom = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{prom_port}"
     try:
-        wait_http(url + "/-/ready", prom, timeout=20)
-        yield {"prometheus": url, "db": db_path, "log": tmp_path / "prometheus.log",
-               "api": f"http://127.0.0.1:{api_port}" if api else None}
+        with prometheus(tmp_path, {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(ALERT_RULES)],
+            "scrape_configs": jobs,
+        }, timeout=20) as url:
+            yield {"prometheus": url, "db": db_path, "log": tmp_path / "prometheus.log",
+                   "api": f"http://127.0.0.1:{api_port}" if api else None}
     finally:
-        stop(prom)
-        log.close()
         stop(exporter)
         if api:
             stop(api)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PG_BASE, env_for, pg_schema_url, stop_process
+from conftest import PG_BASE, env_for, free_port, pg_schema_url, stop_process, wait_http
 
 from approvalctl.errors import Unavailable
 from approvalctl.models import Principal
@@ -32,12 +31,6 @@ pytestmark = pytest.mark.postgres
 def run_cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "approvalctl", *args], env=env_for(db),
                           capture_output=True, text=True, timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_one_line_exit_6(result: subprocess.CompletedProcess[str], *expected: str) -> str:
@@ -235,14 +228,7 @@ def test_server_answers_503_while_postgres_is_down_then_recovers(private_cluster
     api = f"http://127.0.0.1:{port}/api/v1/approvals"
     headers = {"X-API-Key": key}
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.1)
+        wait_http(f"http://127.0.0.1:{port}/healthz", server, timeout=30)
         assert httpx.post(api, json={"tool_name": "a"}, headers=headers,
                           timeout=10).status_code == 201
         private_cluster.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import env_for, free_port, stop_process
+from conftest import env_for, free_port, stop_process, wait_http
 
 from approvalctl.config import Settings
 from approvalctl.errors import QuotaExceeded
@@ -76,15 +76,7 @@ def test_pending_quota_holds_when_two_servers_race(make_server, db_url, tmp_path
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     second = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(second + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.05)
+        wait_http(second + "/healthz", proc, timeout=30, status=200)
         key = first.keys["user"]
         before = _metric(first.url, "pending") + _metric(second, "pending")
         barrier = threading.Barrier(24)

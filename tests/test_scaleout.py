@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,18 +21,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import bulk_create, env_for, stop_process
+from conftest import bulk_create, env_for, free_port, stop_process, wait_http
 
 from approvalctl import counters
 from approvalctl.models import Principal, to_iso, utcnow
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Servers:
@@ -50,18 +43,12 @@ class Servers:
                  "--sweep-interval", str(sweep_interval)], env=env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
             self.urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 30
-        for url, proc in zip(self.urls, self.procs):
-            while True:
-                try:
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"serve did not start: {proc.stderr.read() if proc.stderr else ''}")
-                time.sleep(0.05)
+        try:
+            for url, proc in zip(self.urls, self.procs):
+                wait_http(url + "/healthz", proc, timeout=30, status=200)
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for proc in self.procs:  # all at once, then wait for each

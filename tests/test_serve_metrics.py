@@ -6,34 +6,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import env_for, stop_process
+from conftest import env_for, free_port, stop_process, wait_http
 from prometheus_client.parser import text_string_to_metric_families
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited {proc.returncode}: "
-                                 f"{proc.stderr.read() if proc.stderr else ''}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError(f"{url} did not come up in {timeout}s")
 
 
 def start_exporter(db: Path, port: int) -> subprocess.Popen:
@@ -41,7 +20,7 @@ def start_exporter(db: Path, port: int) -> subprocess.Popen:
                              str(port)], env=env_for(db), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=15)
     except BaseException:
         stop(proc)
         raise

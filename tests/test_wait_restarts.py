@@ -13,9 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import env_for, free_port, stop_process
+from conftest import env_for, free_port, stop_process, wait_http
 
 from approvalctl import errors
 from approvalctl.client import Client
@@ -26,16 +25,8 @@ pytestmark = pytest.mark.slow
 def serve(env: dict[str, str], port: int) -> subprocess.Popen:
     proc = subprocess.Popen(["approvalctl", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, proc.stderr.read()  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.1)
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=60, status=200)
+    return proc
 
 
 def test_waiters_ride_out_a_server_restart_and_see_the_approval(tmp_path: Path):

@@ -148,6 +148,20 @@ def test_a_killed_listener_connection_loses_no_wake_up(make_server, db_url, raw_
     until(lambda: hub.listener_pid not in (None, old), "the listener to reconnect")
 
 
+@pytest.mark.postgres
+def test_stopping_the_server_wakes_the_listener_at_once(make_server, db_url, monkeypatch):
+    """A quiet PostgreSQL listener is ended by stop() itself, not by a timeout running out."""
+    if not db_url.startswith("postgres"):
+        pytest.skip("PostgreSQL only")
+    monkeypatch.setattr(wakeups, "LISTEN_SECONDS", 3600)
+    live = make_server()
+    hub = api_of(live).wakeups
+    until(lambda: hub.listener_pid is not None, "the listener to connect")
+    live.stop()
+    assert hub._listener is not None and not hub._listener.is_alive(), \
+        "the listener slept through stop()"
+
+
 def restart(old: Any) -> Any:
     """A new server on `old`'s database and keys (the keys are in the database)."""
     import uvicorn

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -45,6 +47,9 @@ BATCH = 500
 STREAM_QUEUE = 1000
 #: Seconds between reconnect attempts of the PostgreSQL listener.
 RELISTEN_SECONDS = 1.0
+#: Longest sleep (s) of the PostgreSQL listener between two looks at its connection; a
+#: notification or stop() ends it at once, so this only bounds an unexpected silence.
+LISTEN_SECONDS = 5.0
 
 #: The audit action of a change -> the event name of GET /api/v1/events.
 EVENTS = {"create": "created", "approve": "decided", "reject": "decided",
@@ -94,6 +99,9 @@ class Wakeups:
         self._task: asyncio.Task[None] | None = None
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
+        #: PostgreSQL: the listener waits on its connection and on this pair's read end, to
+        #: which stop() writes, so stopping never waits out a notification timeout
+        self._wake: tuple[socket.socket, socket.socket] | None = None
         self._marker: Any = None
         self._started = False
         #: PostgreSQL: the backend pid of the LISTEN connection (None while there is none)
@@ -114,6 +122,7 @@ class Wakeups:
             with suppress(ApprovalctlError):
                 self._marker = await self._read(self.store.change_marker)
         else:
+            self._wake = socket.socketpair()
             self._listener = threading.Thread(target=self._listen, daemon=True,
                                               name="approvalctl-listen")
             self._listener.start()
@@ -132,8 +141,15 @@ class Wakeups:
             with suppress(asyncio.CancelledError):
                 await self._task
         self._wake_all()
+        if self._wake is not None:
+            with suppress(OSError):
+                self._wake[1].send(b"x")
         if self._listener is not None:
             await asyncio.to_thread(self._listener.join, 5)
+        if self._wake is not None and (self._listener is None
+                                       or not self._listener.is_alive()):
+            for end in self._wake:
+                end.close()
 
     def wake_all_threadsafe(self) -> None:
         """The server is stopping: every long-poll answers now, every stream ends. Any
@@ -264,6 +280,7 @@ class Wakeups:
     # ---- PostgreSQL: one LISTEN connection per process
     def _listen(self) -> None:
         schema = getattr(self.store, "schema", None)
+        assert self._wake is not None
         while not self._stop.is_set():
             try:
                 conn = self.store.listen_changes()
@@ -275,9 +292,12 @@ class Wakeups:
             try:
                 self.poke_threadsafe()  # catch up on whatever happened while not listening
                 while not self._stop.is_set():
-                    for note in conn.notifies(timeout=1.0):
+                    # what has arrived (timeout=0: read what is there, never wait here) ...
+                    for note in conn.notifies(timeout=0):
                         if note.payload == schema:
                             self.poke_threadsafe()
+                    # ... then sleep until the server sends more, or stop() wakes us
+                    select.select([conn.fileno(), self._wake[0]], [], [], LISTEN_SECONDS)
             except Exception as exc:  # the connection was lost: listen again
                 log.warning("change listener lost its connection (%s); listening again",
                             str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
