@@ -17,7 +17,9 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import click.testing
 import pytest
 
 from approvalctl.config import Settings
@@ -56,26 +58,24 @@ def tls_trust_loaded_lazily() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session", autouse=True)
-def cli_command_built_once() -> Iterator[None]:
-    """Typer's CliRunner.invoke rebuilds the click command tree from the Typer app on every
-    call, a sizeable share of each in-process CLI test; build each app's tree once, as one
-    real `approvalctl` process does. The runner looks the builder up as
-    `typer.testing._get_command`: if Typer renames it, this fails loudly rather than
-    silently going slow."""
-    import typer.main
-    import typer.testing
+_COMMANDS: dict[int, tuple[object, object]] = {}
 
-    built: dict[int, tuple[object, object]] = {}
 
-    def get_command(app: typer.Typer) -> object:
-        if id(app) not in built:  # the app is kept alive with its tree: ids stay unique
-            built[id(app)] = (app, typer.main.get_command(app))
-        return built[id(app)][1]
+class CliRunner(click.testing.CliRunner):
+    """Click's test runner over a Typer app's command tree, built once per app with Typer's
+    public `typer.main.get_command` (as one real `approvalctl` process builds it once).
+    typer.testing.CliRunner rebuilds the tree on every invoke, a sizeable share of each
+    in-process CLI test. `invoke(app, args, ...)` takes the Typer app like Typer's runner."""
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(typer.testing, "_get_command", get_command)
-        yield
+    def invoke(self, cli: Any, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        import typer
+        import typer.main
+
+        if isinstance(cli, typer.Typer):
+            if id(cli) not in _COMMANDS:  # the app is kept alive with its tree: ids stay unique
+                _COMMANDS[id(cli)] = (cli, typer.main.get_command(cli))
+            cli = _COMMANDS[id(cli)][1]
+        return super().invoke(cli, args, *rest, **kwargs)
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
+from conftest import CliRunner
 
 from approvalctl import audit
 from approvalctl.cli import app

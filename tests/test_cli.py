@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 import pytest
-from typer.testing import CliRunner
+from conftest import CliRunner
 
 from approvalctl.cli import app
 

@@ -7,7 +7,7 @@ import json
 
 import httpx
 import pytest
-from typer.testing import CliRunner
+from conftest import CliRunner
 
 from approvalctl.cli import app
 

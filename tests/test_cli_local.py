@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import CliRunner
 
 from approvalctl.cli import app
 

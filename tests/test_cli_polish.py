@@ -11,9 +11,9 @@ import sys
 from datetime import timedelta
 
 import pytest
+from conftest import CliRunner
 from test_cli import CLI, RemoteCLI, cli  # noqa: F401  (the local/remote fixture)
 from test_notify_cli import SLACK_URL, run, slack_config, submit  # noqa: F401
-from typer.testing import CliRunner
 
 import approvalctl
 from approvalctl.cli import app

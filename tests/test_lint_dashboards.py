@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from conftest import CliRunner
 
 from approvalctl.cli import app
 from approvalctl.lint import lint, parse_exclusions

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import env_for
+from conftest import CliRunner, env_for
 from notify_support import FAST_RETRY, SECRET
-from typer.testing import CliRunner
 
 from approvalctl.cli import app
 

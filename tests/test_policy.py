@@ -13,8 +13,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import env_for
-from typer.testing import CliRunner
+from conftest import CliRunner, env_for
 
 from approvalctl import counters, policy
 from approvalctl.cli import app

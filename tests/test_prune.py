@@ -8,8 +8,8 @@ import shutil
 from datetime import timedelta
 
 import pytest
+from conftest import CliRunner
 from notify_support import notify_settings, webhook
-from typer.testing import CliRunner
 
 from approvalctl.cli import app
 from approvalctl.errors import Forbidden, InvalidInput

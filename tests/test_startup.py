@@ -13,8 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import env_for
-from typer.testing import CliRunner
+from conftest import CliRunner, env_for
 
 from approvalctl.cli import app
 from approvalctl.models import Principal

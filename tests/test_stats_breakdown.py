@@ -7,8 +7,8 @@ import json
 from datetime import timedelta
 
 import pytest
+from conftest import CliRunner
 from test_query_plans import _assert_indexed, _plans, traced  # noqa: F401
-from typer.testing import CliRunner
 
 from approvalctl.cli import app
 from approvalctl.models import Principal, to_iso, utcnow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typer.testing import CliRunner
+from conftest import CliRunner
 
 from approvalctl.cli import app
 from approvalctl.models import Principal
