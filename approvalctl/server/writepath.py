@@ -1,6 +1,6 @@
 """The server's write path: every change the HTTP API makes to a request (create, decide,
-cancel, consume, a decision link), as a job in a unit of work on one database thread, with
-group commit. Its invariants, all in one place (each is tested in
+require, cancel, consume, a decision link), as a job in a unit of work on one database
+thread, with group commit. Its invariants, all in one place (each is tested in
 tests/test_writepath.py, on SQLite and PostgreSQL):
 
 1. One thread. Every blocking service call of the process runs on the database thread, in
