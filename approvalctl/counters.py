@@ -36,7 +36,7 @@ def labels(**kv: str) -> str:
 
 def for_status(status: str) -> list[Counter]:
     """A request entered `status`."""
-    out: list[Counter] = [(REQUESTS_TOTAL, labels(status=status), 1)]
+    out: list[Counter] = [(REQUESTS_TOTAL, _status_label(status), 1)]
     if status == EXPIRED:
         out.append((TIMEOUT_TOTAL, "", 1))
     return out
@@ -46,13 +46,26 @@ def for_decision(status: str, response_seconds: float) -> list[Counter]:
     """A request was decided `response_seconds` after it was created."""
     out = for_status(status)
     if status in DECIDED_BY_HUMAN:
-        for bound in RESPONSE_BUCKETS:
-            if response_seconds <= bound:
-                out.append((RESPONSE_TIME + "_bucket", labels(le=str(bound)), 1))
-        out.append((RESPONSE_TIME + "_bucket", labels(le="+Inf"), 1))
+        out.extend(row for bound, row in _BUCKET_ROWS if response_seconds <= bound)
+        out.append(_INF_ROW)
         out.append((RESPONSE_TIME + "_sum", "", response_seconds))
-        out.append((RESPONSE_TIME + "_count", "", 1))
+        out.append(_COUNT_ROW)
     return out
+
+
+# Every change adds these rows: their label strings are built once, not per change.
+_BUCKET_ROWS: tuple[tuple[int, Counter], ...] = tuple(
+    (bound, (RESPONSE_TIME + "_bucket", labels(le=str(bound)), 1)) for bound in RESPONSE_BUCKETS)
+_INF_ROW: Counter = (RESPONSE_TIME + "_bucket", labels(le="+Inf"), 1)
+_COUNT_ROW: Counter = (RESPONSE_TIME + "_count", "", 1)
+_STATUS_LABELS: dict[str, str] = {}
+
+
+def _status_label(status: str) -> str:
+    label = _STATUS_LABELS.get(status)
+    if label is None:  # statuses are the model's few names: the cache stays that small
+        label = _STATUS_LABELS.setdefault(status, labels(status=status))
+    return label
 
 
 def merge(counters: list[Counter]) -> list[Counter]:

@@ -78,6 +78,7 @@ HEARTBEAT_SECONDS = 15.0
 IDEMPOTENCY_HEADER = re.compile(r"[!-~]{1,255}")
 PROBLEM = "application/problem+json"
 INLINE_PAGE = 100
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
 WAIT_RETRY_AFTER = 5
 
 
@@ -373,7 +374,11 @@ class Api:
 
         limit = self.settings.http_limits.body_timeout
         try:
-            await asyncio.wait_for(read(), limit)
+            if _TIMEOUT is not None:  # Python 3.11+: no task per body, as wait_for makes
+                async with _TIMEOUT(limit):
+                    await read()
+            else:
+                await asyncio.wait_for(read(), limit)
         except ClientDisconnect:
             raise InvalidInput("the client disconnected while sending the body") from None
         except asyncio.TimeoutError:
