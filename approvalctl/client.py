@@ -137,14 +137,7 @@ class Client:
                ttl_seconds: float | None = None, user_id: str | None = None,
                idempotency_key: str | None = None) -> ApprovalRequest:
         """Submit a request as this key's owner (`user_id` must be None or the key's name)."""
-        if user_id is not None:
-            raise errors.Forbidden("a request is always made as the caller; user_id cannot "
-                                   "be set over the API")
-        body: dict[str, Any] = {"tool_name": tool_name}
-        for name, value in (("arguments", arguments), ("reason", reason), ("risk", risk),
-                            ("ttl_seconds", ttl_seconds)):
-            if value is not None:
-                body[name] = value
+        body = _create_body(tool_name, arguments, reason, risk, ttl_seconds, user_id)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return ApprovalRequest.from_dict(self._call("POST", f"{API}/approvals", json=body,
                                                     headers=headers))

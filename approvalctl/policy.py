@@ -154,15 +154,7 @@ def check_rule(raw: Any, *, parse_ttl: Any = None) -> dict[str, Any]:
         out["risk"] = risk
     ttl = raw.get("ttl")
     if ttl is not None:
-        if isinstance(ttl, str) and parse_ttl is not None:
-            try:
-                ttl = parse_ttl(ttl)
-            except Exception as exc:  # the parser's own error type, whatever it is
-                raise RuleError(f"{where}: {getattr(exc, 'detail', exc)}") from None
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl \
-                <= MAX_TTL_SECONDS:
-            raise RuleError(f"{where}: ttl must be a duration between 1s and 30d")
-        out["ttl"] = ttl
+        out["ttl"] = _duration(ttl, f"{where}: ttl", parse_ttl)
     required = raw.get("approvals_required")
     if required is not None:
         if isinstance(required, bool) or not isinstance(required, int) or \
