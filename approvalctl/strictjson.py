@@ -38,6 +38,17 @@ def _no_constants(name: str) -> Any:
 decode = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_no_constants).decode
 
 
+def describe(exc: BaseException) -> str:
+    """One line saying why `decode` refused a document: ``"duplicate key 'cmd' in a JSON
+    object"``, ``"Expecting value at line 1 column 1"``, ``"nested too deeply"``, or the
+    refusal's own text (NaN/Infinity, integers with thousands of digits)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
+
+
 def loads(text: str, what: str = "JSON") -> Any:
     """`text` parsed as JSON, refusing duplicate keys at any depth and NaN/Infinity.
 
@@ -48,10 +59,5 @@ def loads(text: str, what: str = "JSON") -> Any:
         return decode(text)
     except DuplicateKey as exc:
         raise InvalidInput(f"{what}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} "
-                           f"column {exc.colno}") from None
-    except RecursionError:
-        raise InvalidInput(f"{what} is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # NaN/Infinity, integers with thousands of digits
-        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise InvalidInput(f"{what} is not valid JSON: {describe(exc)}") from None

@@ -58,8 +58,8 @@ from ..errors import (  # noqa: F401  (PayloadTooLarge, UnsupportedMediaType: re
 )
 from ..models import PENDING, Page, from_iso, to_iso, utcnow
 from ..service import IDEMPOTENCY_HOURS, ApprovalService
-from ..strictjson import DuplicateKey
 from ..strictjson import decode as strict_decode
+from ..strictjson import describe as describe_json_error
 from . import spec
 from .docs import DOCS_HTML
 from .links import LinkPages
@@ -894,15 +894,8 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidInput(f"the request body is not UTF-8 (byte {exc.start})") from None
     try:  # duplicate keys at any depth are refused too (DESIGN.md §10)
         value = strict_decode(text)
-    except DuplicateKey as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc.msg} at line {exc.lineno} column "
-                           f"{exc.colno}") from None
-    except RecursionError:
-        raise InvalidInput("malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # NaN/Infinity, integers with thousands of digits
-        raise InvalidInput(f"malformed JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # DuplicateKey, JSONDecodeError: ValueErrors
+        raise InvalidInput(f"malformed JSON: {describe_json_error(exc)}") from None
     if "\\u" in text and re.search(r"\\u[dD][89a-fA-F]", text):
         try:  # a lone surrogate escape cannot be stored or echoed as UTF-8
             json.dumps(value, ensure_ascii=False).encode("utf-8")
