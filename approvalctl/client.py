@@ -116,13 +116,7 @@ class Client:
         except httpx.TransportError as exc:
             raise errors.Unavailable(f"cannot reach approvalctl server at {self.base_url}: "
                                      f"{_reason(exc)}") from None
-        if response.status_code >= 400:
-            raise _error_from(response)
-        try:
-            return response.json()
-        except ValueError:
-            raise errors.ApprovalctlError(f"the server at {self.base_url} sent a response "
-                                          "that is not JSON") from None
+        return _answer(response, self.base_url)
 
     @staticmethod
     def _id(id_or_prefix: str) -> str:
