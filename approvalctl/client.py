@@ -333,7 +333,17 @@ class Client:
                                                        req.arguments, note=note))
         except policy.RuleError as exc:
             raise errors.InvalidInput(str(exc)) from None
+        q = self._quorums.get(req.id)
+        if q is not None:  # as the service refuses it (ApprovalService.approve_always)
+            raise errors.ApprovalConflict(
+                f"request {req.id} needs {q['approvals_required']} approvals: --always would "
+                "let one person allow this call from now on; approve it without --always",
+                req.status)
         done = self.decide(req.id, "approve", note)
+        if done.status != "approved" or done.id in self._quorums:
+            raise errors.ApprovalConflict(f"request {req.id} needs more than one approver, so "
+                                          "no 'always' rule was added (your approval was "
+                                          f"counted: {done.status})", done.status)
         return done, self.add_rule(rule)
 
     def healthz(self) -> dict[str, Any]:

@@ -409,6 +409,9 @@ class ApprovalService:
             raise InvalidInput(f"approvals required must be a whole number from 2 to "
                                f"{MAX_APPROVALS}, got {required!r}")
         req = self.resolve(actor, id_or_prefix)
+        if req.status != PENDING:
+            raise ApprovalConflict(f"request {req.id} is no longer pending ({req.status}): "
+                                   "its approvals cannot change", req.status)
         q = self.store.quorum(req.id)
         if q is not None and required <= q[0]:  # well-formed, but the request's state says no
             raise ApprovalConflict(f"request {req.id} already needs {q[0]} approvals; a "
@@ -963,13 +966,30 @@ class ApprovalService:
     def approve_always(self, actor: Principal, id_or_prefix: str, note: str | None = None
                        ) -> tuple[ApprovalRequest, dict[str, Any]]:
         """Approve a request and add an allow rule for exactly its tool and arguments,
-        named `always-<id>`, checked before anything is approved."""
+        named `always-<id>`, checked before anything is approved.
+
+        Refused (ApprovalConflict) for a request with a quorum: one person's "yes, always"
+        would let that call through from then on without the other approvers. The rule is
+        added only if this decision approved the request (a `require` that came in
+        meanwhile leaves it pending: no rule)."""
         req = self.resolve(actor, id_or_prefix)
         rule = _checked_rule(policy.exact_rule(f"always-{req.id}", req.tool_name,
                                                req.arguments, note=note))
         rbac.require(actor, rbac.MANAGE_RULES, "add policy rules", self.store.tally)
+        self._refuse_always_with_quorum(req)
         done = self.decide(actor, req.id, "approve", note)
+        if done.status != APPROVED or self.store.quorum(req.id) is not None:
+            raise ApprovalConflict(f"request {req.id} needs more than one approver, so no "
+                                   f"'always' rule was added (your approval was counted: "
+                                   f"{done.status})", done.status)
         return done, self.add_rule(actor, rule)
+
+    def _refuse_always_with_quorum(self, req: ApprovalRequest) -> None:
+        q = self.store.quorum(req.id)
+        if q is not None:
+            raise ApprovalConflict(f"request {req.id} needs {q[0]} approvals: --always would "
+                                   "let one person allow this call from now on; approve it "
+                                   "without --always", req.status)
 
     def _rule_change(self, actor: Principal, action: str, detail: dict[str, Any]) -> Change:
         """A policy change as an audit row: no request, so `request_id` is empty."""

@@ -298,7 +298,7 @@ def test_follow_the_link_from_a_real_email_and_reject(make_server, store):
 
 
 def test_rotate_secret_command_invalidates_earlier_links(db_url, store):
-    from typer.testing import CliRunner
+    from conftest import CliRunner
 
     from approvalctl.cli import app
 

@@ -115,7 +115,7 @@ def test_quorum_over_http_two_operator_keys_one_used_twice(make_server):
 
 
 def test_cli_require_and_show_one_of_two(db_url):
-    from typer.testing import CliRunner
+    from conftest import CliRunner
 
     from approvalctl.cli import app
 
@@ -251,7 +251,7 @@ def test_require_over_http_operators_only_raise_only(make_server):
 
 
 def _cli(args, env):
-    from typer.testing import CliRunner
+    from conftest import CliRunner
 
     from approvalctl.cli import app
 
@@ -329,3 +329,36 @@ def test_prune_removes_the_quorum_and_reminder_rows_of_what_it_prunes(service, s
     assert rows(old.id) == dict.fromkeys(rows(old.id), 0)
     assert rows(kept.id) == {"request_quorum": 1, "request_approvals": 2, "request_steps": 1,
                           "request_schedule": 1}
+
+
+def test_approve_always_cannot_outvote_a_quorum(service):
+    """One operator's `approve --always` on a request that needs two approvers would add an
+    allow rule, and the agent's next identical call would pass with nobody else asked."""
+    req = service.create(AGENT, "db.drop", {"table": "users"}, risk="high")
+    service.require_approvals(OLIVIA, req.id, 2)
+    with pytest.raises(ApprovalConflict, match="without --always"):
+        service.approve_always(OLIVIA, req.id)
+    assert service.list_rules(ADMIN) == []
+    assert service.approvals(OLIVIA, req.id) == {"required": 2, "approvers": []}
+    again = service.create(AGENT, "db.drop", {"table": "users"}, risk="high")
+    assert again.status == "pending"  # no rule lets the same call through
+
+
+def test_approve_always_over_http_cannot_outvote_a_quorum(make_server):
+    live = make_server()
+    req = live.service.create(AGENT, "db.drop", {"t": 1}, risk="high")
+    live.service.require_approvals(OLIVIA, req.id, 2)
+    olivia = live.client("operator")
+    with pytest.raises(ApprovalConflict, match="without --always"):
+        olivia.approve_always(req.id)
+    assert live.service.list_rules(ADMIN) == []
+    assert live.service.get(OLIVIA, req.id).status == "pending"
+
+
+def test_require_on_a_decided_request_says_it_is_no_longer_pending(service):
+    req = service.create(AGENT, "db.drop", {})
+    service.require_approvals(OLIVIA, req.id, 2)
+    service.decide(OLIVIA, req.id, "approve")
+    service.decide(OSCAR, req.id, "approve")
+    with pytest.raises(ApprovalConflict, match="no longer pending"):
+        service.require_approvals(OSCAR, req.id, 2)

@@ -368,7 +368,7 @@ def test_a_standalone_worker_queues_and_delivers_reminders(store, monkeypatch):
 
 def test_cli_rules_add_takes_the_reminder_flags_and_refuses_unknown_channels(db_url,
                                                                             tmp_path):
-    from typer.testing import CliRunner
+    from conftest import CliRunner
 
     from approvalctl.cli import app
 

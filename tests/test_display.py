@@ -286,7 +286,7 @@ def test_slack_invalid_blocks_is_dead_lettered_and_shown_with_reason(db_path, ag
 
     from conftest import serve_in_thread
     from notify_support import notify_settings
-    from typer.testing import CliRunner
+    from conftest import CliRunner
 
     from approvalctl.cli import app
     from approvalctl.notify.config import from_settings

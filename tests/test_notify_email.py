@@ -171,7 +171,7 @@ def test_smtp_5xx_is_dead_lettered_at_once(store, agent, where):
 
 def test_notify_test_email_sends_a_sample(db_url, isolated_env):
     import yaml
-    from typer.testing import CliRunner
+    from conftest import CliRunner
 
     from approvalctl.cli import app
 
@@ -265,7 +265,7 @@ def test_per_recipient_outcome_in_notify_list_json(db_path, agent, monkeypatch):
     """The per-recipient record is what `notify list --json` shows in last_error."""
     import json
 
-    from typer.testing import CliRunner
+    from conftest import CliRunner
 
     from approvalctl.cli import app
     from approvalctl.store import open_store
