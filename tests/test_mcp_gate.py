@@ -330,6 +330,31 @@ def test_a_duplicated_key_or_a_batched_call_is_refused_not_forwarded(db_path, tm
     assert [c["params"]["arguments"] for c in calls] == [{"cmd": "ls"}]
 
 
+def test_a_call_in_another_spelling_is_refused_and_extra_fields_never_reach_the_server(
+        db_path, tmp_path, svc):
+    """A lenient server might run "TOOLS/CALL" or "tools/call " as a call the gate never saw;
+    and an approved call reaches the server as the operator saw it: name, arguments and the
+    protocol's `_meta`, no other member of the message or its params."""
+    svc.add_rule(ADMIN, {"name": "all", "tools": ["mcp__raw__*"], "action": "allow"})
+    raw = RawProxy(db_path, tmp_path)
+    for n, method in enumerate((b"TOOLS/CALL", b"tools/call ", b" Tools/Call")):
+        raw.send(b'{"jsonrpc":"2.0","id":%d,"method":"%s","params":{"name":"sh",'
+                 b'"arguments":{"cmd":"rm"}}}' % (n, method))
+        answer = raw.answer()
+        assert answer["id"] == n and answer["error"]["code"] == -32600, answer
+    raw.send(b'[{"jsonrpc":"2.0","id":7,"method":"Tools/Call","params":{"name":"sh"}}]')
+    assert raw.answer()[0]["error"]["code"] == -32600
+    raw.send(b'{"jsonrpc":"2.0","id":9,"method":"tools/call","extra":{"cmd":"rm"},'
+             b'"params":{"name":"sh","arguments":{"cmd":"ls"},"task":{"ttl":1},'
+             b'"shadow":{"cmd":"rm"},"_meta":{"progressToken":"p"}}}')
+    assert raw.answer() == {"jsonrpc": "2.0", "id": 9, "result": {}}
+    assert raw.close() == 0
+    calls = [json.loads(line) for line in raw.record.read_text().splitlines()]
+    assert calls == [{"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                      "params": {"name": "sh", "arguments": {"cmd": "ls"},
+                                 "_meta": {"progressToken": "p"}}}]
+
+
 def test_notifications_cancelled_withdraws_a_waiting_call(db_path, tmp_path, svc):
     raw = RawProxy(db_path, tmp_path)
     raw.send(b'{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"sh",'

@@ -110,6 +110,12 @@ class Lines:
             self.buffer += chunk
 
 
+
+def _looks_like_call(method: Any) -> bool:
+    """Whether `method` is tools/call in any spelling (case, white space) a lenient server
+    might still run as one."""
+    return isinstance(method, str) and "".join(method.split()).lower() == "tools/call"
+
 class Proxy:
     """One client (this process's stdin/stdout) in front of one wrapped server."""
 
@@ -248,6 +254,11 @@ class Proxy:
             if method == "tools/call":
                 self.start_gate(line, message)
                 return
+            if _looks_like_call(method):  # "TOOLS/CALL", "tools/call ": a lenient server
+                self.send_client(_rpc_error(  # might run it, and the gate never saw it
+                    message.get("id"), INVALID_REQUEST, f"method {_one_line(method, 40)!r} "
+                    "is refused: spell it tools/call"))
+                return
             if method == "notifications/cancelled":
                 params = message.get("params")
                 target = params.get("requestId") if isinstance(params, dict) else None
@@ -259,8 +270,8 @@ class Proxy:
                 self.send_server(line, _key(message["id"]), message["id"],
                                  initialize=method == "initialize")
                 return
-        elif isinstance(message, list) and any(isinstance(m, dict) and m.get("method")
-                                               == "tools/call" for m in message):
+        elif isinstance(message, list) and any(isinstance(m, dict) and _looks_like_call(
+                m.get("method")) for m in message):
             # A batch (JSON-RPC 2.0 §6; MCP 2025-06-18 dropped batches): a tools/call in one
             # would slip past the gate, so a batch carrying one is refused whole.
             errors_ = [_rpc_error(m.get("id") if isinstance(m, dict) else None,
@@ -319,8 +330,13 @@ class Proxy:
         if verdict is not None:
             self.send_client(_tool_error(request_id, verdict))
             return
-        forward = dict(message)
-        forward["params"] = dict(params, arguments=arguments)
+        # Exactly what the operator saw, and nothing else: the call's name and arguments,
+        # and `_meta` (the protocol's own, e.g. the progress token); any other member of
+        # the message or its params is dropped rather than passed on unseen.
+        forward: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                                   "params": {"name": tool, "arguments": arguments}}
+        if isinstance(meta, dict):
+            forward["params"]["_meta"] = meta
         data = json.dumps(forward, ensure_ascii=False, separators=(",", ":")).encode()
         self.send_server(data, _key(request_id), request_id, is_call=True)
 
