@@ -63,7 +63,7 @@ def build(state: dict[str, Any], backend_factory: Any = None) -> Any:
                                ttl: str | None = None) -> dict[str, Any]:
         """Ask an operator to approve one tool call with exactly these arguments.
 
-        risk: low, medium, high or critical. ttl: how long the operator has, e.g. "10m".
+        risk: low, medium or high. ttl: how long the operator has, e.g. "10m".
         Returns the request (id, status, digest, ...); status may already be approved or
         rejected by a policy rule.
         """
