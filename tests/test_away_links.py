@@ -178,6 +178,8 @@ def test_tampered_foreign_expired_and_formless_posts_are_refused(linked, store):
         assert client.post(found["approve"], json=form).status_code == 415
         assert client.post(found["approve"], data=form,
                            headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+        assert client.post(found["approve"], data=form,  # another site's page posting it
+                           headers={"Origin": "http://evil.example"}).status_code == 403
         # a link rotated away stops working
         store.replace_server_secret(links.KEY_NAME, links.new_key(), to_iso(utcnow()))
         rotated = client.get(found["approve"])

@@ -217,7 +217,8 @@ class LinkPages:
 
     async def _decide(self, request: Request) -> Response:
         token = request.path_params["token"]
-        if request.headers.get("sec-fetch-site") == "cross-site":
+        if request.headers.get("sec-fetch-site") == "cross-site" or \
+                not _same_origin(request):
             raise Forbidden("a decision must come from this server's own page")
         form = await self._form(request)
         key = await self._key()
@@ -243,3 +244,20 @@ class LinkPages:
                      f"is now <b>{render.html(done.status)}</b>, recorded as decided by "
                      f"<b>{render.html(done.decided_by, 200)}</b>.</p>")
 
+
+def _same_origin(request: Request) -> bool:
+    """False for a POST whose `Origin` (RFC 6454) names another host than the one it was sent
+    to. An absent Origin or `null` (what a browser sends for this page's own form, which has
+    `Referrer-Policy: no-referrer`) passes: the form's `check` field is the proof that it
+    came from the page. Only the host is compared, since a TLS reverse proxy in front of
+    `serve` changes the scheme the server sees, not the Host it forwards."""
+    from urllib.parse import urlsplit
+
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return True
+    try:
+        host = urlsplit(origin).netloc
+    except ValueError:
+        return False
+    return bool(host) and host.lower() == request.headers.get("host", "").lower()
