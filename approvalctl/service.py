@@ -890,14 +890,15 @@ class ApprovalService:
     def import_rules(self, actor: Principal, rules: Any, *, replace: bool = False
                      ) -> builtins.list[dict[str, Any]]:
         """Append `rules` (or with `replace`, make them the whole policy) all at once. Any
-        error refuses the whole import, and the InvalidInput lists every error, one a line."""
+        error refuses the whole import, and the InvalidInput lists every error in its one
+        line, separated by '; '."""
         rbac.require(actor, rbac.MANAGE_RULES, "change policy rules", self.store.tally)
         good, errors = policy.check_rules(rules, parse_ttl=_parse_ttl)
         errors += [f"rule {i}: {p}" for i, p in enumerate(map(self._unknown_channel, good), 1)
                    if p]
         if errors:
-            raise InvalidInput(f"{len(errors)} error(s), nothing imported:\n" +
-                               "\n".join(errors))
+            raise InvalidInput(f"{len(errors)} error(s), nothing imported: " +
+                               "; ".join(errors))
 
         def edit(current: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Change]:
             kept = [] if replace else current

@@ -284,8 +284,9 @@ def test_an_import_with_errors_imports_nothing_and_lists_every_error(service, ad
         service.import_rules(admin, [rule("x"), rule("y", tools=["a["]), rule("z",
                                                                              action="no")],
                              replace=True)
-    lines = exc.value.detail.splitlines()
-    assert "2 error(s)" in lines[0] and "rule 2" in lines[1] and "rule 3" in lines[2]
+    head, *errors = exc.value.detail.split(": ", 1)[1].split("; ")  # one line, every error
+    assert "2 error(s)" in exc.value.detail and "\n" not in exc.value.detail
+    assert "rule 2" in head and "rule 3" in errors[0]
     assert [r["name"] for r in service.list_rules(admin)] == ["keep"]
     service.import_rules(admin, [rule("x")], replace=True)
     assert [r["name"] for r in service.list_rules(admin)] == ["x"]
@@ -361,6 +362,7 @@ def test_cli_export_import_round_trip_and_all_or_nothing(cli, tmp_path):
                                    {"name": "d", "tools": ["x"], "action": "nope"}]))
     r = cli("rules", "import", str(bad), "--replace")
     assert r.exit_code == 2 and "rule 1" in r.stderr and "rule 2" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "\\n" not in r.stderr  # one line
     assert cli("rules", "export").stdout == exported  # nothing imported
     r = cli("rules", "import", str(tmp_path / "rules.yaml"))
     assert r.exit_code == 4  # the names exist: all or nothing
