@@ -387,6 +387,19 @@ class ApprovalService:
         q = self.store.quorum(req.id)
         return None if q is None else {"required": q[0], "approvers": q[1]}
 
+    def created_quorum_fields(self, actor: Principal, req: ApprovalRequest, replayed: bool
+                              ) -> dict[str, dict[str, Any]]:
+        """`quorum_fields` of a request just created (or replayed): looked up only when it
+        can have a quorum — a replay (a `require` may have come since), or a pending request
+        while some policy rule sets `approvals_required` — so a create pays no query for it
+        in the usual case."""
+        if req.status != PENDING:
+            return {}
+        if not replayed and not any("approvals_required" in r
+                                    for r in self.store.list_rules()):
+            return {}
+        return self.quorum_fields(actor, [req])
+
     def quorum_fields(self, actor: Principal, reqs: builtins.list[ApprovalRequest]
                       ) -> dict[str, dict[str, Any]]:
         """The quorum of each request of `reqs` that has one, by id, as the request's JSON

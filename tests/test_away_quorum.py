@@ -218,6 +218,24 @@ def test_the_count_is_in_the_json_of_http_get_list_and_decide(make_server):
             f"/api/v1/approvals/{plain.id}", headers=live.headers("viewer")).json()
 
 
+def test_the_create_answer_carries_the_quorum_a_rule_set(make_server):
+    """POST /api/v1/approvals answers with the quorum a policy rule gave the request at
+    creation, as GET does after it; a request without one has no quorum fields."""
+    import httpx
+
+    live = make_server()
+    live.service.add_rule(ADMIN, {"name": "two", "tools": ["db.*"], "action": "ask",
+                                  "approvals_required": 2})
+    with httpx.Client(base_url=live.url, timeout=10) as web:
+        made = web.post("/api/v1/approvals", json={"tool_name": "db.drop", "arguments": {}},
+                        headers=live.headers("user"))
+        assert made.status_code == 201, made.text
+        assert (made.json()["approvals_required"], made.json()["approvals"]) == (2, [])
+        plain = web.post("/api/v1/approvals", json={"tool_name": "fs.read"},
+                         headers=live.headers("user"))
+        assert plain.status_code == 201 and "approvals_required" not in plain.json()
+
+
 def test_require_over_http_operators_only_raise_only(make_server):
     import httpx
 

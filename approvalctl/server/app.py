@@ -439,17 +439,17 @@ class Api:
         key = call.request.headers.get("idempotency-key")
         if key is not None and not IDEMPOTENCY_HEADER.fullmatch(key):
             raise InvalidInput("Idempotency-Key must be 1-255 visible ASCII characters")
-        return (ApprovalService.create_idempotent, (body["tool_name"], body.get("arguments")),
+        return (_create_and_quorum, (body["tool_name"], body.get("arguments")),
                 {"reason": body.get("reason"), "risk": body.get("risk"),
                  "ttl_seconds": body.get("ttl_seconds"), "idempotency_key": key})
 
     @staticmethod
     def _created(call: Call, result: Any) -> Response:
-        req, replayed = result
+        req, replayed, quorum = result
         headers = {"Location": f"/api/v1/approvals/{req.id}"}
         if call.request.headers.get("idempotency-key") is not None:
             headers["Idempotent-Replayed"] = "true" if replayed else "false"
-        return json_response(req.to_dict(), 201, headers)
+        return json_response({**req.to_dict(), **quorum.get(req.id, {})}, 201, headers)
 
     async def list_approvals(self, call: Call) -> Response:
         q = call.query
@@ -836,6 +836,14 @@ class Api:
             *LinkPages(self).routes(),  # decision links (server/links.py)
             self.route("/docs/assets/{name}", {"GET": self.docs_asset}),
         ]
+
+
+def _create_and_quorum(service: Any, principal: Any, *args: Any, **kwargs: Any
+                       ) -> tuple[Any, bool, dict[str, dict[str, Any]]]:
+    """ApprovalService.create_idempotent, with the new request's quorum fields read in the
+    same unit of work (a policy rule may set `approvals_required` at creation)."""
+    req, replayed = service.create_idempotent(principal, *args, **kwargs)
+    return req, replayed, service.created_quorum_fields(principal, req, replayed)
 
 
 def _and_quorum(func: Callable[..., Any]) -> Callable[..., Any]:
