@@ -243,11 +243,13 @@ class Client:
 
     def sweep_all(self) -> dict[str, Any]:
         """Expire overdue requests and queue due reminders/escalations on the server:
-        `{"expired", "ids", "reminders", "escalations"}` (`ApprovalService.sweep_all`)."""
+        `{"expired", "ids", "reminders", "escalations", "no_channel"}`
+        (`ApprovalService.sweep_all`)."""
         data = self._call("POST", f"{API}/sweep")
         return {"expired": data["expired"], "ids": data["ids"],
                 "reminders": data.get("reminders", 0),
-                "escalations": data.get("escalations", 0)}
+                "escalations": data.get("escalations", 0),
+                "no_channel": data.get("no_channel", 0)}
 
     def stats(self, since_seconds: float = 86400) -> dict[str, Any]:
         since = max(1, math.ceil(since_seconds))

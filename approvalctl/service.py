@@ -575,7 +575,7 @@ class ApprovalService:
     def sweep_all(self, actor: Principal | None = None) -> dict[str, Any]:
         """What `approvalctl sweep` and `POST /api/v1/sweep` do: expire overdue requests,
         then queue the reminders and escalations due. Returns `{"expired", "ids",
-        "reminders", "escalations"}`."""
+        "reminders", "escalations", "no_channel"}` (`send_reminders`)."""
         ids = self.sweep(actor)
         return {"expired": len(ids), "ids": ids, **self.send_reminders(actor)}
 
@@ -945,19 +945,26 @@ class ApprovalService:
         most once, however many servers and cron jobs call this at the same moment (the
         store's claim decides). The rule that asked for a request sets its times; the
         config's `notifications.remind_after` / `escalate_after` / `escalate_to` apply
-        otherwise. Returns `{"reminders": n, "escalations": m}` queued by this call.
+        otherwise.
+
+        Only this config's channels are used: a due step none of whose channels this config
+        has is left unclaimed for a sweeper whose config has them (a claim is final), and a
+        step's messages go only to the channels this config has. Returns `{"reminders": n,
+        "escalations": m, "no_channel": k}`: the steps this call queued, and the due steps
+        it left for want of a channel.
         """
         if actor is not None:
             rbac.require(actor, rbac.SWEEP, "send reminders", self.store.tally)
         remind_after, escalate_after, escalate_to = self.settings.reminders()
         if remind_after is None and escalate_after is None and not self._rules_remind():
-            return {"reminders": 0, "escalations": 0}
-        queued = self.store.queue_steps(
+            return {"reminders": 0, "escalations": 0, "no_channel": 0}
+        got = self.store.queue_steps(
             now=to_iso(self.clock()), remind_after=remind_after,
             escalate_after=escalate_after, remind_channels=self.settings.channels_for("created"),
-            escalate_to=escalate_to)
-        return {"reminders": sum(1 for _, step in queued if step == "remind"),
-                "escalations": sum(1 for _, step in queued if step == "escalate")}
+            escalate_to=escalate_to, channels=self.settings.channel_names())
+        return {"reminders": sum(1 for _, step in got.queued if step == "remind"),
+                "escalations": sum(1 for _, step in got.queued if step == "escalate"),
+                "no_channel": len(got.no_channel)}
 
     def _rules_remind(self) -> bool:
         """Whether a policy rule schedules reminders now (else, with none in the config, a

@@ -31,6 +31,8 @@ from approvalctl.store import open_store
 AGENT = Principal("deploy-bot", "user")
 OPERATOR = Principal("olivia", "operator")
 ADMIN = Principal("root-admin", "admin", local=True)
+#: A sweep that queued nothing and left nothing.
+NONE = {"reminders": 0, "escalations": 0, "no_channel": 0}
 
 
 @pytest.fixture(autouse=True)
@@ -62,11 +64,11 @@ def test_one_reminder_per_channel_with_links_then_nothing_more(store):
         settings.file = {"public_url": "https://approvals.example.com"}
         svc = ApprovalService(store, settings)
         req = svc.create(AGENT, "deploy.run", {"env": "prod"}, reason="ship it")
-        assert svc.send_reminders() == {"reminders": 0, "escalations": 0}  # not due yet
-        assert _due(svc) == {"reminders": 1, "escalations": 0}
-        assert svc.send_reminders() == {"reminders": 0, "escalations": 0}  # once only
+        assert svc.send_reminders() == NONE  # not due yet
+        assert _due(svc) == {"reminders": 1, "escalations": 0, "no_channel": 0}
+        assert svc.send_reminders() == NONE  # once only
         run_once(store, from_settings(settings))
-        assert svc.send_reminders() == {"reminders": 0, "escalations": 0}
+        assert svc.send_reminders() == NONE
         run_once(store, from_settings(settings))
         assert sorted(_events(first)) == [("created", req.id), ("reminder", req.id)]
         assert second.requests == []  # not a `created` channel: no reminder there
@@ -103,7 +105,7 @@ def test_escalation_goes_to_escalate_to_only(store):
                              escalate_to=["webhook:1"])
         svc = ApprovalService(store, settings)
         req = svc.create(AGENT, "deploy.run", {"env": "prod"})
-        assert _due(svc, "escalations") == {"reminders": 0, "escalations": 1}
+        assert _due(svc, "escalations") == {"reminders": 0, "escalations": 1, "no_channel": 0}
         assert svc.send_reminders()["escalations"] == 0
         run_once(store, from_settings(settings))
         assert _events(first) == [("created", req.id)]
@@ -123,7 +125,7 @@ def test_nothing_after_a_decision_or_cancel(store):
         svc.cancel(AGENT, cancelled.id)
         waiting = svc.create(AGENT, "deploy.run", {"n": 3})
         got = _due(svc)
-        assert got == {"reminders": 1, "escalations": 1}  # only the one still pending
+        assert got == {"reminders": 1, "escalations": 1, "no_channel": 0}  # the pending one
         assert [s for s, _ in store.steps_taken(decided.id)] == []
         assert [s for s, _ in store.steps_taken(cancelled.id)] == []
         assert sorted(s for s, _ in store.steps_taken(waiting.id)) == ["escalate", "remind"]
@@ -403,3 +405,84 @@ def test_an_expired_request_gets_no_reminder(store):
         _due(svc)
         assert store.steps_taken(short.id) == []
         assert [s for s, _ in store.steps_taken(longer.id)] == ["remind"]
+
+
+# ------------------------------------------------ a sweeper without the channels claims nothing
+def _wait_until_due(store, svc: ApprovalService, request_id: str, seconds: float = 1) -> None:
+    """Wait until a step `seconds` after the request's creation is due by the deciding
+    clock, without sweeping (so no step is queued meanwhile)."""
+    created = from_iso(svc.get(OPERATOR, request_id).created_at)
+    due = to_iso(created + timedelta(seconds=seconds))
+    until(lambda: (store.db_now() or to_iso(utcnow())) >= due, timeout=20, step=0.05)
+
+
+def _step_rows(store) -> list[tuple[str, str, str]]:
+    return sorted((r["event"], r["channel"], r["request_id"]) for r in store.list_outbox()
+                  if r["event"] in ("reminder", "escalated"))
+
+
+def test_a_sweep_without_channels_claims_nothing_and_the_right_one_sends_once(
+        store, db_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from approvalctl.cli import app
+
+    with Receiver() as first, Receiver() as second:
+        settings = _settings(first.url, second.url)  # no global reminders: the rule's
+        svc = ApprovalService(store, settings)
+        svc.add_rule(ADMIN, {"name": "esc", "tools": ["e.*"], "action": "ask",
+                             "remind_after": "1s", "escalate_after": "1s",
+                             "escalate_to": ["webhook:0"]})
+        req = svc.create(AGENT, "e.x", {"n": 1})
+        _wait_until_due(store, svc, req.id)
+        # cron under another HOME: a config with no notification channels at all
+        bare = tmp_path / "bare.yaml"
+        bare.write_text(yaml.safe_dump({"db": db_url}))
+        env = {"APPROVALCTL_DB": db_url, "APPROVALCTL_CONFIG": str(bare)}
+        r = CliRunner().invoke(app, ["sweep"], env=env)
+        assert r.exit_code == 0, r.output
+        assert "queued" not in r.stderr
+        assert "2 due step(s) left" in r.stderr and "no channel" in r.stderr
+        r = CliRunner().invoke(app, ["sweep", "--json"], env=env)
+        assert json.loads(r.stdout) == {"expired": 0, "ids": [], "reminders": 0,
+                                        "escalations": 0, "no_channel": 2}
+        assert store.steps_taken(req.id) == []  # still to be sent
+        assert _step_rows(store) == []
+        # the sweeper with the webhooks queues both, once
+        assert svc.send_reminders() == {"reminders": 1, "escalations": 1, "no_channel": 0}
+        assert svc.send_reminders() == {"reminders": 0, "escalations": 0, "no_channel": 0}
+        assert sorted(s for s, _ in store.steps_taken(req.id)) == ["escalate", "remind"]
+        run_once(store, from_settings(settings))
+        assert sorted(_events(first)) == sorted([("created", req.id), ("reminder", req.id),
+                                                 ("escalated", req.id)])
+        assert second.requests == []
+
+
+def test_an_escalation_to_a_channel_the_sweeper_lacks_is_not_claimed(store):
+    with Receiver() as first, Receiver() as second:
+        settings = _settings(first.url, second.url)
+        svc = ApprovalService(store, settings)
+        svc.add_rule(ADMIN, {"name": "esc", "tools": ["e.*"], "action": "ask",
+                             "remind_after": "1s", "escalate_after": "1s",
+                             "escalate_to": ["webhook:1"]})
+        svc.add_rule(ADMIN, {"name": "both", "tools": ["b.*"], "action": "ask",
+                             "escalate_after": "1s", "escalate_to": ["webhook:0", "webhook:1"]})
+        lone = svc.create(AGENT, "e.x", {"n": 1})
+        both = svc.create(AGENT, "b.x", {"n": 2})
+        _wait_until_due(store, svc, both.id)
+        # a sweeper whose config has webhook:0 only
+        one = ApprovalService(store, notify_settings(webhooks=[webhook(first.url,
+                                                                       ["created"])]))
+        assert one.send_reminders() == {"reminders": 1, "escalations": 1, "no_channel": 1}
+        assert [s for s, _ in store.steps_taken(lone.id)] == ["remind"]  # not the escalation
+        assert [s for s, _ in store.steps_taken(both.id)] == ["escalate"]
+        # rows only for the channels this config has
+        assert _step_rows(store) == sorted([("reminder", "webhook:0", lone.id),
+                                            ("escalated", "webhook:0", both.id)])
+        assert one.send_reminders() == {"reminders": 0, "escalations": 0, "no_channel": 1}
+        # the sweeper with webhook:1 sends the escalation left, once
+        assert svc.send_reminders() == {"reminders": 0, "escalations": 1, "no_channel": 0}
+        assert svc.send_reminders() == {"reminders": 0, "escalations": 0, "no_channel": 0}
+        assert ("escalated", "webhook:1", lone.id) in _step_rows(store)
+        run_once(store, from_settings(settings))
+        assert _events(second) == [("escalated", lone.id)]

@@ -200,7 +200,7 @@ def test_sweep_and_stats(cli) -> None:
     assert swept.exit_code == 0
     assert swept.json()["expired"] == 1
     assert cli.run("sweep", "--json").json() == {"expired": 0, "ids": [], "reminders": 0,
-                                                 "escalations": 0}
+                                                 "escalations": 0, "no_channel": 0}
     stats = cli.run("stats", "--json").json()
     assert stats["by_status"]["expired"] == 1
     assert stats["by_status"]["approved"] == 1

@@ -371,10 +371,12 @@ def sweep_cmd(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     if as_json:
         emit(got)
     else:
-        n = got["expired"]
+        n, left = got["expired"], got.get("no_channel", 0)
         message(f"expired {n} request{'s' if n != 1 else ''}"
                 + (f"; queued {got['reminders']} reminder(s), {got['escalations']} "
-                   "escalation(s)" if got["reminders"] or got["escalations"] else ""))
+                   "escalation(s)" if got["reminders"] or got["escalations"] else "")
+                + (f"; {left} due step(s) left: no channel for them in this config (a sweep "
+                   "with the config that has them sends them)" if left else ""))
 
 
 @command(app, "stats")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .. import audit
     from ..counters import Counter, CounterBuffer
     from ..models import ApprovalRequest, Change
+    from .reminders import StepsQueued
     from .unit import UnitOfWork
 
 __all__ = ["Store"]
@@ -269,8 +270,10 @@ class Store(Protocol):
     # ---- reminders and escalation (store/reminders.py)
     def queue_steps(self, *, now: str, remind_after: float | None,
                     escalate_after: float | None, remind_channels: list[str],
-                    escalate_to: list[str], batch: int = 200) -> list[tuple[str, str]]:
-        """Queue the due reminder/escalation steps of pending requests, each exactly once."""
+                    escalate_to: list[str], channels: list[str],
+                    batch: int = 200) -> StepsQueued:
+        """Queue the due reminder/escalation steps of pending requests, each exactly once,
+        claiming only steps with at least one of this config's `channels`."""
         ...
 
     def steps_taken(self, request_id: str) -> list[tuple[str, str]]:

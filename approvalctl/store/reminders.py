@@ -13,7 +13,12 @@ written with the request's creation, absolute times) or else from the config
 
 Exactly once, whoever sweeps: `queue_steps` claims a due step by inserting
 `(request_id, step)` into `request_steps`, whose primary key admits one such row ever, and
-writes the step's outbox rows in the same transaction only when its own insert took. Two
+writes the step's outbox rows in the same transaction only when its own insert took.
+A sweeper claims only a step it can send: one whose channels (the `created` channels for a
+reminder, `escalate_to` for an escalation) include at least one of the channels its own
+config has. A claim is final, so a sweeper without them (a cron job run with another
+config) leaves the step for one that has them instead of claiming it with no message; and
+it writes rows only for the channels its config has. Two
 sweepers racing (two servers, a server and a cron `approvalctl sweep`) therefore queue one
 set of messages between them; a restart loses nothing (the state is in the database) and
 repeats nothing. On PostgreSQL the candidate rows are also locked (`FOR UPDATE OF r SKIP
@@ -30,7 +35,7 @@ from __future__ import annotations
 import json
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..models import PENDING, ApprovalRequest, Change, from_iso, to_iso
 
@@ -39,6 +44,17 @@ STEP_EVENTS = {"remind": "reminder", "escalate": "escalated"}
 #: Requests looked at per transaction: a sweep never holds the write lock long.
 STEP_BATCH = 200
 _SCHEDULE_KEYS = ("remind_after", "escalate_after", "escalate_to")
+
+
+class StepsQueued(NamedTuple):
+    """What one `queue_steps` call did, each step as `(request_id, step)`, step `remind` or
+    `escalate`."""
+
+    #: The steps this call claimed and queued outbox rows for.
+    queued: list[tuple[str, str]]
+    #: Due steps left unclaimed because this config has none of their channels (another
+    #: sweeper, with a config that has them, will queue them).
+    no_channel: list[tuple[str, str]]
 
 
 def schedule_of(detail: dict[str, Any] | None) -> dict[str, Any]:
@@ -85,16 +101,19 @@ class ReminderQueries:
 
     def queue_steps(self, *, now: str, remind_after: float | None,
                     escalate_after: float | None, remind_channels: list[str],
-                    escalate_to: list[str], batch: int = STEP_BATCH
-                    ) -> list[tuple[str, str]]:
+                    escalate_to: list[str], channels: list[str],
+                    batch: int = STEP_BATCH) -> StepsQueued:
         """Queue every reminder and escalation due at `now` (ISO; the database's clock on
-        PostgreSQL) for requests still pending and not expired; returns `(request_id, step)`
-        of the steps this call queued (a step another sweeper queued is not repeated).
+        PostgreSQL) for requests still pending and not expired; returns the steps this call
+        queued (a step another sweeper queued is not repeated) and the due steps it left
+        because this config has no channel for them.
 
         `remind_after`/`escalate_after` (seconds, None: off) and `escalate_to` are the
         config's global settings, for requests whose rule set none; `remind_channels` are
-        the channels of `created` messages. Each outbox row's payload is the request's JSON
-        with `"step": {"name", "after_seconds"}` added (what the message says).
+        the channels of `created` messages; `channels` are all the channels this config has
+        (`Settings.channel_names()`): a step's outbox rows go only to those, and a step with
+        none of them is not claimed. Each outbox row's payload is the request's JSON with
+        `"step": {"name", "after_seconds"}` added (what the message says).
         """
         from .sql import REQUEST_COLUMNS, _sorted_json, request_from_row
 
@@ -114,7 +133,9 @@ class ReminderQueries:
             "EXISTS (SELECT 1 FROM request_steps t WHERE t.request_id = r.id AND "
             "t.step = 'escalate'))) ORDER BY r.id LIMIT ?" + lock)
         n = len(REQUEST_COLUMNS)
+        known = set(channels)
         queued: list[tuple[str, str]] = []
+        left: list[tuple[str, str]] = []
         after = ""
         while True:
             with self._write() as cur:
@@ -122,7 +143,7 @@ class ReminderQueries:
                 rows = self._exec(cur, sql, (PENDING, at, after, at, _cutoff(at, remind_after),
                                              at, _cutoff(at, escalate_after), batch)).fetchall()
                 if not rows:
-                    return queued
+                    return StepsQueued(queued, left)
                 after = rows[-1][0]
                 head = self._exec(cur, "SELECT seq, hash FROM audit_log ORDER BY seq DESC "
                                   "LIMIT 1").fetchone() or (None, None)
@@ -134,13 +155,17 @@ class ReminderQueries:
                     steps = (("remind", remind_at, remind_after, remind_channels, reminded),
                              ("escalate", escalate_at, escalate_after,
                               json.loads(to_json) if to_json else escalate_to, escalated))
-                    for step, due, default, channels, done in steps:
+                    for step, due, default, targets, done in steps:
                         if done:
                             continue
                         due_at = from_iso(due) if due else (
                             created + timedelta(seconds=default) if default is not None
                             else None)
                         if due_at is None or due_at > from_iso(at):
+                            continue
+                        sendable = [c for c in targets if c in known]
+                        if not sendable:  # claiming it would lose it: leave it
+                            left.append((req.id, step))
                             continue
                         claimed = self._exec(
                             cur, "INSERT INTO request_steps (request_id, step, at) VALUES "
@@ -153,12 +178,12 @@ class ReminderQueries:
                             "name": step,
                             "after_seconds": round((due_at - created).total_seconds())}})
                         outbox.extend((STEP_EVENTS[step], channel, req.id, payload, at, at,
-                                       head[0], head[1]) for channel in channels)
+                                       head[0], head[1]) for channel in sendable)
                 from .sql import OUTBOX_INSERT
 
                 self._many(cur, OUTBOX_INSERT, outbox)
             if len(rows) < batch:
-                return queued
+                return StepsQueued(queued, left)
 
     def steps_taken(self, request_id: str) -> list[tuple[str, str]]:
         """`(step, at)` of the reminder steps queued for a request, oldest first."""
