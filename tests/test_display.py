@@ -284,9 +284,8 @@ def test_slack_invalid_blocks_is_dead_lettered_and_shown_with_reason(db_path, ag
     """A 400 `invalid_blocks` from Slack: failed at once, reason in `notify list`."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from conftest import serve_in_thread
+    from conftest import CliRunner, serve_in_thread
     from notify_support import notify_settings
-    from conftest import CliRunner
 
     from approvalctl.cli import app
     from approvalctl.notify.config import from_settings

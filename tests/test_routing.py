@@ -58,6 +58,40 @@ def test_a_bad_body_with_a_revoked_key_is_401_and_writes_nothing(live):
     assert len(live.store.audit_rows()) == before
 
 
+def test_key_and_rule_changes_are_jobs_with_the_same_order_of_errors(live):
+    """API-key and policy-rule changes go through the write path like request changes: a
+    revoked admin key with a bad body is a 401, not the body's 400, and writes nothing; a
+    good one changes the rules and the keys, each with its audit row."""
+    key = live.key("soon-gone", "admin")
+    live.service.revoke_key(_admin(), "soon-gone")
+    before = len(live.store.audit_rows())
+    for method, path in (("POST", "/api/v1/rules"), ("POST", "/api/v1/keys"),
+                         ("POST", "/api/v1/rules/import"), ("DELETE", "/api/v1/rules/x"),
+                         ("DELETE", "/api/v1/keys/x")):
+        r = httpx.request(method, f"{live.url}{path}", content=b"{not json",
+                          headers={"X-API-Key": key, "Content-Type": "application/json"},
+                          timeout=10)
+        assert r.status_code == 401 and "revoked" in r.json()["detail"], (path, r.text)
+    assert len(live.store.audit_rows()) == before
+    admin = {"X-API-Key": live.key("admin2", "admin")}
+    with httpx.Client(base_url=live.url, headers=admin, timeout=10) as web:
+        r = web.post("/api/v1/rules", json={"name": "reads", "tools": ["fs.read"],
+                                            "action": "allow"})
+        assert r.status_code == 201 and r.json()["name"] == "reads"
+        r = web.post("/api/v1/keys", json={"name": "bot7", "role": "user"})
+        assert r.status_code == 201 and r.json()["key"] and r.headers["location"].endswith(
+            "/api/v1/keys/bot7")
+        assert web.delete("/api/v1/keys/bot7").json()["revoked_at"]
+        assert web.delete("/api/v1/rules/reads").json()["name"] == "reads"
+        r = web.post("/api/v1/rules/import", json={"rules": [
+            {"name": "a", "tools": ["x"], "action": "deny"}], "replace": True})
+        assert r.status_code == 200 and [x["name"] for x in r.json()] == ["a"]
+        assert web.post("/api/v1/rules", json={"name": "a", "tools": ["y"],
+                                               "action": "allow"}).status_code == 409
+    actions = [a["action"] for a in live.store.audit_rows()[before:]]
+    assert actions == ["rule_add", "rule_remove", "rules_import"], actions
+
+
 def _admin():
     from approvalctl.models import Principal
 

@@ -725,42 +725,49 @@ class Api:
     async def list_keys(self, call: Call) -> Response:
         return json_response(await self.run(self.service.list_keys, call.principal))
 
-    async def create_key(self, call: Call) -> Response:
+    async def _parse_create_key(self, call: Call) -> ServiceCall:
         body = await self._body(call)
-        secret, record = await self.run(self.service.create_key, call.principal, body["name"],
-                                        body["role"], body.get("expires_seconds"))
+        return (ApprovalService.create_key, (body["name"], body["role"],
+                                             body.get("expires_seconds")), {})
+
+    @staticmethod
+    def _key_created(call: Call, result: Any) -> Response:
+        secret, record = result
         return json_response({**record, "key": secret}, 201,
                              {"Location": f"/api/v1/keys/{quote(record['name'])}"})
 
-    async def revoke_key(self, call: Call) -> Response:
-        name = call.path["name"]
-        await self.run(self.service.revoke_key, call.principal, name)
-        keys = await self.run(self.service.list_keys, call.principal)
-        return json_response(next(k for k in keys if k["name"] == name))
+    async def _parse_revoke_key(self, call: Call) -> ServiceCall:
+        return _revoke_and_show, (call.path["name"],), {}
 
     # ---- policy rules
     async def list_rules(self, call: Call) -> Response:
         return json_response(await self.run(self.service.list_rules, call.principal))
 
-    async def add_rule(self, call: Call) -> Response:
+    async def _parse_add_rule(self, call: Call) -> ServiceCall:
         body = dict(await self._body(call))
         before = body.pop("before", None)
-        rule = await self.run(self.service.add_rule, call.principal, body, before=before)
+        return ApprovalService.add_rule, (body,), {"before": before}
+
+    @staticmethod
+    def _rule_added(call: Call, rule: Any) -> Response:
         return json_response(rule, 201)
 
-    async def remove_rule(self, call: Call) -> Response:
-        return json_response(await self.run(self.service.remove_rule, call.principal,
-                                            call.path["name"]))
+    async def _parse_remove_rule(self, call: Call) -> ServiceCall:
+        return ApprovalService.remove_rule, (call.path["name"],), {}
 
     async def test_rules(self, call: Call) -> Response:
         body = await self._body(call)
         return json_response(await self.run(self.service.test_rule, call.principal,
                                             body["tool_name"], body.get("arguments")))
 
-    async def import_rules(self, call: Call) -> Response:
+    async def _parse_import_rules(self, call: Call) -> ServiceCall:
         body = await self._body(call)
-        return json_response(await self.run(self.service.import_rules, call.principal,
-                                            body["rules"], replace=body.get("replace", False)))
+        return ApprovalService.import_rules, (body["rules"],), \
+            {"replace": body.get("replace", False)}
+
+    @staticmethod
+    def _json(call: Call, result: Any) -> Response:
+        return json_response(result)
 
     # ---- service endpoints
     async def health(self, call: Call) -> Response:
@@ -823,12 +830,18 @@ class Api:
             self.route("/api/v1/audit/verify", {"GET": self.audit_verify}),
             self.route("/api/v1/audit/anchor", {"GET": self.audit_anchor}),
             self.route("/api/v1/prune", {"POST": self.prune}),
-            self.route("/api/v1/keys", {"GET": self.list_keys, "POST": self.create_key}),
-            self.route("/api/v1/keys/{name}", {"DELETE": self.revoke_key}),
-            self.route("/api/v1/rules", {"GET": self.list_rules, "POST": self.add_rule}),
+            self.route("/api/v1/keys", {
+                "GET": self.list_keys,
+                "POST": Change(self._parse_create_key, self._key_created)}),
+            self.route("/api/v1/keys/{name}",
+                       {"DELETE": Change(self._parse_revoke_key, self._json)}),
+            self.route("/api/v1/rules", {
+                "GET": self.list_rules, "POST": Change(self._parse_add_rule, self._rule_added)}),
             self.route("/api/v1/rules/test", {"POST": self.test_rules}),
-            self.route("/api/v1/rules/import", {"POST": self.import_rules}),
-            self.route("/api/v1/rules/{name}", {"DELETE": self.remove_rule}),
+            self.route("/api/v1/rules/import",
+                       {"POST": Change(self._parse_import_rules, self._json)}),
+            self.route("/api/v1/rules/{name}",
+                       {"DELETE": Change(self._parse_remove_rule, self._json)}),
             self.route("/healthz", {"GET": self.health}),
             self.route("/metrics", {"GET": self.metrics}),
             self.route("/openapi.json", {"GET": self.openapi}),
@@ -836,6 +849,13 @@ class Api:
             *LinkPages(self).routes(),  # decision links (server/links.py)
             self.route("/docs/assets/{name}", {"GET": self.docs_asset}),
         ]
+
+
+def _revoke_and_show(service: Any, principal: Any, name: str) -> dict[str, Any]:
+    """Revoke the key `name` and return its public record as it now stands, both in the
+    same unit of work."""
+    service.revoke_key(principal, name)
+    return next(k for k in service.list_keys(principal) if k["name"] == name)
 
 
 def _create_and_quorum(service: Any, principal: Any, *args: Any, **kwargs: Any

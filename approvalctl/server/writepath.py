@@ -1,16 +1,16 @@
 """The server's write path: every change the HTTP API makes to a request (create, decide,
-require, cancel, consume, a decision link), as a job in a unit of work on one database
-thread, with group commit. Its invariants, all in one place (each is tested in
-tests/test_writepath.py, on SQLite and PostgreSQL):
+require, cancel, consume, a decision link), to an API key or to the policy rules, as a
+job in a unit of work on one database thread, with group commit. Its invariants, all in
+one place (each is tested in tests/test_writepath.py, on SQLite and PostgreSQL):
 
 1. One thread. Every blocking service call of the process runs on the database thread, in
    the order queued (`DatabaseThread`). SQLite allows one writer at a time, and with a pool
    of threads its busy handler sleeps in steps that add up to a long tail; on PostgreSQL one
    thread with group commit did more than several threads (docs/benchmarks.md, "Figures
    behind the code"). Reads never enter a unit of work: they are submitted without
-   `write=True`, run alone, and write nothing of their own. (The admin changes — keys,
-   rules, sweep — are submitted the same way for now: alone, each store write its own
-   transaction.)
+   `write=True`, run alone, and write nothing of their own. The API-key and policy-rule
+   changes are jobs like the request changes; the sweep (a batch of expiries and
+   reminders) runs alone on this thread, and `prune` and `audit verify` on a thread apart.
 
 2. One job shape. A change is a job: a callable given the `UnitOfWork` (store/unit.py) it
    runs in, which makes its reads and writes through `uow.store`. The HTTP API's job is
