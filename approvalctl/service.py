@@ -1013,7 +1013,8 @@ class ApprovalService:
                                    "without --always", req.status)
 
     def _rule_change(self, actor: Principal, action: str, detail: dict[str, Any]) -> Change:
-        """A policy change as an audit row: no request, so `request_id` is empty."""
+        """A policy or API-key change as an audit row: no request, so `request_id` is empty
+        (never a key's secret or its hash in `detail`)."""
         return Change(request_id=None, actor=actor.name, action=action,  # type: ignore[arg-type]
                       from_status=None, to_status=None,  # type: ignore[arg-type]
                       at=to_iso(self.clock()), detail=detail)
@@ -1037,7 +1038,10 @@ class ApprovalService:
                "created_at": to_iso(now), "created_by": actor.name,
                "expires_at": to_iso(now + timedelta(seconds=expires_seconds))
                if expires_seconds else None}
-        self.store.insert_key(row, (counters.ROLE_ASSIGNMENTS, counters.labels(role=role), 1))
+        self.store.insert_key(row, (counters.ROLE_ASSIGNMENTS, counters.labels(role=role), 1),
+                              self._rule_change(actor, "key_create", {
+                                  "name": name, "role": role,
+                                  "expires_at": row["expires_at"]}))
         return secret, _public_key(row)
 
     def list_keys(self, actor: Principal) -> builtins.list[dict[str, Any]]:
@@ -1049,7 +1053,8 @@ class ApprovalService:
         rbac.require(actor, rbac.MANAGE_KEYS, "manage API keys", self.store.tally)
         if not self.store.get_key(name=name):
             raise NotFound(f"no API key named {name!r}")
-        if not self.store.revoke_key(name, to_iso(self.clock())):
+        if not self.store.revoke_key(name, to_iso(self.clock()),
+                                     self._rule_change(actor, "key_revoke", {"name": name})):
             raise ApprovalConflict(f"API key {name!r} is already revoked")
 
     # ---- the notification outbox and the schema (local faces: `notify`, `migrate --list`)

@@ -3,6 +3,7 @@ handlers): what a client sees of them, on a real server over 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import httpx
@@ -88,8 +89,14 @@ def test_key_and_rule_changes_are_jobs_with_the_same_order_of_errors(live):
         assert r.status_code == 200 and [x["name"] for x in r.json()] == ["a"]
         assert web.post("/api/v1/rules", json={"name": "a", "tools": ["y"],
                                                "action": "allow"}).status_code == 409
-    actions = [a["action"] for a in live.store.audit_rows()[before:]]
-    assert actions == ["rule_add", "rule_remove", "rules_import"], actions
+    rows = live.store.audit_rows()[before:]
+    assert [(a["actor"], a["action"]) for a in rows] == [
+        ("test-admin", "key_create"), ("admin2", "rule_add"), ("admin2", "key_create"),
+        ("admin2", "key_revoke"), ("admin2", "rule_remove"), ("admin2", "rules_import")]
+    detail = rows[2]["detail"]
+    detail = json.loads(detail) if isinstance(detail, str) else detail
+    assert detail == {"name": "bot7", "role": "user", "expires_at": None}  # never a secret
+    assert live.service.audit_verify(_admin()).ok
 
 
 def _admin():

@@ -203,8 +203,10 @@ class Store(Protocol):
         ...
 
     # ---- API keys
-    def insert_key(self, row: dict[str, Any], role_counter: Counter) -> None:
-        """Store a new API key row (its secret only hashed) and count it."""
+    def insert_key(self, row: dict[str, Any], role_counter: Counter,
+                   change: Change | None = None) -> None:
+        """Store a new API key row (its secret only hashed) and count it; `change` (its
+        audit row) is appended to the audit chain in the same transaction."""
         ...
 
     def get_key(self, *, key_id: str | None = None,
@@ -216,8 +218,9 @@ class Store(Protocol):
         """Every key row, secrets' hashes left out."""
         ...
 
-    def revoke_key(self, name: str, at: str) -> bool:
-        """Revoke the named key; False when there is no such live key."""
+    def revoke_key(self, name: str, at: str, change: Change | None = None) -> bool:
+        """Revoke the named key, with `change` appended to the audit chain in the same
+        transaction; False (and no audit row) when there is no such live key."""
         ...
 
     # ---- policy rules

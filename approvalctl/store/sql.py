@@ -1002,12 +1002,15 @@ class SQLStore(OutboxQueries, ReminderQueries):
             self._append_changes(cur, [change], {})
 
     # ---- API keys
-    def insert_key(self, row: dict[str, Any], role_counter: Counter) -> None:
+    def insert_key(self, row: dict[str, Any], role_counter: Counter,
+                   change: Change | None = None) -> None:
         with self._write() as cur:
             self._exec(cur, "INSERT INTO api_keys (" + ", ".join(KEY_COLUMNS) + ") VALUES ("
                        + ", ".join("?" * len(KEY_COLUMNS)) + ")",
                        tuple(row.get(c) for c in KEY_COLUMNS))
             self._bump(cur, [role_counter])
+            if change is not None:
+                self._append_changes(cur, [change], {})
 
     def get_key(self, *, key_id: str | None = None, name: str | None = None
                 ) -> dict[str, Any] | None:
@@ -1022,10 +1025,13 @@ class SQLStore(OutboxQueries, ReminderQueries):
             return [dict(zip(KEY_COLUMNS, r)) for r in self._exec(
                 cur, "SELECT " + ", ".join(KEY_COLUMNS) + " FROM api_keys ORDER BY name")]
 
-    def revoke_key(self, name: str, at: str) -> bool:
+    def revoke_key(self, name: str, at: str, change: Change | None = None) -> bool:
         with self._write() as cur:
-            return self._exec(cur, "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND "
+            done = self._exec(cur, "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND "
                               "revoked_at IS NULL", (at, name)).rowcount > 0
+            if done and change is not None:
+                self._append_changes(cur, [change], {})
+            return done
 
     # ---- bulk copy (`migrate --to`): whole tables, in key order, batch by batch
     @staticmethod
