@@ -42,9 +42,12 @@ QUEUE_LIMIT = 500
 FIRST_ROWS = 60
 #: The requester's most recent requests shown under a request.
 HISTORY_ROWS = 10
-#: Audit actions that change a request (server/wakeups.py's EVENTS; not imported from
-#: there, which would load the HTTP server into the terminal commands).
-CHANGES = frozenset({"create", "approve", "reject", "expire", "cancel", "consume"})
+#: Audit actions that change a request or its quorum (server/wakeups.py's EVENTS; not
+#: imported from there, which would load the HTTP server into the terminal commands). A
+#: partial approval and a raised requirement leave the request pending but change its count
+#: ("1 of 2"), so they are changes too.
+CHANGES = frozenset({"create", "approve", "reject", "expire", "cancel", "consume",
+                     "approve_partial", "require"})
 #: Audit rows read per query while catching up.
 BATCH = 500
 #: Seconds before following the changes again after an error the server answered.
@@ -55,7 +58,8 @@ class LiveQueue:
     """The requests `review` and `watch` show, kept current by change notification.
 
     `read()` lists them (pending oldest first, any other status newest first, at most
-    `limit`); `follow()` then keeps them current, blocking, in a thread of its own. `backend`
+    `limit`) with the quorum of those that have one (`quorums()`: "1 of 2" stays current
+    too); `follow()` then keeps them current, blocking, in a thread of its own. `backend`
     is a `Client` (remote: the event stream) or the CLI's `LocalBackend` (local: the store's
     change marker). Thread-safe: `rows()` and `apply()` may be called from the UI thread
     while `follow()` runs. Errors: `read()` raises the backend's ApprovalctlError (a bad
@@ -70,6 +74,8 @@ class LiveQueue:
         self.tool, self.user = tool, user
         self.store = getattr(getattr(backend, "service", None), "store", None)
         self._rows: dict[str, Any] = {}
+        #: request id -> {"approvals_required": N, "approvals": [approver, ...]}
+        self._quorums: dict[str, dict[str, Any]] = {}
         self._full = False  # the last read filled `limit`: more may exist beyond it
         self._lock = threading.Lock()
         self.seq: int | None = None  # local: the audit seq the queue is current up to
@@ -87,13 +93,28 @@ class LiveQueue:
         seq = self.store.audit_head()[0] if self.store is not None else None
         items = list(self.backend.list(status=self.status or "all", tool_name=self.tool,
                                        user_id=self.user, limit=self.limit).items)
+        quorums = self._quorum_fields(items)
         with self._lock:
             self.reads += 1
             self._rows = {r.id: r for r in items}
+            self._quorums = quorums
             self._full = len(items) >= self.limit
             if seq is not None:
                 self.seq = seq
         return self.rows()
+
+    def _quorum_fields(self, items: list[Any]) -> dict[str, dict[str, Any]]:
+        """The quorum fields of `items` that have one (remote: as the `list` answer carried
+        them, no extra call; local: one query). A backend without quorums: none."""
+        try:
+            return dict(self.backend.quorum_fields(items)) if items else {}
+        except AttributeError:  # a backend that knows no quorums
+            return {}
+
+    def quorums(self) -> dict[str, dict[str, Any]]:
+        """A copy of the quorum fields of the requests in the queue that have one, by id."""
+        with self._lock:
+            return {rid: dict(q) for rid, q in self._quorums.items() if rid in self._rows}
 
     def rows(self) -> list[Any]:
         """The queue now, in display order."""
@@ -108,22 +129,27 @@ class LiveQueue:
                 and (self.tool is None or req.tool_name == self.tool)
                 and (self.user is None or req.user_id == self.user))
 
-    def apply(self, req: Any) -> bool:
-        """Take `req`'s current state into the queue; True if the queue changed. A request
+    def apply(self, req: Any, quorum: dict[str, Any] | None = None) -> bool:
+        """Take `req`'s current state (and `quorum`, its quorum fields when it has one) into
+        the queue; True if the queue changed (a new count "1 of 2" is a change). A request
         leaving a queue that was cut at `limit` re-reads it, to fill the gap."""
         with self._lock:
             old = self._rows.get(req.id)
             if self.matches(req):
+                recounted = quorum is not None and self._quorums.get(req.id) != quorum
+                if quorum is not None:
+                    self._quorums[req.id] = quorum
                 self._rows[req.id] = req
                 if len(self._rows) > self.limit:  # keep `limit`, as a fresh read would
                     for extra in sorted(self._rows, reverse=self.status != "pending"
                                         )[self.limit:]:
                         del self._rows[extra]
                     self._full = True
-                return req.id in self._rows and (old is None or old != req)
+                return req.id in self._rows and (old is None or old != req or recounted)
             if old is None:
                 return False
             del self._rows[req.id]
+            self._quorums.pop(req.id, None)
             refill = self._full
         if refill:
             self.read()
@@ -156,7 +182,13 @@ class LiveQueue:
                     if stop.is_set():
                         return
                     last = event["id"]
-                    if self.apply(ApprovalRequest.from_dict(event["data"])):
+                    data = event["data"]
+                    # the event carries the request's quorum fields when it has a quorum
+                    # (its `quorum` event: an approval counted below it, a requirement raised)
+                    quorum = {"approvals_required": data["approvals_required"],
+                              "approvals": list(data.get("approvals") or [])} \
+                        if "approvals_required" in data else None
+                    if self.apply(ApprovalRequest.from_dict(data), quorum):
                         changed(self.rows())
             except ApprovalctlError as exc:
                 if stop.is_set():
@@ -257,6 +289,13 @@ def _age(iso: str) -> str:
     from ..models import from_iso, utcnow
 
     return format_duration((utcnow() - from_iso(iso)).total_seconds())
+
+
+def count_text(quorum: dict[str, Any] | None) -> str:
+    """`1 of 2`: the approvals so far of those a quorum requires; "" without a quorum."""
+    if not quorum:
+        return ""
+    return f"{len(quorum.get('approvals') or [])} of {quorum['approvals_required']}"
 
 
 def detail_text(req: Any, history: list[Any] | None = None,
@@ -453,6 +492,14 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
                 yield Static(detail_text(self.req, self.history, self.quorum), id="detail")
             yield Footer()
 
+        def recount(self, quorum: dict[str, Any]) -> None:
+            """Show the request's quorum as it is now (an approval counted elsewhere, a
+            requirement raised), in place: the scroll position stays."""
+            if quorum != self.quorum:
+                self.quorum = quorum
+                self.query_one("#detail", Static).update(
+                    detail_text(self.req, self.history, quorum))
+
         def action_back(self) -> None:
             self.app.pop_screen()
 
@@ -487,6 +534,7 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
             super().__init__()
             self.pending: list[Any] = []
             self.ages: dict[str, str] = {}  # the age shown per row
+            self.counts: dict[str, str] = {}  # the approvals shown per row ("1 of 2")
             self.stopping = threading.Event()
 
         def compose(self) -> ComposeResult:
@@ -500,6 +548,7 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
         def on_mount(self) -> None:
             table = self.table
             table.add_columns("ID", "TOOL", "USER", "RISK")
+            self.count_column = table.add_column("APPROVALS")
             self.age_column = table.add_column("AGE")
             table.add_column("REASON")
             try:  # the queue `run` read for the first screen, or a first read
@@ -545,25 +594,34 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
             rows now (the first screen), the rest once it is drawn."""
             current = self.current_id()
             table = self.table
+            quorums = live.quorums()
             shown = list(self.table.rows)  # row keys, in order
             wanted = {r.id for r in rows}
             kept = [k.value for k in shown if k.value in wanted]
             if [r.id for r in rows[:len(kept)]] != kept:  # not removals and appends only
                 table.clear()
                 self.ages.clear()
+                self.counts.clear()
                 kept = []
             else:
                 for key in shown:
                     if key.value not in wanted:
                         table.remove_row(key)
                         self.ages.pop(str(key.value), None)
+                        self.counts.pop(str(key.value), None)
+                for rid in map(str, kept):  # a count changed in place: an approval, a
+                    count = count_text(quorums.get(rid))  # requirement raised
+                    if self.counts.get(rid, "") != count:
+                        self.counts[rid] = count
+                        table.update_cell(rid, self.count_column, Text(count))
             upto = len(rows) if first is None else min(len(rows), max(first, len(kept)))
             for r in rows[len(kept):upto]:
                 age = _age(r.created_at)
                 self.ages[r.id] = age
+                count = self.counts[r.id] = count_text(quorums.get(r.id))
                 table.add_row(Text(r.id[:12]), render.terminal(r.tool_name, 24),
-                              render.terminal(r.user_id, 16), Text(r.risk), Text(age),
-                              render.terminal(r.reason or "", 60), key=r.id)
+                              render.terminal(r.user_id, 16), Text(r.risk), Text(count),
+                              Text(age), render.terminal(r.reason or "", 60), key=r.id)
             if upto < len(rows):
                 self.call_after_refresh(self.show, rows)
             self.pending = rows
@@ -579,6 +637,8 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
             if isinstance(screen, RequestScreen) and screen.req.id not in wanted:
                 self.say(f"{screen.req.id} was decided elsewhere (or expired)", "warning")
                 self.pop_screen()
+            elif isinstance(screen, RequestScreen) and screen.req.id in quorums:
+                screen.recount(quorums[screen.req.id])
 
         def redraw(self) -> None:
             """Bring the ages up to date: only the cells whose text changed."""
@@ -650,8 +710,16 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
                     self.pop_screen()
                 self.refresh_queue()  # decided elsewhere meanwhile, most likely
                 return
-            self.say(f"{done.status} {done.id} ({done.tool_name} for {done.user_id})",
-                     "information")
+            if done.status == "pending":  # an approval counted towards a quorum
+                try:
+                    counted = count_text(backend.quorum_fields([done]).get(done.id))
+                except (ApprovalctlError, AttributeError):
+                    counted = ""
+                self.say(f"approval counted for {done.id}"
+                         + (f" ({counted} approvals)" if counted else ""), "information")
+            else:
+                self.say(f"{done.status} {done.id} ({done.tool_name} for {done.user_id})",
+                         "information")
             if isinstance(self.screen, RequestScreen):
                 self.pop_screen()
             live.apply(done)  # at once; the change notification confirms it
