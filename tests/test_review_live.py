@@ -298,3 +298,68 @@ def test_ctrl_c_on_the_first_screen_gives_the_terminal_back(service, db_url, tmp
     assert "Traceback" not in out
     assert out.rfind("\x1b[?1049l") > out.rfind("\x1b[?1049h") >= 0
     assert out.rfind("\x1b[?25h") > out.rfind("\x1b[?25l")
+
+
+def detail(app: Any) -> str:
+    """The text of the open request's screen."""
+    from textual.widgets import Static
+
+    return str(app.screen.query_one("#detail", Static).render())
+
+
+async def counted_elsewhere(app: Any, pilot: Any, db: str, rid: str) -> None:
+    """The shared script of a quorum: a request needing 3 approvals is open at "0 of 3";
+    another process approves it once (it stays pending), then raises the requirement to 4:
+    the open screen and the queue follow both without a key press."""
+    await until(pilot, lambda: ids(app) == [rid], "the request to show")
+    assert app.counts[rid] == "0 of 3"
+    await pilot.press("enter")
+    await pilot.pause()
+    assert app.screen.req.id == rid and "0 of 3" in detail(app)
+    cli(db, "approve", rid)  # the local OS account: one approval of three
+    await until(pilot, lambda: "1 of 3 (" in detail(app), "the screen to count the approval")
+    assert app.screen.req.id == rid  # still pending: the screen stays open
+    await until(pilot, lambda: app.counts[rid] == "1 of 3", "the queue to count it")
+    cli(db, "require", rid, "4")
+    await until(pilot, lambda: "1 of 4 (" in detail(app), "the screen to show 4 required")
+    await until(pilot, lambda: app.counts[rid] == "1 of 4", "the queue to show 4 required")
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite", "postgres"])
+def test_local_review_follows_a_quorum_counted_elsewhere(service, operator, db_url):
+    req = service.create(Principal("deploy-bot", "user"), "db_migrate", {"to": 42})
+    service.require_approvals(operator, req.id, 3)
+    queue = LiveQueue(LocalBackend(service, operator))
+    app = build_app(queue.backend, queue=queue)
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await counted_elsewhere(app, pilot, db_url, req.id)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
+def test_remote_review_follows_a_quorum_counted_elsewhere(service, operator, db_url):
+    """Over the event stream: a partial approval and a raised requirement arrive as `quorum`
+    events carrying the count, so nothing is re-read."""
+    req = service.create(Principal("deploy-bot", "user"), "db_migrate", {"to": 42})
+    service.require_approvals(operator, req.id, 3)
+    operator_key, _ = service.create_key(ADMIN, "olivia", "operator")
+    port = free_port()
+    server = serve(db_url, port)
+    client = Client(f"http://127.0.0.1:{port}", operator_key, timeout=GUARD)
+    queue = LiveQueue(client)
+    app = build_app(client, queue=queue)
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: queue.reads == 2, "the stream to open")
+            await counted_elsewhere(app, pilot, db_url, req.id)
+            assert queue.reads == 2  # the events carried the counts
+
+    try:
+        asyncio.run(main())
+    finally:
+        client.close()
+        stop(server)
