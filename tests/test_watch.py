@@ -134,6 +134,8 @@ def test_the_rows_kept_on_a_short_terminal(service) -> None:
     assert [r.tool_name for r in left] == ["t1", "t3", "t4"]
     assert left_out_line(left).startswith("+3 more not shown (1 high risk); newest not "
                                           "shown: t4 for deploy-bot (low, ")
+    assert "only the first 200 are read" not in left_out_line(left)
+    assert "only the first 200 are read: newer ones are not" in left_out_line(left, True)
     assert fit(made, 6) == (made, [])
 
 

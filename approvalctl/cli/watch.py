@@ -49,17 +49,21 @@ def fit(rows: list[Any], room: int) -> tuple[list[Any], list[Any]]:
     return [r for r in rows if r.id in keep], [r for r in rows if r.id not in keep]
 
 
-def left_out_line(left: list[Any]) -> str:
+def left_out_line(left: list[Any], unread: bool = False) -> str:
     """The line under a cut table: how many rows are not shown, how many of them are high
-    risk, and the newest of them (agent text rendered)."""
+    risk, and the newest of them (agent text rendered); `unread`: the queue was cut at
+    WATCH_LIMIT when read, so newer requests exist that were not even read."""
     from ..models import from_iso, utcnow
 
     newest = max(left, key=lambda r: r.id)
     high = sum(1 for r in left if r.risk == "high")
     age = format_duration((utcnow() - from_iso(newest.created_at)).total_seconds())
-    return (f"+{len(left)} more not shown" + (f" ({high} high risk)" if high else "")
+    return (f"+{len(left)} more not shown"
+            + (f" ({high} high risk)" if high else "")
             + f"; newest not shown: {render.plain(newest.tool_name, 24)} for "
               f"{render.plain(newest.user_id, 16)} ({newest.risk}, {age} ago)"
+            + (f" · only the first {WATCH_LIMIT} are read: newer ones are not" if unread
+               else "")
             + " · a taller terminal or --tool/--user shows more")
 
 
@@ -106,7 +110,8 @@ def screen(rows: list[Any], title: str, height: int,
         return table(rows, title, quorums)
     shown, left = fit(rows, max(1, room - 1))  # one line for what is left out
     return Group(table(shown, title, quorums),
-                 Text(left_out_line(left), style="bold", no_wrap=True, overflow="ellipsis"))
+                 Text(left_out_line(left, len(rows) >= WATCH_LIMIT), style="bold",
+                      no_wrap=True, overflow="ellipsis"))
 
 
 def alert(req: Any, *, bell: bool, stream: Any) -> None:
