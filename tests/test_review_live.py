@@ -244,14 +244,51 @@ def test_a_queue_cut_at_its_limit_stays_what_a_fresh_list_would_show(service, op
     newest = LiveQueue(LocalBackend(service, operator), 2, status="all")
     assert [r.id for r in newest.read()] == [three.id, two.id]
     four = service.create(agent, "deploy", {"n": 4})
-    assert pending.apply(four) is False  # beyond the two oldest: not shown
+    assert pending.apply(four)  # beyond the two oldest: not a row, but kept as the newest
     assert [r.id for r in pending.rows()] == [one.id, two.id]
+    assert [r.id for r in pending.beyond()] == [four.id]
     assert newest.apply(four) and [r.id for r in newest.rows()] == [four.id, three.id]
     done = service.decide(operator, one.id, "approve")
     assert pending.apply(done)  # leaves; the gap is filled by a fresh read
     assert [r.id for r in pending.rows()] == [two.id, three.id]
+    assert [r.id for r in pending.beyond()] == [four.id]  # still newer than both
+    assert pending.apply(service.decide(operator, four.id, "reject", "no"))  # leaves
+    assert pending.beyond() == [] and newest.beyond() == []
     assert newest.apply(done) is False  # older than the two newest: not shown
     assert [r.id for r in newest.rows()] == [four.id, three.id]
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite", "postgres"])
+def test_a_full_local_queue_follows_the_newest_beyond_it(service, operator, db_url):
+    """A pending queue holding only its `limit` oldest: a request made by another process
+    after it is full is kept `beyond` it (what `watch` shows and rings for); decided
+    elsewhere, it leaves."""
+    import threading
+
+    agent = Principal("deploy-bot", "user")
+    for i in range(3):
+        service.create(agent, "deploy", {"n": i})
+    queue = LiveQueue(LocalBackend(service, operator), 2)
+    queue.read()
+    stop = threading.Event()
+    errors: list[Any] = []
+    follower = threading.Thread(target=queue.follow, args=(lambda rows: None, errors.append,
+                                                           stop), daemon=True)
+    follower.start()
+    try:
+        rid = cli(db_url, "request", "db_wipe", "--risk", "high")
+        deadline = time.monotonic() + GUARD
+        while [r.id for r in queue.beyond()] != [rid]:
+            assert time.monotonic() < deadline and not errors, "the newest was not kept"
+            time.sleep(0.05)
+        assert queue.beyond()[0].risk == "high" and len(queue.rows()) == 2
+        cli(db_url, "reject", rid)
+        while queue.beyond():
+            assert time.monotonic() < deadline + GUARD and not errors, "it did not leave"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        follower.join(GUARD)
 
 
 @pytest.mark.parametrize("backend_kind", ["postgres"])

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import env_for
+from conftest import bulk_create, env_for
 
 from approvalctl.models import Principal
 
@@ -121,6 +121,37 @@ def test_a_short_terminal_keeps_the_newest_high_risk_and_says_what_it_cut(servic
             child.terminate(force=True)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
+def test_past_200_pending_a_new_high_risk_request_still_shows_and_rings(service, db_url,
+                                                                         tmp_path):
+    """The queue read is the 200 oldest: a high-risk request made after them by another
+    process is drawn and rings the bell all the same."""
+    pexpect = pytest.importorskip("pexpect")
+    bulk_create(service.store, 230)
+    env = {**env_for(db_url), "TERM": "xterm-256color",
+           "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"}
+    child = pexpect.spawn(installed(), ["watch", "--bell"], env=env, encoding="utf-8",
+                          timeout=60, dimensions=(24, 160), cwd=str(tmp_path))
+    try:
+        child.expect(r"pending requests: 200\+")
+        child.expect(r"over 200 pending: only the 200 oldest and those new")
+        made = subprocess.run([sys.executable, "-m", "approvalctl", "request", "db_wipe",
+                               "--risk", "high"], env={**env, "APPROVALCTL_USER": "deploy-bot"},
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        child.expect("\a")
+        child.expect(r"pending requests: 201\+")
+        child.expect(made.stdout.strip()[:12])
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+
+
 @pytest.mark.parametrize("backend_kind", ["sqlite"])
 def test_the_rows_kept_on_a_short_terminal(service) -> None:
     """More high-risk requests than room: the newest of them first, then the oldest; the
@@ -134,8 +165,9 @@ def test_the_rows_kept_on_a_short_terminal(service) -> None:
     assert [r.tool_name for r in left] == ["t1", "t3", "t4"]
     assert left_out_line(left).startswith("+3 more not shown (1 high risk); newest not "
                                           "shown: t4 for deploy-bot (low, ")
-    assert "only the first 200 are read" not in left_out_line(left)
-    assert "only the first 200 are read: newer ones are not" in left_out_line(left, True)
+    assert "over 200 pending" not in left_out_line(left)
+    assert "over 200 pending: only the 200 oldest and those new since watch began are " \
+           "known" in left_out_line(left, True)
     assert fit(made, 6) == (made, [])
 
 

@@ -50,6 +50,8 @@ CHANGES = frozenset({"create", "approve", "reject", "expire", "cancel", "consume
                      "approve_partial", "require"})
 #: Audit rows read per query while catching up.
 BATCH = 500
+#: Newest requests kept beyond a full pending queue (`LiveQueue.beyond`).
+BEYOND = 50
 #: Seconds before following the changes again after an error the server answered.
 RETRY_SECONDS = 5.0
 
@@ -61,7 +63,9 @@ class LiveQueue:
     `limit`) with the quorum of those that have one (`quorums()`: "1 of 2" stays current
     too); `follow()` then keeps them current, blocking, in a thread of its own. `backend`
     is a `Client` (remote: the event stream) or the CLI's `LocalBackend` (local: the store's
-    change marker). Thread-safe: `rows()` and `apply()` may be called from the UI thread
+    change marker). A pending queue is its `limit` oldest; the requests that arrive once it
+    is full are the newest, and `beyond()` keeps them (at most BEYOND), so `watch` can show
+    and ring for them. Thread-safe: `rows()` and `apply()` may be called from the UI thread
     while `follow()` runs. Errors: `read()` raises the backend's ApprovalctlError (a bad
     filter, an unreachable server); `follow()` reports them through `failed` and retries.
     """
@@ -77,6 +81,8 @@ class LiveQueue:
         #: request id -> {"approvals_required": N, "approvals": [approver, ...]}
         self._quorums: dict[str, dict[str, Any]] = {}
         self._full = False  # the last read filled `limit`: more may exist beyond it
+        #: pending queue only: matching requests that arrived while it was full, by id
+        self._beyond: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.seq: int | None = None  # local: the audit seq the queue is current up to
         #: how many times `list` was called (what a test of "never polls" counts)
@@ -97,8 +103,13 @@ class LiveQueue:
         with self._lock:
             self.reads += 1
             self._rows = {r.id: r for r in items}
-            self._quorums = quorums
+            self._quorums = {**{k: q for k, q in self._quorums.items()
+                                if k in self._beyond}, **quorums}
             self._full = len(items) >= self.limit
+            if not self._full:  # every matching request was read
+                self._beyond.clear()
+            for rid in [k for k in self._beyond if k in self._rows]:  # it fits now
+                del self._beyond[rid]
             if seq is not None:
                 self.seq = seq
         return self.rows()
@@ -114,7 +125,29 @@ class LiveQueue:
     def quorums(self) -> dict[str, dict[str, Any]]:
         """A copy of the quorum fields of the requests in the queue that have one, by id."""
         with self._lock:
-            return {rid: dict(q) for rid, q in self._quorums.items() if rid in self._rows}
+            return {rid: dict(q) for rid, q in self._quorums.items()
+                    if rid in self._rows or rid in self._beyond}
+
+    def beyond(self) -> list[Any]:
+        """The requests that match a pending queue but arrived after it was full (oldest
+        first, at most BEYOND, the newest kept): the newest requests, which a queue of the
+        `limit` oldest cannot hold. Known from the changes followed since the first read
+        (a request already beyond the limit then is not among them)."""
+        with self._lock:
+            return sorted(self._beyond.values(), key=lambda r: r.id)
+
+    def _keep_beyond(self, reqs: list[Any]) -> bool:
+        """Keep `reqs` (cut from a full pending queue) in `beyond`; True if that changed it.
+        Call with the lock held."""
+        if self.status != "pending":  # newest first: what is cut is the oldest
+            return False
+        changed = False
+        for req in reqs:
+            changed = changed or self._beyond.get(req.id) != req
+            self._beyond[req.id] = req
+        for extra in sorted(self._beyond)[:-BEYOND]:
+            del self._beyond[extra]
+        return changed
 
     def rows(self) -> list[Any]:
         """The queue now, in display order."""
@@ -140,14 +173,18 @@ class LiveQueue:
                 if quorum is not None:
                     self._quorums[req.id] = quorum
                 self._rows[req.id] = req
+                cut = []
                 if len(self._rows) > self.limit:  # keep `limit`, as a fresh read would
                     for extra in sorted(self._rows, reverse=self.status != "pending"
                                         )[self.limit:]:
-                        del self._rows[extra]
+                        cut.append(self._rows.pop(extra))
                     self._full = True
-                return req.id in self._rows and (old is None or old != req or recounted)
-            if old is None:
-                return False
+                if req.id not in self._rows:
+                    return self._keep_beyond(cut) or recounted
+                self._keep_beyond(cut)
+                return old is None or old != req or recounted
+            if old is None:  # not in the queue; perhaps beyond it
+                return self._beyond.pop(req.id, None) is not None
             del self._rows[req.id]
             self._quorums.pop(req.id, None)
             refill = self._full
@@ -216,8 +253,7 @@ class LiveQueue:
                 seen = store.change_marker()
                 if seen != marker:
                     marker = seen
-                    if self._moved(store):
-                        changed(self.read())
+                    self._catch_up(store, changed)
             except ApprovalctlError as exc:
                 if stop.is_set():
                     return
@@ -240,14 +276,15 @@ class LiveQueue:
             try:
                 conn = store.listen_changes()
                 self.listener_pid = conn.info.backend_pid
-                if self.seq is None or self._moved(store):
+                if self.seq is None:
                     changed(self.read())
+                self._catch_up(store, changed)
                 while not stop.is_set():
                     noted = False
                     for note in conn.notifies(timeout=1.0):
                         noted = noted or note.payload == schema
-                    if noted and self._moved(store):
-                        changed(self.read())
+                    if noted:
+                        self._catch_up(store, changed)
             except ApprovalctlError as exc:
                 if stop.is_set():
                     return
@@ -265,18 +302,50 @@ class LiveQueue:
                     with suppress(Exception):  # already gone
                         conn.close()
 
-    def _moved(self, store: Any) -> bool:
-        """Whether the audit rows after `seq` change any request (and move `seq` past them)."""
-        moved = False
+    def _catch_up(self, store: Any, changed: Callable[[list[Any]], None]) -> None:
+        """Local: if the audit rows after `seq` changed any request, re-read the queue (and
+        the requests beyond a full one that the changes touched) and hand it on."""
+        touched = self._moved(store)
+        if touched:
+            self.read()
+            self._track(touched)
+            changed(self.rows())
+
+    def _moved(self, store: Any) -> list[str]:
+        """The requests the audit rows after `seq` changed, in order (and move `seq` past
+        them); empty when none."""
+        moved: dict[str, None] = {}
         while self.seq is not None:
             rows = store.changes_after(self.seq, BATCH)
             if not rows:
                 break
             self.seq = rows[-1][0]
-            moved = moved or any(action in CHANGES for _, action, _ in rows)
+            moved.update((rid, None) for _, action, rid in rows
+                         if action in CHANGES and rid)
             if len(rows) < BATCH:
                 break
-        return moved
+        return list(moved)
+
+    def _track(self, touched: list[str]) -> None:
+        """Local: the requests among `touched` that a full pending queue does not hold are
+        read (one `get` each, the newest BEYOND at most) and kept in `beyond` while they
+        match; remotely the events carry them (`apply`)."""
+        with self._lock:
+            if self.status != "pending" or not self._full:
+                return
+            todo = [rid for rid in touched if rid not in self._rows][-BEYOND:]
+        for rid in todo:
+            try:
+                req = self.backend.get(rid)
+            except ApprovalctlError:  # pruned meanwhile, or not ours to see
+                with self._lock:
+                    self._beyond.pop(rid, None)
+                continue
+            with self._lock:
+                if self.matches(req) and req.id not in self._rows:
+                    self._keep_beyond([req])
+                else:
+                    self._beyond.pop(rid, None)
 
 
 def pending_source(backend: Any, limit: int = QUEUE_LIMIT, *, status: str = "pending",

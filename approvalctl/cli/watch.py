@@ -51,8 +51,9 @@ def fit(rows: list[Any], room: int) -> tuple[list[Any], list[Any]]:
 
 def left_out_line(left: list[Any], unread: bool = False) -> str:
     """The line under a cut table: how many rows are not shown, how many of them are high
-    risk, and the newest of them (agent text rendered); `unread`: the queue was cut at
-    WATCH_LIMIT when read, so newer requests exist that were not even read."""
+    risk, and the newest of them (agent text rendered); `unread`: the queue's read was cut
+    at WATCH_LIMIT, so some requests between its oldest and those that arrived since are
+    not known at all."""
     from ..models import from_iso, utcnow
 
     newest = max(left, key=lambda r: r.id)
@@ -62,9 +63,9 @@ def left_out_line(left: list[Any], unread: bool = False) -> str:
             + (f" ({high} high risk)" if high else "")
             + f"; newest not shown: {render.plain(newest.tool_name, 24)} for "
               f"{render.plain(newest.user_id, 16)} ({newest.risk}, {age} ago)"
-            + (f" · only the first {WATCH_LIMIT} are read: newer ones are not" if unread
-               else "")
-            + " · a taller terminal or --tool/--user shows more")
+            + (f" · over {WATCH_LIMIT} pending: only the {WATCH_LIMIT} oldest and those new "
+               "since watch began are known" if unread else "")
+            + " · --tool/--user narrow it")
 
 
 def table(rows: list[Any], title: str,
@@ -99,9 +100,10 @@ def table(rows: list[Any], title: str,
 
 
 def screen(rows: list[Any], title: str, height: int,
-           quorums: dict[str, dict[str, Any]] | None = None) -> Any:
+           quorums: dict[str, dict[str, Any]] | None = None, *, unread: bool = False) -> Any:
     """What `watch` draws in a terminal `height` lines tall: the title, the header and as
-    many rows as fit (`fit`); when some do not, a last line says so (`left_out_line`)."""
+    many rows as fit (`fit`); when some do not, a last line says so (`left_out_line`;
+    `unread`: the queue's read was cut at WATCH_LIMIT)."""
     from rich.console import Group
     from rich.text import Text
 
@@ -110,7 +112,7 @@ def screen(rows: list[Any], title: str, height: int,
         return table(rows, title, quorums)
     shown, left = fit(rows, max(1, room - 1))  # one line for what is left out
     return Group(table(shown, title, quorums),
-                 Text(left_out_line(left, len(rows) >= WATCH_LIMIT), style="bold",
+                 Text(left_out_line(left, unread), style="bold",
                       no_wrap=True, overflow="ellipsis"))
 
 
@@ -160,17 +162,20 @@ def run(queue: LiveQueue, *, what: str, bell: bool) -> None:
                                      f"{render.plain(update.detail)}"), refresh=True)
                 else:
                     rows = update
-                    title = f"{what}: {len(rows)}{'+' if len(rows) >= WATCH_LIMIT else ''}" \
-                            f" (Ctrl-C to stop)"
+                    full = len(rows) >= WATCH_LIMIT
+                    # a full pending queue is the oldest; the newest arrive beyond it
+                    known = {r.id for r in rows}
+                    shown = rows + [r for r in queue.beyond() if r.id not in known]
+                    title = f"{what}: {len(shown)}{'+' if full else ''} (Ctrl-C to stop)"
                     # only the rows the terminal can show are laid out (the title counts
                     # them all, the last line names what is left out): a table of every row
                     # is measured cell by cell first
-                    live.update(screen(rows, title, console.height, queue.quorums()),
-                                refresh=True)
-                    for r in rows:
+                    live.update(screen(shown, title, console.height, queue.quorums(),
+                                       unread=full), refresh=True)
+                    for r in shown:
                         if r.id not in seen and r.risk == "high":
                             alert(r, bell=bell, stream=out)
-                    seen = {r.id for r in rows}
+                    seen = {r.id for r in shown}
                 try:
                     update = updates.get(timeout=AGE_SECONDS)
                 except queues.Empty:
