@@ -4,6 +4,11 @@ terminal bell and desktop notification when a new high-risk request arrives.
 Read-only by construction: it only reads. It stays current through the same live queue as
 `review` (`review.LiveQueue`: the event stream remotely, the database's change marker
 locally), and never polls `list`.
+
+When not everything fits: a pending queue is read as its WATCH_LIMIT oldest, and the
+requests arriving once it is full are followed beyond it (`LiveQueue.beyond`); on a terminal
+too short for the rows, high-risk ones are kept (the newest first, what `--bell` rang for)
+and a last line counts the rest and names the newest of them (`fit`, `left_out_line`).
 """
 
 from __future__ import annotations
@@ -171,7 +176,8 @@ def run(queue: LiveQueue, *, what: str, bell: bool) -> None:
                     # them all, the last line names what is left out): a table of every row
                     # is measured cell by cell first
                     live.update(screen(shown, title, console.height, queue.quorums(),
-                                       unread=full), refresh=True)
+                                       unread=full and queue.status == "pending"),
+                                refresh=True)
                     for r in shown:
                         if r.id not in seen and r.risk == "high":
                             alert(r, bell=bell, stream=out)
