@@ -32,6 +32,9 @@ Guarantees of every human-facing variant (`plain`, `terminal`, `slack`, `html`, 
   codes in it. `slack` escapes `&`, `<`, `>` as Slack asks and shows backticks as `\\x60`,
   so the value can sit inside a code span and neither break out of it nor make a link or a
   mention. `html` is `html.escape`d (quotes too), safe in element text and attribute values.
+  `notification` is for a desktop notification (`notify-send`), whose body the
+  freedesktop.org Desktop Notifications specification lets carry a markup subset (`<b>`,
+  `<i>`, `<u>`, `<a href>`, `<img>`): `&`, `<`, `>` become XML entities, so none is read.
 """
 
 from __future__ import annotations
@@ -164,6 +167,7 @@ def slack(value: Any, limit: int | None = None, *, hint: str | None = None) -> s
 
 
 def _slack_entities(text: str) -> str:
+    """`&`, `<`, `>` as the entities Slack and the XML markup of desktop notifications read."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -187,6 +191,21 @@ def slack_code(value: Any, limit: int | None = None, *, hint: str | None = None)
         out.append(tok)
         used += len(tok)
     return f"`{''.join(out)}`"  # pragma: no cover
+
+
+def notification(value: Any, limit: int | None = None) -> str:
+    """Safe text for a desktop notification's summary or body (`notify-send`).
+
+    The freedesktop.org Desktop Notifications specification ("Markup") lets a server read a
+    body as a markup subset (`<b>`, `<i>`, `<u>`, `<a href>`, `<img>`) and asks senders to
+    escape `&`, `<`, `>` as the XML entities `&amp;`, `&lt;`, `&gt;`: done here on top of
+    `plain`'s escapes, so an agent's `<a href=...>` shows as text, never as a link. One line;
+    `limit` counts characters of the result (entities included), and a cut never splits an
+    escape or an entity.
+    """
+    text = "" if value is None else str(value)
+    return _fit([_slack_entities(_visible(ch)) for ch in text], limit, len, None,
+                _slack_entities)
 
 
 def html(value: Any, limit: int | None = None, *, hint: str | None = None) -> str:

@@ -130,7 +130,7 @@ def test_hostile_strings_are_shown_escaped_never_as_markup(service, operator) ->
 
     async def steps(app, pilot) -> None:
         row = app.table.get_row(req.id)
-        assert row[5].plain == "[link=http://evil]click[/link]\\x07"
+        assert row[6].plain == "[link=http://evil]click[/link]\\x07"
         await pilot.press("enter")
         await pilot.pause()
         text = _detail(app)

@@ -244,14 +244,51 @@ def test_a_queue_cut_at_its_limit_stays_what_a_fresh_list_would_show(service, op
     newest = LiveQueue(LocalBackend(service, operator), 2, status="all")
     assert [r.id for r in newest.read()] == [three.id, two.id]
     four = service.create(agent, "deploy", {"n": 4})
-    assert pending.apply(four) is False  # beyond the two oldest: not shown
+    assert pending.apply(four)  # beyond the two oldest: not a row, but kept as the newest
     assert [r.id for r in pending.rows()] == [one.id, two.id]
+    assert [r.id for r in pending.beyond()] == [four.id]
     assert newest.apply(four) and [r.id for r in newest.rows()] == [four.id, three.id]
     done = service.decide(operator, one.id, "approve")
     assert pending.apply(done)  # leaves; the gap is filled by a fresh read
     assert [r.id for r in pending.rows()] == [two.id, three.id]
+    assert [r.id for r in pending.beyond()] == [four.id]  # still newer than both
+    assert pending.apply(service.decide(operator, four.id, "reject", "no"))  # leaves
+    assert pending.beyond() == [] and newest.beyond() == []
     assert newest.apply(done) is False  # older than the two newest: not shown
     assert [r.id for r in newest.rows()] == [four.id, three.id]
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite", "postgres"])
+def test_a_full_local_queue_follows_the_newest_beyond_it(service, operator, db_url):
+    """A pending queue holding only its `limit` oldest: a request made by another process
+    after it is full is kept `beyond` it (what `watch` shows and rings for); decided
+    elsewhere, it leaves."""
+    import threading
+
+    agent = Principal("deploy-bot", "user")
+    for i in range(3):
+        service.create(agent, "deploy", {"n": i})
+    queue = LiveQueue(LocalBackend(service, operator), 2)
+    queue.read()
+    stop = threading.Event()
+    errors: list[Any] = []
+    follower = threading.Thread(target=queue.follow, args=(lambda rows: None, errors.append,
+                                                           stop), daemon=True)
+    follower.start()
+    try:
+        rid = cli(db_url, "request", "db_wipe", "--risk", "high")
+        deadline = time.monotonic() + GUARD
+        while [r.id for r in queue.beyond()] != [rid]:
+            assert time.monotonic() < deadline and not errors, "the newest was not kept"
+            time.sleep(0.05)
+        assert queue.beyond()[0].risk == "high" and len(queue.rows()) == 2
+        cli(db_url, "reject", rid)
+        while queue.beyond():
+            assert time.monotonic() < deadline + GUARD and not errors, "it did not leave"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        follower.join(GUARD)
 
 
 @pytest.mark.parametrize("backend_kind", ["postgres"])
@@ -298,3 +335,68 @@ def test_ctrl_c_on_the_first_screen_gives_the_terminal_back(service, db_url, tmp
     assert "Traceback" not in out
     assert out.rfind("\x1b[?1049l") > out.rfind("\x1b[?1049h") >= 0
     assert out.rfind("\x1b[?25h") > out.rfind("\x1b[?25l")
+
+
+def detail(app: Any) -> str:
+    """The text of the open request's screen."""
+    from textual.widgets import Static
+
+    return str(app.screen.query_one("#detail", Static).render())
+
+
+async def counted_elsewhere(app: Any, pilot: Any, db: str, rid: str) -> None:
+    """The shared script of a quorum: a request needing 3 approvals is open at "0 of 3";
+    another process approves it once (it stays pending), then raises the requirement to 4:
+    the open screen and the queue follow both without a key press."""
+    await until(pilot, lambda: ids(app) == [rid], "the request to show")
+    assert app.counts[rid] == "0 of 3"
+    await pilot.press("enter")
+    await pilot.pause()
+    assert app.screen.req.id == rid and "0 of 3" in detail(app)
+    cli(db, "approve", rid)  # the local OS account: one approval of three
+    await until(pilot, lambda: "1 of 3 (" in detail(app), "the screen to count the approval")
+    assert app.screen.req.id == rid  # still pending: the screen stays open
+    await until(pilot, lambda: app.counts[rid] == "1 of 3", "the queue to count it")
+    cli(db, "require", rid, "4")
+    await until(pilot, lambda: "1 of 4 (" in detail(app), "the screen to show 4 required")
+    await until(pilot, lambda: app.counts[rid] == "1 of 4", "the queue to show 4 required")
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite", "postgres"])
+def test_local_review_follows_a_quorum_counted_elsewhere(service, operator, db_url):
+    req = service.create(Principal("deploy-bot", "user"), "db_migrate", {"to": 42})
+    service.require_approvals(operator, req.id, 3)
+    queue = LiveQueue(LocalBackend(service, operator))
+    app = build_app(queue.backend, queue=queue)
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await counted_elsewhere(app, pilot, db_url, req.id)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite"])
+def test_remote_review_follows_a_quorum_counted_elsewhere(service, operator, db_url):
+    """Over the event stream: a partial approval and a raised requirement arrive as `quorum`
+    events carrying the count, so nothing is re-read."""
+    req = service.create(Principal("deploy-bot", "user"), "db_migrate", {"to": 42})
+    service.require_approvals(operator, req.id, 3)
+    operator_key, _ = service.create_key(ADMIN, "olivia", "operator")
+    port = free_port()
+    server = serve(db_url, port)
+    client = Client(f"http://127.0.0.1:{port}", operator_key, timeout=GUARD)
+    queue = LiveQueue(client)
+    app = build_app(client, queue=queue)
+
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: queue.reads == 2, "the stream to open")
+            await counted_elsewhere(app, pilot, db_url, req.id)
+            assert queue.reads == 2  # the events carried the counts
+
+    try:
+        asyncio.run(main())
+    finally:
+        client.close()
+        stop(server)

@@ -246,6 +246,46 @@ def test_resume_after_a_restart_misses_nothing(make_server, db_url):
     assert after[0]["data"]["status"] == "approved"
 
 
+def test_a_quorum_counted_is_a_quorum_event_carrying_the_count(live):
+    """A raised requirement and an approval short of the quorum leave the request pending:
+    each is a `quorum` event whose data has the count, live and replayed; the last approval
+    is `decided`. A request without a quorum carries no quorum fields."""
+    got: list[dict] = []
+
+    def run() -> None:
+        for event in live.client("operator").events(reconnect=False):
+            got.append(event)
+            if len(got) >= 5:
+                return
+    threading.Thread(target=run, daemon=True).start()
+    until(lambda: gauge(live, "stream") >= 1, "the stream to open")
+    oscar = Principal("oscar", "operator", local=True)
+
+    def then(n: int) -> None:  # one change at a time, so each event's data is exact
+        until(lambda: len(got) >= n, f"event {n}")
+
+    live.service.create(agent(), "lint", {})
+    then(1)
+    req = live.service.create(agent(), "db_migrate", {})
+    then(2)
+    live.service.require_approvals(OPERATOR, req.id, 2)
+    then(3)
+    live.service.decide(OPERATOR, req.id, "approve")
+    then(4)
+    live.service.decide(oscar, req.id, "approve")
+    then(5)
+    seen = [(e["event"], e["data"]["status"], e["data"].get("approvals_required"),
+             e["data"].get("approvals")) for e in got]
+    assert seen == [("created", "pending", None, None), ("created", "pending", None, None),
+                    ("quorum", "pending", 2, []), ("quorum", "pending", 2, ["olivia"]),
+                    ("decided", "approved", 2, ["olivia", "oscar"])]
+    assert "approvals_required" not in got[0]["data"]
+    replayed = read_events(live, "operator", 5, last_event_id=0)
+    assert [e["event"] for e in replayed] == ["created", "created", "quorum", "quorum",
+                                              "decided"]
+    assert replayed[3]["data"]["approvals"] == ["olivia", "oscar"]  # as it is now
+
+
 def test_a_slow_reader_is_dropped_with_a_final_event(live, monkeypatch):
     monkeypatch.setattr(wakeups, "STREAM_QUEUE", 3)
     with httpx.Client(timeout=GUARD) as client, client.stream(

@@ -456,7 +456,9 @@ def watch_cmd(
                               "when installed) on each new high-risk request."),
 ) -> None:
     """Watch the queue live, read-only, redrawn on every change until Ctrl-C (at most the
-    first 200 rows: pending oldest first, other statuses newest first)."""
+    first 200 rows: pending oldest first, other statuses newest first). On a terminal too
+    short for them all, the high-risk rows are kept (the newest first) and a last line
+    counts the rest and names the newest of them."""
     from .review import pending_source
     from .watch import WATCH_LIMIT, run
 

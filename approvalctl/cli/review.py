@@ -42,11 +42,16 @@ QUEUE_LIMIT = 500
 FIRST_ROWS = 60
 #: The requester's most recent requests shown under a request.
 HISTORY_ROWS = 10
-#: Audit actions that change a request (server/wakeups.py's EVENTS; not imported from
-#: there, which would load the HTTP server into the terminal commands).
-CHANGES = frozenset({"create", "approve", "reject", "expire", "cancel", "consume"})
+#: Audit actions that change a request or its quorum (server/wakeups.py's EVENTS; not
+#: imported from there, which would load the HTTP server into the terminal commands). A
+#: partial approval and a raised requirement leave the request pending but change its count
+#: ("1 of 2"), so they are changes too.
+CHANGES = frozenset({"create", "approve", "reject", "expire", "cancel", "consume",
+                     "approve_partial", "require"})
 #: Audit rows read per query while catching up.
 BATCH = 500
+#: Newest requests kept beyond a full pending queue (`LiveQueue.beyond`).
+BEYOND = 50
 #: Seconds before following the changes again after an error the server answered.
 RETRY_SECONDS = 5.0
 
@@ -55,9 +60,12 @@ class LiveQueue:
     """The requests `review` and `watch` show, kept current by change notification.
 
     `read()` lists them (pending oldest first, any other status newest first, at most
-    `limit`); `follow()` then keeps them current, blocking, in a thread of its own. `backend`
+    `limit`) with the quorum of those that have one (`quorums()`: "1 of 2" stays current
+    too); `follow()` then keeps them current, blocking, in a thread of its own. `backend`
     is a `Client` (remote: the event stream) or the CLI's `LocalBackend` (local: the store's
-    change marker). Thread-safe: `rows()` and `apply()` may be called from the UI thread
+    change marker). A pending queue is its `limit` oldest; the requests that arrive once it
+    is full are the newest, and `beyond()` keeps them (at most BEYOND), so `watch` can show
+    and ring for them. Thread-safe: `rows()` and `apply()` may be called from the UI thread
     while `follow()` runs. Errors: `read()` raises the backend's ApprovalctlError (a bad
     filter, an unreachable server); `follow()` reports them through `failed` and retries.
     """
@@ -70,7 +78,11 @@ class LiveQueue:
         self.tool, self.user = tool, user
         self.store = getattr(getattr(backend, "service", None), "store", None)
         self._rows: dict[str, Any] = {}
+        #: request id -> {"approvals_required": N, "approvals": [approver, ...]}
+        self._quorums: dict[str, dict[str, Any]] = {}
         self._full = False  # the last read filled `limit`: more may exist beyond it
+        #: pending queue only: matching requests that arrived while it was full, by id
+        self._beyond: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.seq: int | None = None  # local: the audit seq the queue is current up to
         #: how many times `list` was called (what a test of "never polls" counts)
@@ -87,13 +99,55 @@ class LiveQueue:
         seq = self.store.audit_head()[0] if self.store is not None else None
         items = list(self.backend.list(status=self.status or "all", tool_name=self.tool,
                                        user_id=self.user, limit=self.limit).items)
+        quorums = self._quorum_fields(items)
         with self._lock:
             self.reads += 1
             self._rows = {r.id: r for r in items}
+            self._quorums = {**{k: q for k, q in self._quorums.items()
+                                if k in self._beyond}, **quorums}
             self._full = len(items) >= self.limit
+            if not self._full:  # every matching request was read
+                self._beyond.clear()
+            for rid in [k for k in self._beyond if k in self._rows]:  # it fits now
+                del self._beyond[rid]
             if seq is not None:
                 self.seq = seq
         return self.rows()
+
+    def _quorum_fields(self, items: list[Any]) -> dict[str, dict[str, Any]]:
+        """The quorum fields of `items` that have one (remote: as the `list` answer carried
+        them, no extra call; local: one query). A backend without quorums: none."""
+        try:
+            return dict(self.backend.quorum_fields(items)) if items else {}
+        except AttributeError:  # a backend that knows no quorums
+            return {}
+
+    def quorums(self) -> dict[str, dict[str, Any]]:
+        """A copy of the quorum fields of the requests in the queue that have one, by id."""
+        with self._lock:
+            return {rid: dict(q) for rid, q in self._quorums.items()
+                    if rid in self._rows or rid in self._beyond}
+
+    def beyond(self) -> list[Any]:
+        """The requests that match a pending queue but arrived after it was full (oldest
+        first, at most BEYOND, the newest kept): the newest requests, which a queue of the
+        `limit` oldest cannot hold. Known from the changes followed since the first read
+        (a request already beyond the limit then is not among them)."""
+        with self._lock:
+            return sorted(self._beyond.values(), key=lambda r: r.id)
+
+    def _keep_beyond(self, reqs: list[Any]) -> bool:
+        """Keep `reqs` (cut from a full pending queue) in `beyond`; True if that changed it.
+        Call with the lock held."""
+        if self.status != "pending":  # newest first: what is cut is the oldest
+            return False
+        changed = False
+        for req in reqs:
+            changed = changed or self._beyond.get(req.id) != req
+            self._beyond[req.id] = req
+        for extra in sorted(self._beyond)[:-BEYOND]:
+            del self._beyond[extra]
+        return changed
 
     def rows(self) -> list[Any]:
         """The queue now, in display order."""
@@ -108,22 +162,31 @@ class LiveQueue:
                 and (self.tool is None or req.tool_name == self.tool)
                 and (self.user is None or req.user_id == self.user))
 
-    def apply(self, req: Any) -> bool:
-        """Take `req`'s current state into the queue; True if the queue changed. A request
+    def apply(self, req: Any, quorum: dict[str, Any] | None = None) -> bool:
+        """Take `req`'s current state (and `quorum`, its quorum fields when it has one) into
+        the queue; True if the queue changed (a new count "1 of 2" is a change). A request
         leaving a queue that was cut at `limit` re-reads it, to fill the gap."""
         with self._lock:
             old = self._rows.get(req.id)
             if self.matches(req):
+                recounted = quorum is not None and self._quorums.get(req.id) != quorum
+                if quorum is not None:
+                    self._quorums[req.id] = quorum
                 self._rows[req.id] = req
+                cut = []
                 if len(self._rows) > self.limit:  # keep `limit`, as a fresh read would
                     for extra in sorted(self._rows, reverse=self.status != "pending"
                                         )[self.limit:]:
-                        del self._rows[extra]
+                        cut.append(self._rows.pop(extra))
                     self._full = True
-                return req.id in self._rows and (old is None or old != req)
-            if old is None:
-                return False
+                if req.id not in self._rows:
+                    return self._keep_beyond(cut) or recounted
+                self._keep_beyond(cut)
+                return old is None or old != req or recounted
+            if old is None:  # not in the queue; perhaps beyond it
+                return self._beyond.pop(req.id, None) is not None
             del self._rows[req.id]
+            self._quorums.pop(req.id, None)
             refill = self._full
         if refill:
             self.read()
@@ -156,7 +219,13 @@ class LiveQueue:
                     if stop.is_set():
                         return
                     last = event["id"]
-                    if self.apply(ApprovalRequest.from_dict(event["data"])):
+                    data = event["data"]
+                    # the event carries the request's quorum fields when it has a quorum
+                    # (its `quorum` event: an approval counted below it, a requirement raised)
+                    quorum = {"approvals_required": data["approvals_required"],
+                              "approvals": list(data.get("approvals") or [])} \
+                        if "approvals_required" in data else None
+                    if self.apply(ApprovalRequest.from_dict(data), quorum):
                         changed(self.rows())
             except ApprovalctlError as exc:
                 if stop.is_set():
@@ -184,8 +253,7 @@ class LiveQueue:
                 seen = store.change_marker()
                 if seen != marker:
                     marker = seen
-                    if self._moved(store):
-                        changed(self.read())
+                    self._catch_up(store, changed)
             except ApprovalctlError as exc:
                 if stop.is_set():
                     return
@@ -208,14 +276,15 @@ class LiveQueue:
             try:
                 conn = store.listen_changes()
                 self.listener_pid = conn.info.backend_pid
-                if self.seq is None or self._moved(store):
+                if self.seq is None:
                     changed(self.read())
+                self._catch_up(store, changed)
                 while not stop.is_set():
                     noted = False
                     for note in conn.notifies(timeout=1.0):
                         noted = noted or note.payload == schema
-                    if noted and self._moved(store):
-                        changed(self.read())
+                    if noted:
+                        self._catch_up(store, changed)
             except ApprovalctlError as exc:
                 if stop.is_set():
                     return
@@ -233,18 +302,50 @@ class LiveQueue:
                     with suppress(Exception):  # already gone
                         conn.close()
 
-    def _moved(self, store: Any) -> bool:
-        """Whether the audit rows after `seq` change any request (and move `seq` past them)."""
-        moved = False
+    def _catch_up(self, store: Any, changed: Callable[[list[Any]], None]) -> None:
+        """Local: if the audit rows after `seq` changed any request, re-read the queue (and
+        the requests beyond a full one that the changes touched) and hand it on."""
+        touched = self._moved(store)
+        if touched:
+            self.read()
+            self._track(touched)
+            changed(self.rows())
+
+    def _moved(self, store: Any) -> list[str]:
+        """The requests the audit rows after `seq` changed, in order (and move `seq` past
+        them); empty when none."""
+        moved: dict[str, None] = {}
         while self.seq is not None:
             rows = store.changes_after(self.seq, BATCH)
             if not rows:
                 break
             self.seq = rows[-1][0]
-            moved = moved or any(action in CHANGES for _, action, _ in rows)
+            moved.update((rid, None) for _, action, rid in rows
+                         if action in CHANGES and rid)
             if len(rows) < BATCH:
                 break
-        return moved
+        return list(moved)
+
+    def _track(self, touched: list[str]) -> None:
+        """Local: the requests among `touched` that a full pending queue does not hold are
+        read (one `get` each, the newest BEYOND at most) and kept in `beyond` while they
+        match; remotely the events carry them (`apply`)."""
+        with self._lock:
+            if self.status != "pending" or not self._full:
+                return
+            todo = [rid for rid in touched if rid not in self._rows][-BEYOND:]
+        for rid in todo:
+            try:
+                req = self.backend.get(rid)
+            except ApprovalctlError:  # pruned meanwhile, or not ours to see
+                with self._lock:
+                    self._beyond.pop(rid, None)
+                continue
+            with self._lock:
+                if self.matches(req) and req.id not in self._rows:
+                    self._keep_beyond([req])
+                else:
+                    self._beyond.pop(rid, None)
 
 
 def pending_source(backend: Any, limit: int = QUEUE_LIMIT, *, status: str = "pending",
@@ -257,6 +358,13 @@ def _age(iso: str) -> str:
     from ..models import from_iso, utcnow
 
     return format_duration((utcnow() - from_iso(iso)).total_seconds())
+
+
+def count_text(quorum: dict[str, Any] | None) -> str:
+    """`1 of 2`: the approvals so far of those a quorum requires; "" without a quorum."""
+    if not quorum:
+        return ""
+    return f"{len(quorum.get('approvals') or [])} of {quorum['approvals_required']}"
 
 
 def detail_text(req: Any, history: list[Any] | None = None,
@@ -453,6 +561,14 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
                 yield Static(detail_text(self.req, self.history, self.quorum), id="detail")
             yield Footer()
 
+        def recount(self, quorum: dict[str, Any]) -> None:
+            """Show the request's quorum as it is now (an approval counted elsewhere, a
+            requirement raised), in place: the scroll position stays."""
+            if quorum != self.quorum:
+                self.quorum = quorum
+                self.query_one("#detail", Static).update(
+                    detail_text(self.req, self.history, quorum))
+
         def action_back(self) -> None:
             self.app.pop_screen()
 
@@ -487,6 +603,7 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
             super().__init__()
             self.pending: list[Any] = []
             self.ages: dict[str, str] = {}  # the age shown per row
+            self.counts: dict[str, str] = {}  # the approvals shown per row ("1 of 2")
             self.stopping = threading.Event()
 
         def compose(self) -> ComposeResult:
@@ -500,6 +617,7 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
         def on_mount(self) -> None:
             table = self.table
             table.add_columns("ID", "TOOL", "USER", "RISK")
+            self.count_column = table.add_column("APPROVALS")
             self.age_column = table.add_column("AGE")
             table.add_column("REASON")
             try:  # the queue `run` read for the first screen, or a first read
@@ -545,25 +663,34 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
             rows now (the first screen), the rest once it is drawn."""
             current = self.current_id()
             table = self.table
+            quorums = live.quorums()
             shown = list(self.table.rows)  # row keys, in order
             wanted = {r.id for r in rows}
             kept = [k.value for k in shown if k.value in wanted]
             if [r.id for r in rows[:len(kept)]] != kept:  # not removals and appends only
                 table.clear()
                 self.ages.clear()
+                self.counts.clear()
                 kept = []
             else:
                 for key in shown:
                     if key.value not in wanted:
                         table.remove_row(key)
                         self.ages.pop(str(key.value), None)
+                        self.counts.pop(str(key.value), None)
+                for rid in map(str, kept):  # a count changed in place: an approval, a
+                    count = count_text(quorums.get(rid))  # requirement raised
+                    if self.counts.get(rid, "") != count:
+                        self.counts[rid] = count
+                        table.update_cell(rid, self.count_column, Text(count))
             upto = len(rows) if first is None else min(len(rows), max(first, len(kept)))
             for r in rows[len(kept):upto]:
                 age = _age(r.created_at)
                 self.ages[r.id] = age
+                count = self.counts[r.id] = count_text(quorums.get(r.id))
                 table.add_row(Text(r.id[:12]), render.terminal(r.tool_name, 24),
-                              render.terminal(r.user_id, 16), Text(r.risk), Text(age),
-                              render.terminal(r.reason or "", 60), key=r.id)
+                              render.terminal(r.user_id, 16), Text(r.risk), Text(count),
+                              Text(age), render.terminal(r.reason or "", 60), key=r.id)
             if upto < len(rows):
                 self.call_after_refresh(self.show, rows)
             self.pending = rows
@@ -579,6 +706,8 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
             if isinstance(screen, RequestScreen) and screen.req.id not in wanted:
                 self.say(f"{screen.req.id} was decided elsewhere (or expired)", "warning")
                 self.pop_screen()
+            elif isinstance(screen, RequestScreen) and screen.req.id in quorums:
+                screen.recount(quorums[screen.req.id])
 
         def redraw(self) -> None:
             """Bring the ages up to date: only the cells whose text changed."""
@@ -650,8 +779,16 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
                     self.pop_screen()
                 self.refresh_queue()  # decided elsewhere meanwhile, most likely
                 return
-            self.say(f"{done.status} {done.id} ({done.tool_name} for {done.user_id})",
-                     "information")
+            if done.status == "pending":  # an approval counted towards a quorum
+                try:
+                    counted = count_text(backend.quorum_fields([done]).get(done.id))
+                except (ApprovalctlError, AttributeError):
+                    counted = ""
+                self.say(f"approval counted for {done.id}"
+                         + (f" ({counted} approvals)" if counted else ""), "information")
+            else:
+                self.say(f"{done.status} {done.id} ({done.tool_name} for {done.user_id})",
+                         "information")
             if isinstance(self.screen, RequestScreen):
                 self.pop_screen()
             live.apply(done)  # at once; the change notification confirms it

@@ -639,9 +639,10 @@ class Api:
             ids = {rid for _, action, rid in rows if rid and action in EVENTS}
             reqs = await self.run(self.wakeups.requests_of, ids)
             for seq, action, rid in rows:
-                name, req = EVENTS.get(action), reqs.get(rid)
-                if name and req is not None and self._visible(principal, req, name, filters):
-                    yield _sse(seq, name, req)
+                name, found = EVENTS.get(action), reqs.get(rid)
+                if name and found is not None and \
+                        self._visible(principal, found[0], name, filters):
+                    yield _sse(seq, name, found)
                 cursor = seq
             if len(rows) < BATCH:
                 break
@@ -663,12 +664,12 @@ class Api:
             if not get.done() or get.cancelled():
                 yield b": heartbeat\n\n"
                 continue
-            seq, name, req = get.result()
+            seq, name, found = get.result()
             if seq <= cursor:  # already sent from the audit trail
                 continue
             cursor = seq
-            if self._visible(principal, req, name, filters):
-                yield _sse(seq, name, req)
+            if self._visible(principal, found[0], name, filters):
+                yield _sse(seq, name, found)
 
     async def _parse_decide(self, call: Call) -> ServiceCall:
         body = await self._body(call)
@@ -876,10 +877,12 @@ def _and_quorum(func: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _sse(seq: int, name: str, req: Any) -> bytes:
-    """One Server-Sent Event (WHATWG HTML, "Server-sent events"): the JSON is one line."""
-    return (f"id: {seq}\nevent: {name}\ndata: ".encode() + _encode(req.to_dict()).encode()
-            + b"\n\n")
+def _sse(seq: int, name: str, found: tuple[Any, dict[str, Any]]) -> bytes:
+    """One Server-Sent Event (WHATWG HTML, "Server-sent events"): the JSON is one line, the
+    request (`found`: it and its quorum fields) as GET /api/v1/approvals/{id} shows it."""
+    req, quorum = found
+    return (f"id: {seq}\nevent: {name}\ndata: ".encode()
+            + _encode({**req.to_dict(), **quorum}).encode() + b"\n\n")
 
 
 async def _disconnected(request: Request) -> None:

@@ -51,13 +51,16 @@ RELISTEN_SECONDS = 1.0
 #: notification or stop() ends it at once, so this only bounds an unexpected silence.
 LISTEN_SECONDS = 5.0
 
-#: The audit action of a change -> the event name of GET /api/v1/events.
+#: The audit action of a change -> the event name of GET /api/v1/events. `quorum`: the
+#: request stays pending but its count changed (an approval below its quorum, or more
+#: approvers required), so a screen showing "1 of 2" can follow it.
 EVENTS = {"create": "created", "approve": "decided", "reject": "decided",
-          "expire": "expired", "cancel": "cancelled", "consume": "consumed"}
+          "expire": "expired", "cancel": "cancelled", "consume": "consumed",
+          "approve_partial": "quorum", "require": "quorum"}
 
 WAITERS = metrics.WAITERS
 
-#: (seq, event name, to_status, request) as handed to streams
+#: (seq, event name, (request, its quorum fields)) as handed to streams
 Event = tuple[int, str, Any]
 
 
@@ -254,17 +257,22 @@ class Wakeups:
             if len(rows) < BATCH:
                 return
 
-    def requests_of(self, ids: set[str]) -> dict[str, Any]:
-        """The requests by id, as they are now (blocking: on the database thread)."""
+    def requests_of(self, ids: set[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """The requests by id as they are now, each with its quorum fields
+        (`{"approvals_required": N, "approvals": [...]}`, or {} without a quorum) as the
+        request's JSON carries them (blocking: on the database thread)."""
         found = {}
         for rid in ids:
             req = self.store.get(rid)
             if req is not None:
                 found[rid] = req
-        return found
+        quorums = self.store.quorums(list(found)) if found else {}
+        return {rid: (req, {"approvals_required": quorums[rid][0],
+                            "approvals": list(quorums[rid][1])} if rid in quorums else {})
+                for rid, req in found.items()}
 
     def dispatch(self, rows: list[tuple[int, str, str | None]],
-                 requests: dict[str, Any]) -> None:
+                 requests: dict[str, tuple[Any, dict[str, Any]]]) -> None:
         for seq, action, rid in rows:
             if rid is None:
                 continue
