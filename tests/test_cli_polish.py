@@ -11,7 +11,7 @@ import sys
 from datetime import timedelta
 
 import pytest
-from conftest import CliRunner
+from conftest import CliRunner, env_for
 from test_cli import CLI, RemoteCLI, cli  # noqa: F401  (the local/remote fixture)
 from test_notify_cli import SLACK_URL, run, slack_config, submit  # noqa: F401
 
@@ -202,3 +202,20 @@ def test_installed_completion_scripts_load_in_their_shells() -> None:
                          capture_output=True, text=True, timeout=60)
     assert (bad.returncode, bad.stderr) == (2, "error: unknown shell 'tcsh': expected one of "
                                                "bash, zsh, fish\n")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["approve"], "Missing argument"),
+    (["require", "01abc", "abc"], "'abc' is not a valid int"),
+    (["--bogus"], "No such option: --bogus"),
+    (["list", "--limit"], "requires an argument"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, says, db_path) -> None:
+    """The installed command answers a usage error like any refused input: one stderr line
+    naming it and where to look, exit 2 — not Typer's multi-line usage box."""
+    done = subprocess.run([sys.executable, "-m", "approvalctl", *args], env=env_for(db_path),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "--help" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stdout == ""
