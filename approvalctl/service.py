@@ -833,7 +833,7 @@ class ApprovalService:
                 not isinstance(older_than_seconds, (int, float)) or \
                 not MIN_PRUNE_AGE <= older_than_seconds <= MAX_PRUNE_AGE:
             raise InvalidInput(f"older-than must be between {MIN_PRUNE_AGE // 86400} day and "
-                               f"{MAX_PRUNE_AGE // 86400} days, got {older_than_seconds!r}")
+                               f"{MAX_PRUNE_AGE // 86400} days, got {older_than_seconds!r} seconds")
         now = self.clock()
         cutoff = to_iso(now - timedelta(seconds=older_than_seconds))
         if dry_run:
@@ -1149,9 +1149,10 @@ def _tool_name(value: Any) -> str:
 
 
 def _parse_ttl(text: str) -> float:
+    """A rule's duration (ttl, remind_after, escalate_after); the caller names the field."""
     from .durations import parse_duration
 
-    return parse_duration(text, what="ttl")
+    return parse_duration(text)
 
 
 def _checked_rule(rule: Any) -> dict[str, Any]:
