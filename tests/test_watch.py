@@ -90,7 +90,9 @@ def test_a_short_terminal_keeps_the_newest_high_risk_and_says_what_it_cut(servic
     low = [service.create(AGENT, f"lint_{i}", {"n": i}, risk="low").id for i in range(9)]
     service.require_approvals(operator, low[0], 2)
     high = service.create(AGENT, "db_drop", {}, risk="high", reason="cleanup").id
-    env = {**env_for(db_url), "TERM": "xterm-256color",
+    # the size in the environment too: rich falls back to 80x25 when it cannot read the
+    # pty's size, and this test is about what fits in 10 lines
+    env = {**env_for(db_url), "TERM": "xterm-256color", "LINES": "10", "COLUMNS": "140",
            "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"}
     child = pexpect.spawn(installed(), ["watch"], env=env, encoding="utf-8",
                           timeout=60, dimensions=(10, 140), cwd=str(tmp_path))
@@ -129,7 +131,7 @@ def test_past_200_pending_a_new_high_risk_request_still_shows_and_rings(service,
     process is drawn and rings the bell all the same."""
     pexpect = pytest.importorskip("pexpect")
     bulk_create(service.store, 230)
-    env = {**env_for(db_url), "TERM": "xterm-256color",
+    env = {**env_for(db_url), "TERM": "xterm-256color", "LINES": "24", "COLUMNS": "160",
            "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"}
     child = pexpect.spawn(installed(), ["watch", "--bell"], env=env, encoding="utf-8",
                           timeout=60, dimensions=(24, 160), cwd=str(tmp_path))

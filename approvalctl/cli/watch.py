@@ -64,12 +64,13 @@ def left_out_line(left: list[Any], unread: bool = False) -> str:
     newest = max(left, key=lambda r: r.id)
     high = sum(1 for r in left if r.risk == "high")
     age = format_duration((utcnow() - from_iso(newest.created_at)).total_seconds())
+    # most important first: a narrow terminal cuts the end of the line
     return (f"+{len(left)} more not shown"
             + (f" ({high} high risk)" if high else "")
-            + f"; newest not shown: {render.plain(newest.tool_name, 24)} for "
-              f"{render.plain(newest.user_id, 16)} ({newest.risk}, {age} ago)"
             + (f" · over {WATCH_LIMIT} pending: only the {WATCH_LIMIT} oldest and those new "
                "since watch began are known" if unread else "")
+            + f"; newest not shown: {render.plain(newest.tool_name, 24)} for "
+              f"{render.plain(newest.user_id, 16)} ({newest.risk}, {age} ago)"
             + " · --tool/--user narrow it")
 
 
