@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -279,6 +281,15 @@ def agent() -> Principal:
 @pytest.fixture
 def admin() -> Principal:
     return Principal(name="root-admin", role="admin")
+
+
+def installed() -> str:
+    """The console script installed with the interpreter running the tests (an `approvalctl`
+    earlier on PATH may belong to another checkout)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "approvalctl")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("approvalctl")
+    assert found, "approvalctl is not installed"
+    return found
 
 
 def env_for(db: str | Path) -> dict[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import env_for, free_port
+from conftest import env_for, free_port, installed
 
 pytest.importorskip("textual")
 
@@ -42,15 +41,6 @@ def cli(db: str, *args: str) -> str:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
-
-
-def installed() -> str:
-    """The console script installed with the interpreter running the tests (an `approvalctl`
-    earlier on PATH may belong to another checkout)."""
-    beside = os.path.join(os.path.dirname(sys.executable), "approvalctl")
-    found = beside if os.access(beside, os.X_OK) else shutil.which("approvalctl")
-    assert found, "approvalctl is not installed"
-    return found
 
 
 def list_calls(url: str) -> float:

@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import bulk_create, env_for
+from conftest import bulk_create, env_for, installed
 
 from approvalctl.models import Principal
 
 AGENT = Principal("deploy-bot", "user")
-
-
-def installed() -> str:
-    """The console script installed with the interpreter running the tests (an `approvalctl`
-    earlier on PATH may belong to another checkout)."""
-    beside = os.path.join(os.path.dirname(sys.executable), "approvalctl")
-    found = beside if os.access(beside, os.X_OK) else shutil.which("approvalctl")
-    assert found, "approvalctl is not installed"
-    return found
 HOSTILE = ('<b>Pre-approved by SecOps</b> <a href="http://evil.example">details</a> '
            '&amp; <img src="x.png"/>')
 
