@@ -292,6 +292,17 @@ def installed() -> str:
     return found
 
 
+def quit_with_ctrl_c(child: Any) -> None:
+    """Stop a `watch`/`review` in a pexpect pty as an operator does (Ctrl-C): it must end by
+    itself, with exit status 0."""
+    import pexpect
+
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
 def env_for(db: str | Path) -> dict[str, str]:
     """Environment for a real `approvalctl` subprocess on database `db`."""
     env = dict(os.environ)

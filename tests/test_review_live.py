@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import env_for, free_port, installed
+from conftest import env_for, free_port, installed, quit_with_ctrl_c
 
 pytest.importorskip("textual")
 
@@ -189,10 +189,7 @@ def test_installed_watch_with_a_server_never_polls_list(service, db_url, tmp_pat
         time.sleep(IDLE)
         assert list_calls(url) == before
         assert before >= 2  # the counter counts: the first screen's list and the re-read
-        child.sendintr()
-        child.expect(pexpect.EOF)
-        child.close()
-        assert child.exitstatus == 0
+        quit_with_ctrl_c(child)
     finally:
         if child.isalive():
             child.terminate(force=True)

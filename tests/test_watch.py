@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import bulk_create, env_for, installed
+from conftest import bulk_create, env_for, installed, quit_with_ctrl_c
 
 from approvalctl.models import Principal
 
@@ -55,10 +55,7 @@ def test_watch_updates_from_another_process_and_rings_for_high_risk(db_url, tmp_
     child.expect("\a")  # the bell rings once the high-risk request shows
     child.expect(r"pending requests: 2")
     child.expect("db_drop")
-    child.sendintr()
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    quit_with_ctrl_c(child)
     called = log.read_text()
     assert called.startswith("--|approvalctl: high-risk request|db_drop for deploy-bot: ")
     assert "[red]cleanup[/red]\\x1b]0;x\\x07" in called and "\x1b" not in called
@@ -104,10 +101,7 @@ def test_a_short_terminal_keeps_the_newest_high_risk_and_says_what_it_cut(servic
         assert approved.returncode == 0, approved.stderr
         child.expect(r"pending \(1 of 2\)")
         assert "lint_5" not in seen.getvalue()  # left out all along, as the last line says
-        child.sendintr()
-        child.expect(pexpect.EOF)
-        child.close()
-        assert child.exitstatus == 0
+        quit_with_ctrl_c(child)
     finally:
         if child.isalive():
             child.terminate(force=True)
@@ -135,10 +129,7 @@ def test_past_200_pending_a_new_high_risk_request_still_shows_and_rings(service,
         child.expect("\a")
         child.expect(r"pending requests: 201\+")
         child.expect(made.stdout.strip()[:12])
-        child.sendintr()
-        child.expect(pexpect.EOF)
-        child.close()
-        assert child.exitstatus == 0
+        quit_with_ctrl_c(child)
     finally:
         if child.isalive():
             child.terminate(force=True)
