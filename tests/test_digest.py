@@ -179,12 +179,7 @@ def test_canonical_is_byte_for_byte_rfc8785_on_any_json(value):
     """The standard-library fast path never changes a digest: on generated JSON (control,
     quote, non-BMP and private-use characters, integers at the 2**53 edge, floats) the bytes
     are rfc8785's, and what rfc8785 refuses is refused."""
-    expected = _rfc8785(value)
-    if isinstance(expected, bytes):
-        assert canonical(value) == expected
-    else:
-        with pytest.raises(DigestError):
-            canonical(value)
+    _assert_same_as_rfc8785(value)
 
 
 @pytest.mark.parametrize("value", [
@@ -194,6 +189,11 @@ def test_canonical_is_byte_for_byte_rfc8785_on_any_json(value):
     [True, False, None, 0, -1, 9007199254740991], {"": {"": []}},
 ])
 def test_canonical_edge_cases_match_rfc8785(value):
+    _assert_same_as_rfc8785(value)
+
+
+def _assert_same_as_rfc8785(value):
+    """canonical(value) is rfc8785's bytes, or refused where rfc8785 refuses."""
     expected = _rfc8785(value)
     if isinstance(expected, bytes):
         assert canonical(value) == expected
