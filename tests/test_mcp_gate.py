@@ -344,6 +344,13 @@ def test_a_call_in_another_spelling_is_refused_and_extra_fields_never_reach_the_
         assert answer["id"] == n and answer["error"]["code"] == -32600, answer
     raw.send(b'[{"jsonrpc":"2.0","id":7,"method":"Tools/Call","params":{"name":"sh"}}]')
     assert raw.answer()[0]["error"]["code"] == -32600
+    # read one way here, another way by a lenient server: refused, never forwarded
+    raw.send(b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sh",'
+             b'"arguments":{"cmd":"rm"}},"method":"ping"}')
+    assert raw.answer()["error"]["code"] == -32600
+    raw.send(b'{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"sh",'
+             b'"arguments":{"cmd":"rm \xff"}}}')
+    assert raw.answer()["error"]["code"] == -32700
     raw.send(b'{"jsonrpc":"2.0","id":9,"method":"tools/call","extra":{"cmd":"rm"},'
              b'"params":{"name":"sh","arguments":{"cmd":"ls"},"task":{"ttl":1},'
              b'"shadow":{"cmd":"rm"},"_meta":{"progressToken":"p"}}}')

@@ -243,12 +243,29 @@ class Proxy:
             self.from_client_line(line)
 
     def from_client_line(self, line: bytes) -> None:
-        # Cheap test first: everything but a tools/call (or a cancel of one being gated)
-        # goes to the server untouched, only parsed to remember the ids it owes.
+        # Everything but a tools/call (or a cancel of one being gated) goes to the server
+        # untouched, parsed only to remember the ids it owes. Parsed strictly: a line this
+        # process would read one way and the wrapped server another (a repeated "method",
+        # bytes that are not UTF-8) could carry a call past the gate, so it never goes on.
+        from ..strictjson import decode, describe
+
         try:
-            message = json.loads(line)
-        except ValueError:
-            message = None
+            message = decode(line.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            try:
+                lenient = json.loads(line)
+            except (ValueError, RecursionError):
+                lenient = None
+            if isinstance(lenient, dict) and lenient.get("method") == "tools/call":
+                self.start_gate(line, lenient)  # refused there, as a tool error result
+                return
+            request_id = lenient.get("id") if isinstance(lenient, dict) else None
+            if isinstance(request_id, (dict, list, bool, float)):
+                request_id = None
+            self.send_client(_rpc_error(request_id, PARSE_ERROR if lenient is None
+                                        else INVALID_REQUEST,
+                                        f"refused, not forwarded: {_one_line(describe(exc))}"))
+            return
         if isinstance(message, dict):
             method = message.get("method")
             if method == "tools/call":
