@@ -270,6 +270,29 @@ def test_a_body_trickled_after_the_headers_is_timed_out(serve, tmp_path: Path) -
     assert b"body_timeout" in answer and b"connection: close" in answer.lower()
 
 
+def test_a_decision_link_form_trickled_is_timed_out_too(serve) -> None:
+    """The decision-link route needs no key, and its form is read before the link is
+    checked: the same body deadline applies, or anyone could hold connections with it."""
+    server = serve("  body_timeout: 1s\n")
+    sock = server.connect()
+    sock.sendall(b"POST /d/v1.x.y HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/x-www-form-urlencoded\r\nContent-Length: 4000\r\n\r\nt")
+    started = time.monotonic()
+    answer = b""
+    while time.monotonic() - started < 20 and not answer:
+        try:
+            sock.sendall(b"x")
+            sock.settimeout(0.2)
+            answer = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:120]
+    sock.settimeout(30)
+    assert b"body_timeout" in answer + _read_all(sock)
+
+
 def test_two_different_keys_in_one_request_are_refused(serve) -> None:
     server = serve("  max_headers: 100\n")
     for headers in ({"X-API-Key": "ak_x", "Authorization": "Bearer ak_y"},

@@ -355,36 +355,12 @@ class Api:
                                        f"{(ctype or 'none')[:80]!r}")
         if length is not None:
             try:
-                declared = int(length)
+                int(length)
             except ValueError:
                 raise InvalidInput("malformed Content-Length header") from None
-            if declared > MAX_BODY:
-                raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of "
-                                      f"{MAX_BODY // 1024} KiB")
-        chunks: list[bytes] = []
-
-        async def read() -> None:
-            size = 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY:  # stop reading: nothing more is buffered
-                    raise PayloadTooLarge(f"request body exceeds the limit of "
-                                          f"{MAX_BODY // 1024} KiB")
-                chunks.append(chunk)
-
-        limit = self.settings.http_limits.body_timeout
-        try:
-            if _TIMEOUT is not None:  # Python 3.11+: no task per body, as wait_for makes
-                async with _TIMEOUT(limit):
-                    await read()
-            else:
-                await asyncio.wait_for(read(), limit)
-        except ClientDisconnect:
-            raise InvalidInput("the client disconnected while sending the body") from None
-        except asyncio.TimeoutError:
-            raise BodyTimeout(f"the request body did not arrive within {limit:g}s "
-                              "(http_limits.body_timeout)") from None
-        return call.op.check_body(parse_json(b"".join(chunks)))
+        raw = await read_body(request, MAX_BODY, self.settings.http_limits.body_timeout,
+                              f"request body exceeds the limit of {MAX_BODY // 1024} KiB")
+        return call.op.check_body(parse_json(raw))
 
     def route(self, path: str, handlers: dict[str, Handler | Change]) -> Route:
         """One Starlette route for `path` with `handlers` by method (HEAD is served as GET;
@@ -616,7 +592,7 @@ class Api:
             slot.__exit__(None, None, None)
 
         body = self._event_stream(principal, stream, start, filters)
-        return _EventStream(body, release, call.request)
+        return _EventStream(body, release)
 
     def _visible(self, principal: Any, req: Any, name: str,
                  filters: tuple[str | None, str | None]) -> bool:
@@ -897,7 +873,7 @@ class _EventStream(StreamingResponse):
     """A text/event-stream response that releases its slot and queue when it ends, however
     it ends (client gone, overflow, server stopping), even if it never started."""
 
-    def __init__(self, body: Any, release: Callable[[], None], request: Request) -> None:
+    def __init__(self, body: Any, release: Callable[[], None]) -> None:
         super().__init__(body, media_type="text/event-stream",
                          headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
         self._release = release
@@ -907,6 +883,38 @@ class _EventStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._release()
+
+
+async def read_body(request: Request, limit: int, timeout: float, too_large: str) -> bytes:
+    """The request body, read within `timeout` seconds and refused once it passes `limit`
+    bytes (declared or sent: nothing more is buffered). PayloadTooLarge(`too_large`),
+    BodyTimeout (the rest may never come: the connection is closed), InvalidInput when the
+    client goes away mid-body."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(too_large)
+    chunks: list[bytes] = []
+
+    async def read() -> None:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(too_large)
+            chunks.append(chunk)
+
+    try:
+        if _TIMEOUT is not None:  # Python 3.11+: no task per body, as wait_for makes
+            async with _TIMEOUT(timeout):
+                await read()
+        else:
+            await asyncio.wait_for(read(), timeout)
+    except ClientDisconnect:
+        raise InvalidInput("the client disconnected while sending the body") from None
+    except asyncio.TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {timeout:g}s "
+                          "(http_limits.body_timeout)") from None
+    return b"".join(chunks)
 
 
 def _unauth(detail: str) -> ApprovalctlError:

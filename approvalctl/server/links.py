@@ -21,7 +21,7 @@ import hmac
 from typing import Any
 from urllib.parse import parse_qs
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -32,7 +32,6 @@ from ..errors import (
     Expired,
     Forbidden,
     InvalidInput,
-    PayloadTooLarge,
     QuotaExceeded,
     UnsupportedMediaType,
 )
@@ -197,17 +196,12 @@ class LinkPages:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
             raise UnsupportedMediaType("send the page's form (application/x-www-form-urlencoded)")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-            raise PayloadTooLarge(f"the form is larger than {MAX_FORM_BYTES} bytes")
-        raw = b""
-        try:
-            async for chunk in request.stream():
-                raw += chunk
-                if len(raw) > MAX_FORM_BYTES:
-                    raise PayloadTooLarge(f"the form is larger than {MAX_FORM_BYTES} bytes")
-        except ClientDisconnect:
-            raise InvalidInput("the form was cut off") from None
+        from .app import read_body
+
+        # the same capped, timed read as the API's bodies: this route needs no key, so a
+        # client trickling a form must not hold its connection for ever
+        raw = await read_body(request, MAX_FORM_BYTES, self.api.settings.http_limits.body_timeout,
+                              f"the form is larger than {MAX_FORM_BYTES} bytes")
         try:
             fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True,
                               max_num_fields=10, strict_parsing=False)
