@@ -110,12 +110,8 @@ class Client:
                                           headers=headers,
                                           timeout=timeout if timeout is not None
                                           else self.timeout)
-        except httpx.TimeoutException:
-            raise errors.Unavailable(f"approvalctl server at {self.base_url} did not answer "
-                                     f"within {timeout or self.timeout:g} s") from None
-        except httpx.TransportError as exc:
-            raise errors.Unavailable(f"cannot reach approvalctl server at {self.base_url}: "
-                                     f"{_reason(exc)}") from None
+        except httpx.TransportError as exc:  # timeouts included
+            raise _transport_error(exc, self.base_url, timeout or self.timeout) from None
         return _answer(response, self.base_url)
 
     @staticmethod

@@ -106,5 +106,3 @@ class CounterBuffer:
         with self._lock:
             self._deltas.extend(deltas)
 
-    def __bool__(self) -> bool:
-        return bool(self._deltas)

@@ -423,7 +423,7 @@ def _step_rows(store) -> list[tuple[str, str, str]]:
 
 def test_a_sweep_without_channels_claims_nothing_and_the_right_one_sends_once(
         store, db_url, tmp_path):
-    from typer.testing import CliRunner
+    from conftest import CliRunner
 
     from approvalctl.cli import app
 

@@ -11,6 +11,7 @@ from conftest import CliRunner
 from test_query_plans import _assert_indexed, _plans, traced  # noqa: F401
 
 from approvalctl.cli import app
+from approvalctl.errors import InvalidInput
 from approvalctl.models import Principal, to_iso, utcnow
 
 
@@ -58,7 +59,7 @@ def test_chart_figures(service, operator, history) -> None:
     assert (hours[-1]["approved"], hours[-4]["approved"]) == (1, 1)  # now and 3 h ago
     # the rejection 30 h ago is outside the last 24 hours
     assert sum(h["rejected"] for h in hours) == 0
-    with pytest.raises(Exception, match="unknown breakdown 'colour'"):
+    with pytest.raises(InvalidInput, match="unknown breakdown 'colour'"):
         service.stats_detail(operator, 86400, "colour")
 
 

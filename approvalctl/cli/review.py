@@ -116,11 +116,8 @@ class LiveQueue:
 
     def _quorum_fields(self, items: list[Any]) -> dict[str, dict[str, Any]]:
         """The quorum fields of `items` that have one (remote: as the `list` answer carried
-        them, no extra call; local: one query). A backend without quorums: none."""
-        try:
-            return dict(self.backend.quorum_fields(items)) if items else {}
-        except AttributeError:  # a backend that knows no quorums
-            return {}
+        them, no extra call; local: one query)."""
+        return dict(self.backend.quorum_fields(items)) if items else {}
 
     def quorums(self) -> dict[str, dict[str, Any]]:
         """A copy of the quorum fields of the requests in the queue that have one, by id."""
@@ -749,7 +746,7 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
                 history = []
             try:  # "1 of 2" for a request with a quorum
                 quorum = backend.quorum_fields([req]).get(req.id)
-            except (ApprovalctlError, AttributeError):  # a backend without quorums
+            except ApprovalctlError:
                 quorum = None
             self.push_screen(RequestScreen(req, history, quorum))
 
@@ -782,7 +779,7 @@ def build_app(backend: Any, *, queue: LiveQueue | None = None) -> Any:
             if done.status == "pending":  # an approval counted towards a quorum
                 try:
                     counted = count_text(backend.quorum_fields([done]).get(done.id))
-                except (ApprovalctlError, AttributeError):
+                except ApprovalctlError:
                     counted = ""
                 self.say(f"approval counted for {done.id}"
                          + (f" ({counted} approvals)" if counted else ""), "information")

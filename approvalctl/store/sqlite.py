@@ -254,16 +254,14 @@ class SQLiteStore(SQLStore):
 
     def change_rules(self, edit: Callable[[list[dict[str, Any]]],
                                           tuple[list[dict[str, Any]], Change]]) -> None:
-        self._local.rules = None
         if self._uow is not None:
             self._uow.memo.pop(_RULES, None)
         try:
             super().change_rules(edit)
-        finally:
+        finally:  # read again after the change (or its failure), never the old copy
             self._local.rules = None
 
     def insert_rows(self, table: str, rows: list[tuple]) -> None:
-        self._local.rules = None
         try:
             super().insert_rows(table, rows)
         finally:
