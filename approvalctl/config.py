@@ -377,6 +377,7 @@ class Settings:
         when off), the config's global reminder settings. InvalidInput naming the key for a
         duration that does not parse or an `escalate_to` channel that is not configured."""
         from .durations import parse_duration
+        from .policy import MAX_TTL_SECONDS
 
         n = self.notifications or {}
 
@@ -384,8 +385,12 @@ class Settings:
             value = n.get(key)
             if value is None:
                 return None
-            return float(value) if isinstance(value, (int, float)) else \
+            got = float(value) if isinstance(value, (int, float)) else \
                 parse_duration(value, what=f"notifications.{key} in config")
+            if not 0 < got <= MAX_TTL_SECONDS:  # as a rule's own remind_after allows
+                raise InvalidInput(f"config: notifications.{key} must be a duration between "
+                                   f"1s and 30d, got {value!r}")
+            return got
 
         to = list(n.get("escalate_to") or [])
         unknown = [c for c in to if c not in self.channel_names()]

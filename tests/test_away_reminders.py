@@ -238,6 +238,11 @@ def test_config_is_checked_by_the_one_schema(monkeypatch):
     cfg = load_config({"webhooks": [hook, hook], "remind_after": "10m",
                        "escalate_after": 1800, "escalate_to": ["webhook:1"]})
     assert cfg.webhooks
+    from approvalctl.config import Settings
+
+    for huge in ("99999999999d", 10**12):  # overflowed a date before: a traceback, a 500
+        with pytest.raises(InvalidInput, match="remind_after must be a duration between"):
+            Settings(notifications={"remind_after": huge}).reminders()
 
 
 # ---------------------------------------------------------------- a real `approvalctl serve`

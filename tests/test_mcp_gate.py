@@ -337,7 +337,8 @@ def test_a_call_in_another_spelling_is_refused_and_extra_fields_never_reach_the_
     protocol's `_meta`, no other member of the message or its params."""
     svc.add_rule(ADMIN, {"name": "all", "tools": ["mcp__raw__*"], "action": "allow"})
     raw = RawProxy(db_path, tmp_path)
-    for n, method in enumerate((b"TOOLS/CALL", b"tools/call ", b" Tools/Call")):
+    for n, method in enumerate((b"TOOLS/CALL", b"tools/call ", b" Tools/Call",
+                                b"tools/call\\u0000", "tool\u017f/call".encode())):
         raw.send(b'{"jsonrpc":"2.0","id":%d,"method":"%s","params":{"name":"sh",'
                  b'"arguments":{"cmd":"rm"}}}' % (n, method))
         answer = raw.answer()
@@ -345,6 +346,9 @@ def test_a_call_in_another_spelling_is_refused_and_extra_fields_never_reach_the_
     raw.send(b'[{"jsonrpc":"2.0","id":7,"method":"Tools/Call","params":{"name":"sh"}}]')
     assert raw.answer()[0]["error"]["code"] == -32600
     # read one way here, another way by a lenient server: refused, never forwarded
+    raw.send(b'{"jsonrpc":"2.0","id":8,"method":"ping","Method":"tools/call",'
+             b'"params":{"name":"sh","arguments":{"cmd":"rm"}}}')
+    assert raw.answer()["error"]["code"] == -32600
     raw.send(b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sh",'
              b'"arguments":{"cmd":"rm"}},"method":"ping"}')
     assert raw.answer()["error"]["code"] == -32600

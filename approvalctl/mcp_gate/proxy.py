@@ -112,9 +112,29 @@ class Lines:
 
 
 def _looks_like_call(method: Any) -> bool:
-    """Whether `method` is tools/call in any spelling (case, white space) a lenient server
-    might still run as one."""
-    return isinstance(method, str) and "".join(method.split()).lower() == "tools/call"
+    """Whether `method` is tools/call in any spelling a lenient server might still run as one:
+    other case (Unicode case folding, so "toolſ/call" too), compatibility forms (NFKC),
+    white space or control characters around or inside it."""
+    if not isinstance(method, str):
+        return False
+    import unicodedata
+
+    folded = unicodedata.normalize("NFKC", method).casefold()
+    return "".join(ch for ch in folded if not ch.isspace()
+                   and unicodedata.category(ch)[0] != "C") == "tools/call"
+
+
+#: JSON-RPC's member names: a message with another spelling of one of them ("Method") is
+#: refused, since a case-insensitive parser (Go's encoding/json) would read it as that member.
+_MEMBERS = ("jsonrpc", "id", "method", "params")
+
+
+def _shadowed_member(message: dict[str, Any]) -> str | None:
+    """A key of `message` that is not one of JSON-RPC's members but folds to one, or None."""
+    for key in message:
+        if key not in _MEMBERS and key.casefold() in _MEMBERS:
+            return key
+    return None
 
 class Proxy:
     """One client (this process's stdin/stdout) in front of one wrapped server."""
@@ -267,6 +287,13 @@ class Proxy:
                                         f"refused, not forwarded: {_one_line(describe(exc))}"))
             return
         if isinstance(message, dict):
+            shadow = _shadowed_member(message)
+            if shadow is not None:
+                self.send_client(_rpc_error(
+                    message.get("id") if shadow != "id" else None, INVALID_REQUEST,
+                    f"member {_one_line(shadow, 20)!r} is refused: JSON-RPC spells it "
+                    f"{shadow.casefold()!r}"))
+                return
             method = message.get("method")
             if method == "tools/call":
                 self.start_gate(line, message)

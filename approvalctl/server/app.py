@@ -245,6 +245,7 @@ class Api:
             raise InvalidInput(f"rate_limit must be a number of requests per second greater "
                                f"than zero, got {rate!r}")
         self.limiter = RateLimiter(rate) if rate else None
+        settings.reminders()  # a bad reminder setting stops `serve` now, not every sweep
         quotas = settings.quotas
         self.create_limiter = RateLimiter(
             quotas.create_rate, "create_rate", "creation quota of {rate:g} requests per "
