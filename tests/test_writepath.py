@@ -249,7 +249,7 @@ def test_rbac_checks_of_a_committed_unit_are_written_once_with_it(store, service
     assert rbac_checks(store) == before + 4
 
 
-def test_rbac_checks_of_a_spoiled_group_are_counted_once(store, service, agent):
+def test_rbac_checks_of_a_spoiled_group_are_counted_once(store, service, agent, monkeypatch):
     def run(spoil: bool) -> float:
         before = rbac_checks(store)
         db = DatabaseThread(store)
@@ -260,11 +260,17 @@ def test_rbac_checks_of_a_spoiled_group_are_counted_once(store, service, agent):
             futures.append(db.submit(half_way, write=True))
         for f in futures[:3]:
             f.result(timeout=10)
+        if spoil:
+            with pytest.raises(Unavailable):
+                futures[3].result(timeout=10)
         db.shutdown()
         store.flush_counters()
         return rbac_checks(store) - before
 
-    assert run(spoil=True) == run(spoil=False) == 3
+    assert run(spoil=False) == 3
+    units = counting_units(store, monkeypatch)
+    assert run(spoil=True) == 3
+    assert len(units) == 1 + 4  # the group was spoiled, then each call ran alone
 
 
 def _api(store, **settings: Any) -> Api:
