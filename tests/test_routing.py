@@ -47,6 +47,10 @@ def test_a_refused_method_is_counted_under_its_route_template(live):
     assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, PUT"
     assert "PATCH is not allowed on /api/v1/approvals/{id}" in r.json()["detail"]
     assert count() == before + 1
+    # the decision-link route too: its template, never the link's token, names it
+    r = httpx.request("PUT", f"{live.url}/d/v1.secret-token.mac", timeout=10)
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    assert "/d/{token}" in r.json()["detail"] and "secret-token" not in r.text
 
 
 def test_a_bad_body_with_a_revoked_key_is_401_and_writes_nothing(live):

@@ -113,7 +113,9 @@ class LinkPages:
         self.limiter.check(address)
 
     def routes(self) -> list[Route]:
-        route = Route("/d/{token}", self.page, methods=["GET", "POST"])
+        from .app import ApiRoute  # labels the request with its template, 405s included
+
+        route = ApiRoute("/d/{token}", self.page, methods=["GET", "POST"])
         assert route.methods is not None  # set whenever `methods` is given
         route.methods.discard("HEAD")  # as documented: the API answers no HEAD anywhere
         return [route]
@@ -124,7 +126,6 @@ class LinkPages:
                                   to_iso(utcnow()))
 
     async def page(self, request: Request) -> Response:
-        request.scope["approvalctl.route"] = "/d/{token}"
         try:
             self._limit(request.client.host if request.client else "?")
             if request.method == "POST":
