@@ -738,10 +738,7 @@ class SQLStore(OutboxQueries, ReminderQueries):
         """A cheap value that differs after any committed change (here the audit head's
         seq; SQLite overrides it with PRAGMA data_version). Waiters compare it tick by tick
         and read rows only when it moved."""
-        with self._read() as cur:
-            row = self._exec(cur, "SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1"
-                             ).fetchone()
-        return row[0] if row else 0
+        return self.audit_head()[0]
 
     def audit_head(self) -> tuple[int, str]:
         """(seq, hash) of the newest audit row; (0, GENESIS) for an empty trail."""
@@ -895,15 +892,7 @@ class SQLStore(OutboxQueries, ReminderQueries):
     def quorum(self, request_id: str) -> tuple[int, list[str]] | None:
         """(approvals required, approvers so far in order) of a request with a quorum, or
         None for a request that needs one approval."""
-        with self._read() as cur:
-            row = self._exec(cur, "SELECT required FROM request_quorum WHERE request_id = ?",
-                             (request_id,)).fetchone()
-            if row is None:
-                return None
-            who = [r[0] for r in self._exec(
-                cur, "SELECT approver FROM request_approvals WHERE request_id = ? "
-                "ORDER BY at, approver", (request_id,)).fetchall()]
-        return int(row[0]), who
+        return self.quorums([request_id]).get(request_id)
 
     def quorums(self, request_ids: Sequence[str]) -> dict[str, tuple[int, list[str]]]:
         """`quorum()` for many requests at once (a page of a listing): only those with a
