@@ -165,14 +165,9 @@ def _count(quorum: dict[str, Any] | None, status: str) -> str:
     """` (1 of 2)` after a pending request's status when it has a quorum, else ""."""
     if not quorum or status != "pending":
         return ""
-    return f" ({len(quorum['approvals'])} of {quorum['approvals_required']})"
+    from .review import count_text
 
-
-def _quorum_text(quorum: dict[str, Any]) -> str:
-    """`1 of 2 (olivia)`: approvals so far of those required, and by whom."""
-    who = quorum["approvals"]
-    return f"{len(who)} of {quorum['approvals_required']}" + \
-        (f" ({', '.join(who)})" if who else "")
+    return f" ({count_text(quorum)})"
 
 
 @command(app, "show")
@@ -206,7 +201,9 @@ def show_cmd(
     if req.status == "pending":
         rows.append(["expires in", _until(req.expires_at)])
     if quorum:
-        rows.append(["approvals", _quorum_text(quorum)])
+        from .review import approvals_text
+
+        rows.append(["approvals", approvals_text(quorum)])
     print_table(["FIELD", "VALUE"], rows)
 
 

@@ -358,10 +358,17 @@ def _age(iso: str) -> str:
 
 
 def count_text(quorum: dict[str, Any] | None) -> str:
-    """`1 of 2`: the approvals so far of those a quorum requires; "" without a quorum."""
+    """`1 of 2`: the approvals so far of those a quorum requires; "" without a quorum. The
+    one spelling of a quorum's count (`list`, `show`, `watch`, `review`)."""
     if not quorum:
         return ""
     return f"{len(quorum.get('approvals') or [])} of {quorum['approvals_required']}"
+
+
+def approvals_text(quorum: dict[str, Any]) -> str:
+    """`1 of 2 (olivia)`: the count, and who approved so far."""
+    who = quorum.get("approvals") or []
+    return count_text(quorum) + (f" ({', '.join(who)})" if who else "")
 
 
 def detail_text(req: Any, history: list[Any] | None = None,
@@ -389,9 +396,7 @@ def detail_text(req: Any, history: list[Any] | None = None,
     field("expires", req.expires_at or "-")
     field("digest", req.digest or "-")
     if quorum:
-        who = quorum.get("approvals") or []
-        field("approvals", f"{len(who)} of {quorum['approvals_required']}"
-              + (f" ({', '.join(who)})" if who else ""))
+        field("approvals", approvals_text(quorum))
     args = req.arguments or {}
     for key in ("cwd", "session_id", "session", "transcript_path"):
         if isinstance(args, dict) and key in args:

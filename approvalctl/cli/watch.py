@@ -22,7 +22,7 @@ from typing import Any
 from .. import render
 from ..durations import format_duration
 from ..errors import ApprovalctlError
-from .review import AGE_SECONDS, LiveQueue
+from .review import AGE_SECONDS, LiveQueue, count_text
 
 #: Rows drawn at most; the title says how many there are.
 WATCH_LIMIT = 200
@@ -33,8 +33,7 @@ def status_text(req: Any, quorum: dict[str, Any] | None) -> str:
     far of those required, as `list` shows it: `pending (1 of 2)`."""
     if not quorum or req.status != "pending":
         return str(req.status)
-    return f"{req.status} ({len(quorum.get('approvals') or [])} of " \
-           f"{quorum['approvals_required']})"
+    return f"{req.status} ({count_text(quorum)})"
 
 
 def fit(rows: list[Any], room: int) -> tuple[list[Any], list[Any]]:
