@@ -17,6 +17,7 @@ unreachable server is `Unavailable` (CLI exit 6).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import json
 import math
@@ -757,7 +758,14 @@ def require_approval(client: Client | AsyncClient, tool_name: str | None = None,
                 req = await aclient.create(name, arguments, reason=reason, risk=risk,
                                            ttl_seconds=ttl_seconds)
                 _check_stored(name, req, expected)
-                req = await aclient.wait(req.id, timeout)
+                try:
+                    req = await aclient.wait(req.id, timeout)
+                except BaseException:  # cancelled (or failed) while waiting: withdraw it,
+                    import asyncio  # (only async callers pay for the import)
+
+                    with contextlib.suppress(Exception):  # nobody approves a call not made
+                        await asyncio.shield(aclient.cancel(req.id))
+                    raise
                 timed_out = req.status == PENDING
                 if timed_out:  # nobody may approve it after we stopped waiting
                     try:
@@ -779,7 +787,12 @@ def require_approval(client: Client | AsyncClient, tool_name: str | None = None,
             req = sclient.create(name, arguments, reason=reason, risk=risk,
                                  ttl_seconds=ttl_seconds)
             _check_stored(name, req, expected)
-            req = sclient.wait(req.id, timeout)
+            try:
+                req = sclient.wait(req.id, timeout)
+            except BaseException:  # Ctrl-C (or a failure) while waiting: withdraw it, so
+                with contextlib.suppress(Exception):  # nobody approves a call not made
+                    sclient.cancel(req.id)
+                raise
             timed_out = req.status == PENDING
             if timed_out:  # nobody may approve it after we stopped waiting
                 try:

@@ -141,3 +141,22 @@ def test_from_env_reads_the_environment_then_the_config_file(live, monkeypatch, 
             return await client.create("y")
 
     assert asyncio.run(main()).tool_name == "y"
+
+
+def test_an_async_gate_cancelled_while_waiting_withdraws_its_request(live):
+    """A task cancelled mid-wait (asyncio.wait_for, a shutdown) withdraws the request, so
+    nobody is left to approve a call that will never be made."""
+    ops = live.client("operator")
+
+    async def main() -> None:
+        async with AsyncClient(live.url, live.keys["user"]) as client:
+            @require_approval(client, "deploy_cancelled", timeout=30)
+            async def deploy() -> str:
+                return "ran"
+
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(deploy(), 1.0)
+
+    asyncio.run(main())
+    done = ops.list(status="all", tool_name="deploy_cancelled").items
+    assert [r.status for r in done] == ["cancelled"]
