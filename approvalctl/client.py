@@ -380,9 +380,14 @@ class Client:
                     for event in _parse_sse(resp.iter_lines()):
                         if event["event"] == "error":
                             break
-                        last = int(event["id"])
-                        event["id"] = last
-                        event["data"] = json.loads(event["data"])
+                        try:
+                            last = int(event["id"])
+                            event["id"] = last
+                            event["data"] = json.loads(event["data"])
+                        except (KeyError, ValueError) as exc:  # a proxy mangling the stream
+                            raise errors.ApprovalctlError(
+                                f"the event stream from {self.base_url} sent an event that "
+                                f"is not approvalctl's ({type(exc).__name__})") from None
                         yield event
             except httpx.TransportError as exc:
                 if not reconnect:

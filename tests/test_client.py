@@ -339,3 +339,35 @@ def test_a_proxy_in_the_way_is_reported_not_a_traceback(httpx_mock):
             client.list()
         with pytest.raises(errors.ApprovalctlError, match="server error .HTTP 500.: boom"):
             client.list()
+
+
+@pytest.mark.parametrize("body", [b"id: 7\nevent: created\ndata: {not json\n\n",
+                                  b"id: seven\nevent: created\ndata: {}\n\n"])
+def test_a_mangled_event_stream_is_one_named_error(body):
+    """A stream that is not approvalctl's (a proxy rewriting it) ends the iteration with
+    the client's own error, which review/watch report and retry, not a bare ValueError."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import serve_in_thread
+
+    class Mangled(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Mangled)
+    serve_in_thread(server)
+    try:
+        client = Client(f"http://127.0.0.1:{server.server_address[1]}", "ak_x", timeout=5)
+        with pytest.raises(errors.ApprovalctlError, match="not approvalctl's"):
+            next(client.events(reconnect=False))
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
