@@ -62,6 +62,8 @@ MAX_ARGUMENTS_BYTES = 64 * 1024
 MAX_TTL_SECONDS = 30 * 86400
 MAX_LIMIT = 1000
 #: The most distinct approvers a request can be made to need (approvals_required).
+#: The most audit rows one `audit list` returns (the spec's bound on `limit`).
+MAX_AUDIT_ROWS = 100_000
 MAX_APPROVALS = 10
 #: The longest `since` window a list accepts (nine digits of seconds, as the spec's pattern).
 MAX_WINDOW_SECONDS = 999_999_999
@@ -790,7 +792,14 @@ class ApprovalService:
     # ------------------------------------------------------------ audit
     def audit_list(self, actor: Principal, *, request_id: str | None = None,
                    limit: int | None = None) -> builtins.list[dict[str, Any]]:
+        """The audit rows (of one request, or the `limit` most recent), oldest first, each
+        with its `detail` decoded. InvalidInput for a `limit` outside 1-100000 (the bound the
+        HTTP API's spec sets, so local and remote refuse alike)."""
         rbac.require(actor, rbac.AUDIT, "read the audit trail", self.store.tally)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or not 1 <= limit <= MAX_AUDIT_ROWS):
+            raise InvalidInput(f"limit must be a whole number from 1 to {MAX_AUDIT_ROWS}, "
+                               f"got {limit!r}")
         if request_id:
             request_id = self.resolve(actor, request_id).id
         rows = self.store.audit_rows(request_id=request_id, limit=limit, newest_first=True)

@@ -266,6 +266,9 @@ def test_audit_list_and_verify(cli) -> None:
     verified = cli.run("audit", "verify", "--json")
     assert verified.exit_code == 0
     assert verified.json()["ok"] is True and verified.json()["rows"] == len(every)
+    for bad in ("0", "-1"):  # refused alike locally and remotely
+        refused = cli.run("audit", "list", "--limit", bad)
+        assert refused.exit_code == 2 and "limit" in refused.stderr, refused.stderr
 
 
 def test_consume_once_with_the_digest_and_confirmations_show_it(cli) -> None:
